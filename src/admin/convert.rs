@@ -1,0 +1,124 @@
+//! Proto ↔ domain conversions at the edge of the admin plane: request
+//! validation in, snapshots out.
+
+use serde_json::value::RawValue;
+
+use super::pb;
+use super::AdminError;
+use crate::hub::{self, ClientId, Cursor, EventKind, Order};
+use crate::protocol::Topic;
+
+/// The largest page a ListClients call may ask for.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+/// Close reasons must fit a control frame: 125 bytes less the 2-byte code.
+pub const MAX_REASON_BYTES: usize = 123;
+
+/// An empty string means "no topic"; anything else must be a valid topic.
+pub fn optional_topic(topic: &str) -> Result<Option<Topic>, AdminError> {
+    if topic.is_empty() {
+        return Ok(None);
+    }
+    Topic::parse(topic).map(Some).map_err(|_| AdminError::InvalidTopic(topic.to_string()))
+}
+
+/// Checks that `data` is one JSON value within the size limit.
+pub fn json_data(data: &str, limit: usize) -> Result<&RawValue, AdminError> {
+    if data.len() > limit {
+        return Err(AdminError::DataTooLarge { size: data.len(), limit });
+    }
+    serde_json::from_str(data).map_err(|e| AdminError::InvalidJson(e.to_string()))
+}
+
+/// A client id from a request; one that cannot name a client is not found.
+pub fn client_id(id: &str) -> Result<ClientId, AdminError> {
+    if id.is_empty() {
+        return Err(AdminError::Missing("client_id"));
+    }
+    id.parse().map_err(|()| AdminError::NotFound(id.to_string()))
+}
+
+pub fn order(order: i32) -> Order {
+    match pb::ClientOrder::try_from(order) {
+        Ok(pb::ClientOrder::QueueDepth) => Order::QueueDepth,
+        _ => Order::ConnectedAt,
+    }
+}
+
+/// Page tokens are opaque to callers: `a<id>` in connection order,
+/// `q<depth>.<id>` in queue-depth order.
+pub fn encode_cursor(cursor: Cursor) -> String {
+    match cursor {
+        Cursor::After(id) => format!("a{}", id.0),
+        Cursor::AfterDepth(depth, id) => format!("q{depth}.{}", id.0),
+    }
+}
+
+pub fn decode_cursor(token: &str, order: Order) -> Result<Option<Cursor>, AdminError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let bad = || AdminError::InvalidPageToken;
+    let cursor = match (order, token.split_at(1)) {
+        (Order::ConnectedAt, ("a", id)) => Cursor::After(ClientId(id.parse().map_err(|_| bad())?)),
+        (Order::QueueDepth, ("q", rest)) => {
+            let (depth, id) = rest.split_once('.').ok_or_else(bad)?;
+            Cursor::AfterDepth(depth.parse().map_err(|_| bad())?, ClientId(id.parse().map_err(|_| bad())?))
+        }
+        _ => return Err(bad()),
+    };
+    Ok(Some(cursor))
+}
+
+pub fn client_info(info: hub::ClientInfo) -> pb::ClientInfo {
+    pb::ClientInfo {
+        id: info.id.to_string(),
+        user: info.user,
+        remote_addr: info.remote_addr.to_string(),
+        connected_at: Some(info.connected_at.into()),
+        topics: info.topics.iter().map(|t| t.to_string()).collect(),
+        queue_depth: info.queue_depth,
+        queue_bytes: info.queue_bytes,
+        queue_high_water: info.queue_high_water,
+        messages_sent: info.messages_sent,
+        messages_received: info.messages_received,
+        node: String::new(),
+    }
+}
+
+pub fn stats(stats: hub::Stats) -> pb::Stats {
+    pb::Stats {
+        clients: stats.clients,
+        topics: stats.topics,
+        hub_queue_depth: stats.hub_queue_depth,
+        hub_queue_capacity: stats.hub_queue_capacity,
+        messages_sent: stats.messages_sent,
+        messages_received: stats.messages_received,
+        slow_consumer_evictions: stats.slow_consumer_evictions,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        uptime: prost_types::Duration::try_from(stats.uptime).ok(),
+        node: String::new(),
+    }
+}
+
+pub fn event_kind(kind: EventKind) -> pb::EventKind {
+    match kind {
+        EventKind::Connected => pb::EventKind::Connected,
+        EventKind::Disconnected => pb::EventKind::Disconnected,
+        EventKind::Subscribed => pb::EventKind::Subscribed,
+        EventKind::Unsubscribed => pb::EventKind::Unsubscribed,
+        EventKind::Kicked => pb::EventKind::Kicked,
+        EventKind::Evicted => pb::EventKind::Evicted,
+    }
+}
+
+pub fn event(event: hub::Event) -> pb::Event {
+    pb::Event {
+        kind: event_kind(event.kind) as i32,
+        client_id: event.client_id.to_string(),
+        topic: event.topic.map(|t| t.to_string()).unwrap_or_default(),
+        reason: event.reason,
+        code: u32::from(event.code),
+        at: Some(event.at.into()),
+    }
+}

@@ -1,0 +1,68 @@
+//! The admin plane's errors, and the one place they become gRPC statuses.
+
+use tonic::Status;
+
+use crate::hub::HubError;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdminError {
+    #[error("data is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("data is {size} bytes; the limit is {limit}")]
+    DataTooLarge { size: usize, limit: usize },
+    #[error("invalid topic `{0}`: a topic is 1-128 characters of A-Za-z0-9_.:-")]
+    InvalidTopic(String),
+    #[error("kick code {0} is outside 4000-4999")]
+    InvalidCode(u32),
+    #[error("kick reason is {0} bytes; at most 123 are allowed")]
+    ReasonTooLong(usize),
+    #[error("page_size {0} is over the limit of 1000")]
+    PageTooLarge(u32),
+    #[error("invalid page_token")]
+    InvalidPageToken,
+    #[error("a kick needs a target: client_id, user or topic")]
+    NoTarget,
+    #[error("missing {0}")]
+    Missing(&'static str),
+    #[error("deadline must not be negative")]
+    InvalidDeadline,
+    #[error("client {0} not found")]
+    NotFound(String),
+    #[error("missing or wrong admin token")]
+    Unauthenticated,
+    #[error("a drain is already running")]
+    DrainRunning,
+    #[error("the hub is shutting down")]
+    Unavailable,
+}
+
+impl From<HubError> for AdminError {
+    fn from(e: HubError) -> Self {
+        match e {
+            HubError::ShuttingDown => AdminError::Unavailable,
+            HubError::NotFound(id) => AdminError::NotFound(id.to_string()),
+        }
+    }
+}
+
+impl From<AdminError> for Status {
+    fn from(e: AdminError) -> Self {
+        let message = e.to_string();
+        match e {
+            AdminError::InvalidJson(_)
+            | AdminError::DataTooLarge { .. }
+            | AdminError::InvalidTopic(_)
+            | AdminError::InvalidCode(_)
+            | AdminError::ReasonTooLong(_)
+            | AdminError::PageTooLarge(_)
+            | AdminError::InvalidPageToken
+            | AdminError::NoTarget
+            | AdminError::Missing(_)
+            | AdminError::InvalidDeadline => Status::invalid_argument(message),
+            AdminError::NotFound(_) => Status::not_found(message),
+            AdminError::Unauthenticated => Status::unauthenticated(message),
+            AdminError::DrainRunning => Status::failed_precondition(message),
+            AdminError::Unavailable => Status::unavailable(message),
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! A tower layer around the gRPC server that counts every admin call by
+//! method and status code and times it, so no RPC repeats that code.
+//!
+//! The status is read from the response headers: a failed unary call is a
+//! trailers-only response carrying `grpc-status` there; a response without
+//! it in the headers started successfully (OK). Latency is measured to the
+//! response headers, which for streams is their start.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tonic::Code;
+use tower::{Layer, Service};
+
+use crate::metrics;
+
+const ADMIN_PREFIX: &str = "/wshub.admin.v1.Admin/";
+/// Method label values; anything else is `unknown`, so cardinality stays fixed.
+const METHODS: [&str; 8] =
+    ["Broadcast", "SendToClient", "ListClients", "GetClient", "KickClients", "GetStats", "WatchEvents", "Drain"];
+
+#[derive(Debug, Clone, Copy)]
+pub struct MetricsLayer;
+
+impl<S> Layer<S> for MetricsLayer {
+    type Service = MetricsService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        MetricsService { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsService<S> {
+    inner: S,
+}
+
+impl<S, B, RB> Service<http::Request<B>> for MetricsService<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let method = request.uri().path().strip_prefix(ADMIN_PREFIX).map(|m| {
+            METHODS.iter().copied().find(|known| *known == m).unwrap_or("unknown")
+        });
+        let start = Instant::now();
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            let response = call.await;
+            if let Some(method) = method {
+                let code = match &response {
+                    Ok(r) => r
+                        .headers()
+                        .get("grpc-status")
+                        .map_or(Code::Ok, |v| Code::from_bytes(v.as_bytes())),
+                    Err(_) => Code::Internal,
+                };
+                metrics::admin_request(method, code_name(code), start.elapsed());
+            }
+            response
+        })
+    }
+}
+
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}

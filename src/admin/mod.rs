@@ -1,0 +1,111 @@
+//! The control plane: the `wshub.admin.v1.Admin` gRPC service, with gRPC
+//! health and server reflection beside it. Every admin call becomes a
+//! command into the hub; this module never touches the registry.
+
+mod auth;
+mod convert;
+mod error;
+mod layer;
+mod service;
+
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use tonic_health::ServingStatus;
+
+pub use error::AdminError;
+pub use service::AdminService;
+
+use crate::config::Config;
+use crate::hub::HubHandle;
+use crate::lifecycle::Lifecycle;
+
+/// Generated protobuf types and the gRPC client and server.
+pub mod pb {
+    tonic::include_proto!("wshub.admin.v1");
+    /// The encoded descriptor set, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("admin_descriptor");
+}
+
+/// The name gRPC health reports the admin service under.
+pub const SERVICE_NAME: &str = "wshub.admin.v1.Admin";
+
+/// The admin gRPC server, configured and ready to serve.
+pub struct Server {
+    service: AdminService,
+    token: Option<String>,
+    tls: Option<ServerTlsConfig>,
+    lifecycle: Lifecycle,
+    stop: CancellationToken,
+}
+
+impl Server {
+    pub fn new(config: &Config, hub: HubHandle, lifecycle: Lifecycle, stop: CancellationToken) -> Result<Self, crate::Error> {
+        let tls = match (&config.admin_tls_cert, &config.admin_tls_key) {
+            (Some(cert), Some(key)) => {
+                let read = |p: &std::path::Path| {
+                    std::fs::read(p).map_err(|e| crate::Error::AdminTls(format!("cannot read {}: {e}", p.display())))
+                };
+                let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+                if let Some(ca) = &config.admin_tls_client_ca {
+                    tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+                }
+                Some(tls)
+            }
+            _ => None,
+        };
+        let service = AdminService::new(hub, config.client.max_message_bytes, lifecycle.clone(), stop.clone());
+        let token = config.admin_token.clone().filter(|t| !t.is_empty());
+        Ok(Self { service, token, tls, lifecycle, stop })
+    }
+
+    /// Serves until the stop token is cancelled. Open streams (WatchEvents,
+    /// Drain) end with it, so the server stops promptly.
+    pub async fn serve(self, listener: TcpListener) {
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter.set_service_status(SERVICE_NAME, ServingStatus::Serving).await;
+        reporter.set_service_status("", ServingStatus::Serving).await;
+        let mut ready = self.lifecycle.subscribe();
+        tokio::spawn(async move {
+            while ready.wait_for(|r| !*r).await.is_ok() {
+                reporter.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
+                reporter.set_service_status("", ServingStatus::NotServing).await;
+                break;
+            }
+        });
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let (Ok(reflection_v1), Ok(reflection_v1alpha)) = (reflection().build_v1(), reflection().build_v1alpha()) else {
+            tracing::error!("the embedded descriptor set is invalid; admin API not served");
+            return;
+        };
+        let admin = pb::admin_server::AdminServer::with_interceptor(self.service, auth::check(self.token));
+        let mut builder = tonic::transport::Server::builder().http2_keepalive_interval(Some(Duration::from_secs(30)));
+        if let Some(tls) = self.tls {
+            builder = match builder.tls_config(tls) {
+                Ok(builder) => builder,
+                Err(e) => {
+                    tracing::error!(error = %e, "admin TLS configuration rejected; admin API not served");
+                    return;
+                }
+            };
+        }
+        let result = builder
+            .layer(layer::MetricsLayer)
+            .add_service(health)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(admin)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), self.stop.cancelled_owned())
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "admin server failed");
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The `Admin` service: validates at the edge, sends one command into the
+//! hub per call, converts the answer. It holds no state of its own beyond
+//! the hub handle.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures_util::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::{BroadcastStream, ReceiverStream};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use super::convert::{self, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_REASON_BYTES};
+use super::pb::{self, admin_server::Admin};
+use super::AdminError;
+use crate::close::{code, Closing, DisconnectReason};
+use crate::hub::{HubHandle, KickTarget, ListQuery};
+use crate::lifecycle::Lifecycle;
+use crate::{metrics, protocol};
+
+/// Drain defaults: the pace and how long it may take.
+const DEFAULT_DRAIN_RATE: u32 = 100;
+const DEFAULT_DRAIN_DEADLINE: Duration = Duration::from_secs(300);
+/// Progress messages a Drain stream buffers; a caller that reads slower misses intermediate ones.
+const DRAIN_PROGRESS_BUFFER: usize = 64;
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+pub struct AdminService {
+    hub: HubHandle,
+    max_message_bytes: usize,
+    lifecycle: Lifecycle,
+    /// Server shutdown: ends open streams.
+    stop: CancellationToken,
+}
+
+impl AdminService {
+    pub fn new(hub: HubHandle, max_message_bytes: usize, lifecycle: Lifecycle, stop: CancellationToken) -> Self {
+        Self { hub, max_message_bytes, lifecycle, stop }
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn broadcast(&self, request: Request<pb::BroadcastRequest>) -> Result<Response<pb::BroadcastResponse>, Status> {
+        let request = request.into_inner();
+        let topic = convert::optional_topic(&request.topic)?;
+        let data = convert::json_data(&request.data, self.max_message_bytes)?;
+        let frame = protocol::message(topic.as_ref(), "admin", data);
+        let exclude = request.exclude_client_ids.iter().filter_map(|id| id.parse().ok()).collect();
+        let delivery = self.hub.broadcast(topic, frame, exclude).await.map_err(AdminError::from)?;
+        Ok(Response::new(pb::BroadcastResponse { recipients: delivery.recipients, dropped: delivery.dropped }))
+    }
+
+    async fn send_to_client(
+        &self,
+        request: Request<pb::SendToClientRequest>,
+    ) -> Result<Response<pb::SendToClientResponse>, Status> {
+        let request = request.into_inner();
+        let id = convert::client_id(&request.client_id)?;
+        let data = convert::json_data(&request.data, self.max_message_bytes)?;
+        let frame = protocol::message(None, "admin", data);
+        self.hub.send_to(id, frame).await.map_err(AdminError::from)?;
+        Ok(Response::new(pb::SendToClientResponse {}))
+    }
+
+    async fn list_clients(
+        &self,
+        request: Request<pb::ListClientsRequest>,
+    ) -> Result<Response<pb::ListClientsResponse>, Status> {
+        let request = request.into_inner();
+        let page_size = match request.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n if n > MAX_PAGE_SIZE => return Err(AdminError::PageTooLarge(n).into()),
+            n => n,
+        };
+        let order = convert::order(request.order_by);
+        let query = ListQuery {
+            topic: convert::optional_topic(&request.topic)?,
+            user: Some(request.user).filter(|u| !u.is_empty()),
+            order,
+            page_size: page_size as usize,
+            cursor: convert::decode_cursor(&request.page_token, order)?,
+        };
+        let page = self.hub.list_clients(query).await.map_err(AdminError::from)?;
+        Ok(Response::new(pb::ListClientsResponse {
+            clients: page.clients.into_iter().map(convert::client_info).collect(),
+            next_page_token: page.next.map(convert::encode_cursor).unwrap_or_default(),
+            total: page.total,
+        }))
+    }
+
+    async fn get_client(&self, request: Request<pb::GetClientRequest>) -> Result<Response<pb::ClientInfo>, Status> {
+        let id = convert::client_id(&request.get_ref().client_id)?;
+        let info = self.hub.get_client(id).await.map_err(AdminError::from)?;
+        Ok(Response::new(convert::client_info(info)))
+    }
+
+    async fn kick_clients(
+        &self,
+        request: Request<pb::KickClientsRequest>,
+    ) -> Result<Response<pb::KickClientsResponse>, Status> {
+        use pb::kick_clients_request::Target;
+        let request = request.into_inner();
+        let close_code = match request.code {
+            0 => code::KICKED,
+            c @ 4000..=4999 => c as u16,
+            c => return Err(AdminError::InvalidCode(c).into()),
+        };
+        if request.reason.len() > MAX_REASON_BYTES {
+            return Err(AdminError::ReasonTooLong(request.reason.len()).into());
+        }
+        let target = match request.target {
+            None => return Err(AdminError::NoTarget.into()),
+            Some(Target::ClientId(id)) => KickTarget::Client(convert::client_id(&id)?),
+            Some(Target::User(user)) if user.is_empty() => return Err(AdminError::NoTarget.into()),
+            Some(Target::User(user)) => KickTarget::User(user),
+            Some(Target::Topic(topic)) => match convert::optional_topic(&topic)? {
+                Some(topic) => KickTarget::Topic(topic),
+                None => return Err(AdminError::NoTarget.into()),
+            },
+        };
+        let closing = Closing::with_frame(DisconnectReason::Kicked, close_code, request.reason);
+        let kicked = self.hub.kick(target.clone(), closing).await.map_err(AdminError::from)?;
+        if let (KickTarget::Client(id), 0) = (&target, kicked) {
+            return Err(AdminError::NotFound(id.to_string()).into());
+        }
+        Ok(Response::new(pb::KickClientsResponse { kicked }))
+    }
+
+    async fn get_stats(&self, _: Request<pb::GetStatsRequest>) -> Result<Response<pb::Stats>, Status> {
+        let stats = self.hub.stats().await.map_err(AdminError::from)?;
+        Ok(Response::new(convert::stats(stats)))
+    }
+
+    type WatchEventsStream = BoxStream<pb::Event>;
+
+    /// Events come from the hub's bounded broadcast ring: a watcher that
+    /// falls behind never slows the hub; it gets one `lagged` event for each
+    /// gap (with the number missed in `code`) and the misses are counted.
+    async fn watch_events(
+        &self,
+        request: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let kinds: Vec<i32> = request.into_inner().kinds;
+        let events = self.hub.watch().await.map_err(AdminError::from)?;
+        let stream = tokio_stream::StreamExt::filter_map(BroadcastStream::new(events), move |item| match item {
+            Ok(event) => {
+                let event = convert::event(event);
+                (kinds.is_empty() || kinds.contains(&event.kind)).then_some(Ok(event))
+            }
+            Err(BroadcastStreamRecvError::Lagged(missed)) => {
+                metrics::events_lagged(missed);
+                Some(Ok(pb::Event {
+                    kind: pb::EventKind::Unspecified as i32,
+                    reason: "lagged".into(),
+                    code: u32::try_from(missed).unwrap_or(u32::MAX),
+                    at: Some(std::time::SystemTime::now().into()),
+                    ..Default::default()
+                }))
+            }
+        });
+        let stream = futures_util::StreamExt::take_until(stream, self.stop.clone().cancelled_owned());
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    type DrainStream = BoxStream<pb::DrainProgress>;
+
+    async fn drain(&self, request: Request<pb::DrainRequest>) -> Result<Response<Self::DrainStream>, Status> {
+        let request = request.into_inner();
+        let rate = if request.rate_per_second == 0 { DEFAULT_DRAIN_RATE } else { request.rate_per_second };
+        let deadline = match request.deadline {
+            None => DEFAULT_DRAIN_DEADLINE,
+            Some(d) => Duration::try_from(d).map_err(|_| AdminError::InvalidDeadline)?,
+        };
+        if !self.lifecycle.begin_drain() {
+            return Err(AdminError::DrainRunning.into());
+        }
+        self.lifecycle.set_not_ready();
+        tracing::info!(rate, ?deadline, "drain started");
+        let (tx, rx) = mpsc::channel(DRAIN_PROGRESS_BUFFER);
+        tokio::spawn(drain(self.hub.clone(), rate, deadline, tx, self.stop.clone()));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Closes clients oldest first at `rate` per second until none remain, the
+/// deadline passes or the server stops. It goes on if the caller hangs up:
+/// the node is already not ready, and a half-drained node helps no one.
+async fn drain(
+    hub: HubHandle,
+    rate: u32,
+    deadline: Duration,
+    progress: mpsc::Sender<Result<pb::DrainProgress, Status>>,
+    stop: CancellationToken,
+) {
+    // Up to ten batches a second, so the pace is smooth at any rate.
+    let ticks_per_second = rate.clamp(1, 10);
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / ticks_per_second);
+    let end = tokio::time::Instant::now() + deadline;
+    let (mut closed, mut remaining, mut owed) = (0u64, 0u64, 0u64);
+    let mut ticks = 0u64;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => break,
+        }
+        if tokio::time::Instant::now() >= end {
+            break;
+        }
+        // Spread `rate` over the ticks of each second without rounding drift.
+        ticks += 1;
+        let due = ticks * u64::from(rate) / u64::from(ticks_per_second);
+        let n = due - owed;
+        owed = due;
+        match hub.drain_batch(n as usize).await {
+            Ok((batch, left)) => {
+                closed += batch;
+                remaining = left;
+            }
+            Err(_) => break,
+        }
+        let _ = progress.try_send(Ok(pb::DrainProgress { closed, remaining, done: false }));
+        if remaining == 0 {
+            break;
+        }
+    }
+    tracing::info!(closed, remaining, "drain finished");
+    let _ = progress.send(Ok(pb::DrainProgress { closed, remaining, done: true })).await;
+}

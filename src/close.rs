@@ -1,0 +1,91 @@
+//! Why a connection ends: the close codes clients see and the reasons
+//! operators count (`wshub_disconnects_total{reason}`, admin events).
+
+/// WebSocket close codes wshub sends.
+pub mod code {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const UNSUPPORTED_DATA: u16 = 1003;
+    pub const TOO_LARGE: u16 = 1009;
+    pub const SERVICE_RESTART: u16 = 1012;
+    pub const KICKED: u16 = 4000;
+    pub const SLOW_CONSUMER: u16 = 4008;
+}
+
+/// The one reason a connection ended; the first cause recorded wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DisconnectReason {
+    ClientClose,
+    ReadError,
+    PingTimeout,
+    SlowConsumer,
+    Kicked,
+    ProtocolError,
+    TooLarge,
+    Shutdown,
+    Drain,
+}
+
+impl DisconnectReason {
+    pub const ALL: [DisconnectReason; 9] = [
+        Self::ClientClose,
+        Self::ReadError,
+        Self::PingTimeout,
+        Self::SlowConsumer,
+        Self::Kicked,
+        Self::ProtocolError,
+        Self::TooLarge,
+        Self::Shutdown,
+        Self::Drain,
+    ];
+
+    /// The label value in metrics and the `reason` of admin events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientClose => "client_close",
+            Self::ReadError => "read_error",
+            Self::PingTimeout => "ping_timeout",
+            Self::SlowConsumer => "slow_consumer",
+            Self::Kicked => "kicked",
+            Self::ProtocolError => "protocol_error",
+            Self::TooLarge => "too_large",
+            Self::Shutdown => "shutdown",
+            Self::Drain => "drain",
+        }
+    }
+}
+
+/// How the server ends a connection: the reason it counts and, when the
+/// server speaks first, the close frame it sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closing {
+    pub reason: DisconnectReason,
+    /// `None` when the peer closed or the socket failed: nothing to send.
+    pub frame: Option<(u16, String)>,
+}
+
+impl Closing {
+    pub fn silent(reason: DisconnectReason) -> Self {
+        Self { reason, frame: None }
+    }
+
+    pub fn with_frame(reason: DisconnectReason, code: u16, text: impl Into<String>) -> Self {
+        Self { reason, frame: Some((code, text.into())) }
+    }
+
+    pub fn slow_consumer() -> Self {
+        Self::with_frame(DisconnectReason::SlowConsumer, code::SLOW_CONSUMER, "slow consumer")
+    }
+
+    pub fn shutdown() -> Self {
+        Self::with_frame(DisconnectReason::Shutdown, code::GOING_AWAY, "server shutting down")
+    }
+
+    pub fn drain() -> Self {
+        Self::with_frame(DisconnectReason::Drain, code::SERVICE_RESTART, "service restart")
+    }
+
+    pub fn code(&self) -> u16 {
+        self.frame.as_ref().map_or(0, |(code, _)| *code)
+    }
+}

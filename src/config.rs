@@ -1,0 +1,170 @@
+//! Configuration: one clap struct, every option a flag and a `WSHUB_*`
+//! environment variable. `wshub --help` is the reference.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// A WebSocket hub managed over gRPC.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "wshub", version, about)]
+pub struct Config {
+    /// Address of the WebSocket listener; clients connect to ws://ADDR/ws.
+    #[arg(long, env = "WSHUB_WS_ADDR", default_value = "127.0.0.1:8080")]
+    pub ws_addr: SocketAddr,
+
+    /// Address of the gRPC admin listener. A non-loopback address requires --admin-token.
+    #[arg(long, env = "WSHUB_ADMIN_ADDR", default_value = "127.0.0.1:50051")]
+    pub admin_addr: SocketAddr,
+
+    /// Address of the HTTP listener serving /metrics, /healthz and /readyz.
+    #[arg(long, env = "WSHUB_METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    pub metrics_addr: SocketAddr,
+
+    #[command(flatten)]
+    pub client: ClientLimits,
+
+    /// Server ping interval; also announced to clients in the welcome frame.
+    #[arg(long, env = "WSHUB_PING_INTERVAL", default_value = "25s", value_parser = parse_duration)]
+    pub ping_interval: Duration,
+
+    /// A client that sends nothing (no frame, no pong) for this long is closed (ping timeout).
+    #[arg(long, env = "WSHUB_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// How long shutdown waits for clients to take their close frames before dropping them.
+    #[arg(long, env = "WSHUB_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Capacity of the hub's command channel; senders wait (bounded) when it is full.
+    #[arg(long, env = "WSHUB_HUB_QUEUE_LEN", default_value_t = 8192)]
+    pub hub_queue_len: usize,
+
+    /// Bearer token every admin call must carry (`authorization: Bearer <token>`).
+    #[arg(long, env = "WSHUB_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// PEM certificate chain for TLS on the admin listener (needs --admin-tls-key).
+    #[arg(long, env = "WSHUB_ADMIN_TLS_CERT", requires = "admin_tls_key")]
+    pub admin_tls_cert: Option<PathBuf>,
+
+    /// PEM private key for TLS on the admin listener (needs --admin-tls-cert).
+    #[arg(long, env = "WSHUB_ADMIN_TLS_KEY", requires = "admin_tls_cert")]
+    pub admin_tls_key: Option<PathBuf>,
+
+    /// PEM CA bundle; when set, admin clients must present a certificate it signed.
+    #[arg(long, env = "WSHUB_ADMIN_TLS_CLIENT_CA", requires = "admin_tls_cert")]
+    pub admin_tls_client_ca: Option<PathBuf>,
+}
+
+/// Per-client limits, shared by the hub (queues) and the data plane (frames).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientLimits {
+    /// Messages a client's send queue holds; a client whose queue is full is evicted (close 4008).
+    #[arg(long, env = "WSHUB_SEND_QUEUE_LEN", default_value_t = 256)]
+    pub send_queue_len: usize,
+
+    /// Bytes a client's send queue holds (e.g. 1MiB, 512KiB, 65536); past it the client is evicted.
+    #[arg(long, env = "WSHUB_SEND_QUEUE_BYTES", default_value = "1MiB", value_parser = parse_bytes)]
+    pub send_queue_bytes: usize,
+
+    /// Largest frame or message a client may send (e.g. 64KiB); larger closes with 1009.
+    #[arg(long, env = "WSHUB_MAX_MESSAGE_BYTES", default_value = "64KiB", value_parser = parse_bytes)]
+    pub max_message_bytes: usize,
+
+    /// Topics one client may be subscribed to at once.
+    #[arg(long, env = "WSHUB_MAX_TOPICS_PER_CLIENT", default_value_t = 128)]
+    pub max_topics_per_client: usize,
+
+    /// Whether clients may publish (false: publish answers error publish_disabled).
+    #[arg(long, env = "WSHUB_CLIENT_PUBLISH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub client_publish: bool,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        Self {
+            send_queue_len: 256,
+            send_queue_bytes: 1 << 20,
+            max_message_bytes: 64 << 10,
+            max_topics_per_client: 128,
+            client_publish: true,
+        }
+    }
+}
+
+impl Config {
+    /// Checks what clap cannot: combinations that would run an unsafe or broken server.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.admin_addr.ip().is_loopback()
+            && self.admin_token.as_deref().is_none_or(str::is_empty)
+        {
+            return Err(format!(
+                "refusing to serve the admin API on non-loopback {} without --admin-token",
+                self.admin_addr
+            ));
+        }
+        if self.client.send_queue_len == 0 || self.hub_queue_len == 0 {
+            return Err("--send-queue-len and --hub-queue-len must be at least 1".into());
+        }
+        if self.ping_interval.is_zero() || self.idle_timeout <= self.ping_interval {
+            return Err("--idle-timeout must be longer than a non-zero --ping-interval".into());
+        }
+        Ok(())
+    }
+
+    /// The defaults with every listener on an ephemeral loopback port: for tests and embedding.
+    pub fn ephemeral() -> Self {
+        let mut config = Config::parse_from(["wshub"]);
+        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+        (config.ws_addr, config.admin_addr, config.metrics_addr) = (any, any, any);
+        config
+    }
+}
+
+/// Parses `500ms`, `25s`, `1m` (humantime).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// Parses a byte size: a plain number, or one with a suffix K, KB, KiB, M, MB, MiB (all binary).
+pub fn parse_bytes(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("`{s}` is not a byte size like 65536, 64KiB or 1MiB"))?;
+    let scale = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        other => return Err(format!("unknown byte unit `{other}` (use K, KiB, M or MiB)")),
+    };
+    n.checked_mul(scale).ok_or_else(|| format!("`{s}` is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_bytes("65536"), Ok(65536));
+        assert_eq!(parse_bytes("64KiB"), Ok(65536));
+        assert_eq!(parse_bytes("1MiB"), Ok(1 << 20));
+        assert!(parse_bytes("1GiB").is_err());
+        assert!(parse_bytes("lots").is_err());
+    }
+
+    #[test]
+    fn non_loopback_admin_needs_a_token() {
+        let mut config = Config::ephemeral();
+        config.admin_addr = "0.0.0.0:50051".parse().unwrap();
+        assert!(config.validate().is_err());
+        config.admin_token = Some("secret".into());
+        assert!(config.validate().is_ok());
+    }
+}

@@ -1,0 +1,149 @@
+//! The messages the hub actor takes, and the values it answers with.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{broadcast, oneshot};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use super::client::{ClientId, ClientTx, Shared};
+use super::HubError;
+use crate::close::{Closing, DisconnectReason};
+use crate::metrics::Source;
+use crate::protocol::{RequestId, Topic};
+
+/// One request to the hub. Queries answer through `respond`; the asker may
+/// have gone, so the hub ignores a failed answer.
+#[derive(Debug)]
+pub enum Command {
+    /// A connection finished its handshake; its welcome frame is already queued.
+    Register { client: ClientTx, respond: oneshot::Sender<Result<(), HubError>> },
+    /// A connection's tasks have ended.
+    Unregister { shared: Arc<Shared>, reason: DisconnectReason },
+    Subscribe { id: ClientId, topic: Topic, request: Option<RequestId> },
+    Unsubscribe { id: ClientId, topic: Topic, request: Option<RequestId> },
+    /// Fan a frame out: to a topic's subscribers, or to everyone when `topic` is `None`.
+    Publish(Publish),
+    SendTo { id: ClientId, frame: Utf8Bytes, respond: oneshot::Sender<Result<(), HubError>> },
+    ListClients { query: ListQuery, respond: oneshot::Sender<Result<ClientPage, HubError>> },
+    GetClient { id: ClientId, respond: oneshot::Sender<Result<ClientInfo, HubError>> },
+    Kick { target: KickTarget, closing: Closing, respond: oneshot::Sender<u64> },
+    Stats { respond: oneshot::Sender<Stats> },
+    Watch { respond: oneshot::Sender<broadcast::Receiver<Event>> },
+    /// Closes up to `n` of the oldest clients with close 1012; answers (closed, remaining).
+    DrainBatch { n: usize, respond: oneshot::Sender<(u64, u64)> },
+    /// Refuse new clients and close every client with 1001 after its queue is flushed.
+    Shutdown { respond: oneshot::Sender<()> },
+}
+
+/// A frame to fan out.
+#[derive(Debug)]
+pub struct Publish {
+    pub topic: Option<Topic>,
+    pub frame: Utf8Bytes,
+    pub source: Source,
+    /// The publishing client, answered with an ack when `request` is set.
+    pub from: Option<ClientId>,
+    pub request: Option<RequestId>,
+    pub exclude: HashSet<ClientId>,
+    pub respond: Option<oneshot::Sender<Delivery>>,
+}
+
+/// What a fan-out did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// Clients the message was queued for.
+    pub recipients: u64,
+    /// Clients evicted instead because their queue was full.
+    pub dropped: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Order {
+    #[default]
+    ConnectedAt,
+    /// Deepest queue first.
+    QueueDepth,
+}
+
+/// Where a page walk stands; the admin plane turns it into an opaque token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cursor {
+    /// After this client in connection order.
+    After(ClientId),
+    /// After this (depth, client) in deepest-first order.
+    AfterDepth(u32, ClientId),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub topic: Option<Topic>,
+    pub user: Option<String>,
+    pub order: Order,
+    pub page_size: usize,
+    pub cursor: Option<Cursor>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientPage {
+    pub clients: Vec<ClientInfo>,
+    pub next: Option<Cursor>,
+    pub total: u64,
+}
+
+/// A snapshot of one client.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    pub id: ClientId,
+    pub user: String,
+    pub remote_addr: SocketAddr,
+    pub connected_at: SystemTime,
+    pub topics: Vec<Topic>,
+    pub queue_depth: u32,
+    pub queue_bytes: u64,
+    pub queue_high_water: u32,
+    pub messages_sent: u64,
+    pub messages_received: u64,
+}
+
+#[derive(Debug, Clone)]
+pub enum KickTarget {
+    Client(ClientId),
+    User(String),
+    Topic(Topic),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub clients: u64,
+    pub topics: u64,
+    pub hub_queue_depth: u32,
+    pub hub_queue_capacity: u32,
+    pub messages_sent: u64,
+    pub messages_received: u64,
+    pub slow_consumer_evictions: u64,
+    pub uptime: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    Connected,
+    Disconnected,
+    Subscribed,
+    Unsubscribed,
+    Kicked,
+    Evicted,
+}
+
+/// Something that happened in the hub, for admin watchers.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub kind: EventKind,
+    pub client_id: ClientId,
+    pub topic: Option<Topic>,
+    pub reason: String,
+    pub code: u16,
+    pub at: SystemTime,
+}

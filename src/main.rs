@@ -1,0 +1,37 @@
+//! The wshub server: parse config, set up logging, bind, run.
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use wshub::{Config, Listeners};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let config = Config::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    if let Err(e) = config.validate() {
+        eprintln!("wshub: {e}");
+        return std::process::ExitCode::from(2);
+    }
+    let listeners = match Listeners::bind(&config).await {
+        Ok(listeners) => listeners,
+        Err(e) => {
+            eprintln!("wshub: cannot bind: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    tracing::info!(
+        ws = %listeners.ws.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        admin = %listeners.admin.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        metrics = %listeners.metrics.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        "listening"
+    );
+    match wshub::run(listeners, config, wshub::shutdown::signal()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wshub: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

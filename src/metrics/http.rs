@@ -1,0 +1,58 @@
+//! The monitoring listener: `/metrics` (Prometheus text), `/healthz`
+//! (alive) and `/readyz` (taking clients).
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::lifecycle::Lifecycle;
+
+#[derive(Clone)]
+struct AppState {
+    lifecycle: Lifecycle,
+    process: std::sync::Arc<metrics_process::Collector>,
+}
+
+/// Serves until `stop` is cancelled.
+pub async fn serve(listener: TcpListener, lifecycle: Lifecycle, stop: CancellationToken) {
+    let handle = super::install();
+    let process = metrics_process::Collector::default();
+    process.describe();
+    // Histograms need periodic upkeep to stay bounded between scrapes.
+    let upkeep_stop = stop.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => handle.run_upkeep(),
+                _ = upkeep_stop.cancelled() => break,
+            }
+        }
+    });
+    let state = AppState { lifecycle, process: std::sync::Arc::new(process) };
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(state);
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
+        tracing::error!(error = %e, "metrics server failed");
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    state.process.collect();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], super::install().render())
+}
+
+async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    if state.lifecycle.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: draining or shutting down\n")
+    }
+}

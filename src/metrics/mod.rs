@@ -1,0 +1,216 @@
+//! Metrics: every name in one place, described once, recorded through
+//! handles registered at start-up so the hot path pays one atomic add.
+//!
+//! The exporter is metrics-exporter-prometheus, installed once per process
+//! ([`install`]); [`http`] serves `/metrics`, `/healthz` and `/readyz`.
+
+pub mod http;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Counter, Gauge, Histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::close::DisconnectReason;
+
+pub const CLIENTS: &str = "wshub_clients";
+pub const TOPICS: &str = "wshub_topics";
+pub const CONNECTIONS_TOTAL: &str = "wshub_connections_total";
+pub const HANDSHAKE_FAILURES_TOTAL: &str = "wshub_handshake_failures_total";
+pub const DISCONNECTS_TOTAL: &str = "wshub_disconnects_total";
+pub const HUB_QUEUE_DEPTH: &str = "wshub_hub_queue_depth";
+pub const HUB_QUEUE_CAPACITY: &str = "wshub_hub_queue_capacity";
+pub const CLIENT_QUEUE_DEPTH: &str = "wshub_client_queue_depth";
+pub const CLIENT_QUEUE_DEPTH_MAX: &str = "wshub_client_queue_depth_max";
+pub const CLIENT_QUEUE_BYTES: &str = "wshub_client_queue_bytes";
+pub const MESSAGES_RECEIVED_TOTAL: &str = "wshub_messages_received_total";
+pub const MESSAGES_SENT_TOTAL: &str = "wshub_messages_sent_total";
+pub const BYTES_RECEIVED_TOTAL: &str = "wshub_bytes_received_total";
+pub const BYTES_SENT_TOTAL: &str = "wshub_bytes_sent_total";
+pub const BROADCASTS_TOTAL: &str = "wshub_broadcasts_total";
+pub const BROADCAST_RECIPIENTS: &str = "wshub_broadcast_recipients";
+pub const DROPPED_MESSAGES_TOTAL: &str = "wshub_dropped_messages_total";
+pub const CLIENT_ERRORS_TOTAL: &str = "wshub_client_errors_total";
+pub const ADMIN_REQUESTS_TOTAL: &str = "wshub_admin_requests_total";
+pub const ADMIN_REQUEST_DURATION_SECONDS: &str = "wshub_admin_request_duration_seconds";
+pub const ADMIN_EVENTS_LAGGED_TOTAL: &str = "wshub_admin_events_lagged_total";
+pub const BUILD_INFO: &str = "wshub_build_info";
+
+/// How often the hub samples every client's queue (depth histogram, max, bytes).
+pub const QUEUE_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why a message did not reach a client it was addressed to.
+#[derive(Debug, Clone, Copy)]
+pub enum DropReason {
+    /// The client's queue was full: the message was dropped and the client evicted.
+    SlowConsumer,
+    /// The client was already closing: its queue no longer takes messages.
+    Closing,
+}
+
+/// Where a broadcast came from.
+#[derive(Debug, Clone, Copy)]
+pub enum Source {
+    Client,
+    Admin,
+}
+
+/// Registered handles for everything recorded on a hot path.
+pub struct Handles {
+    pub clients: Gauge,
+    pub topics: Gauge,
+    pub connections: Counter,
+    pub hub_queue_depth: Gauge,
+    pub client_queue_depth: Histogram,
+    pub client_queue_depth_max: Gauge,
+    pub client_queue_bytes: Gauge,
+    pub messages_received: Counter,
+    pub messages_sent: Counter,
+    pub bytes_received: Counter,
+    pub bytes_sent: Counter,
+    pub broadcast_recipients: Histogram,
+    disconnects: Vec<Counter>,
+    broadcasts: [Counter; 2],
+    dropped: [Counter; 2],
+}
+
+impl Handles {
+    pub fn disconnect(&self, reason: DisconnectReason) {
+        let i = DisconnectReason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        self.disconnects[i].increment(1);
+    }
+
+    pub fn broadcast(&self, source: Source, recipients: usize) {
+        self.broadcasts[source as usize].increment(1);
+        self.broadcast_recipients.record(recipients as f64);
+    }
+
+    pub fn dropped(&self, reason: DropReason, n: u64) {
+        if n > 0 {
+            self.dropped[reason as usize].increment(n);
+        }
+    }
+}
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+static HANDLES: OnceLock<Handles> = OnceLock::new();
+
+/// Installs the Prometheus recorder for this process (once; later calls
+/// return the same handle) and describes every metric.
+pub fn install() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let buckets = |m: &str| Matcher::Full(m.to_string());
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                buckets(CLIENT_QUEUE_DEPTH),
+                &[0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 192.0, 256.0, 512.0, 1024.0],
+            )
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    buckets(BROADCAST_RECIPIENTS),
+                    &[0.0, 1.0, 10.0, 100.0, 1000.0, 5000.0, 10000.0, 20000.0, 50000.0],
+                )
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    buckets(ADMIN_REQUEST_DURATION_SECONDS),
+                    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0],
+                )
+            });
+        // The bucket lists above are non-empty, so the builder cannot fail;
+        // a recorder already installed by an embedding program is reused.
+        let handle = match builder.map(|b| b.install_recorder()) {
+            Ok(Ok(handle)) => handle,
+            _ => PrometheusBuilder::new().build_recorder().handle(),
+        };
+        describe();
+        handle
+    })
+}
+
+/// The registered hot-path handles (installs the recorder first).
+pub fn handles() -> &'static Handles {
+    HANDLES.get_or_init(|| {
+        install();
+        Handles {
+            clients: metrics::gauge!(CLIENTS),
+            topics: metrics::gauge!(TOPICS),
+            connections: metrics::counter!(CONNECTIONS_TOTAL),
+            hub_queue_depth: metrics::gauge!(HUB_QUEUE_DEPTH),
+            client_queue_depth: metrics::histogram!(CLIENT_QUEUE_DEPTH),
+            client_queue_depth_max: metrics::gauge!(CLIENT_QUEUE_DEPTH_MAX),
+            client_queue_bytes: metrics::gauge!(CLIENT_QUEUE_BYTES),
+            messages_received: metrics::counter!(MESSAGES_RECEIVED_TOTAL),
+            messages_sent: metrics::counter!(MESSAGES_SENT_TOTAL),
+            bytes_received: metrics::counter!(BYTES_RECEIVED_TOTAL),
+            bytes_sent: metrics::counter!(BYTES_SENT_TOTAL),
+            broadcast_recipients: metrics::histogram!(BROADCAST_RECIPIENTS),
+            disconnects: DisconnectReason::ALL
+                .iter()
+                .map(|r| metrics::counter!(DISCONNECTS_TOTAL, "reason" => r.as_str()))
+                .collect(),
+            broadcasts: [
+                metrics::counter!(BROADCASTS_TOTAL, "source" => "client"),
+                metrics::counter!(BROADCASTS_TOTAL, "source" => "admin"),
+            ],
+            dropped: [
+                metrics::counter!(DROPPED_MESSAGES_TOTAL, "reason" => "slow_consumer"),
+                metrics::counter!(DROPPED_MESSAGES_TOTAL, "reason" => "closing"),
+            ],
+        }
+    })
+}
+
+/// A refused handshake, by reason (`not_found`, `upgrade_required`, `bad_request`, `draining`, `timeout`, `io`).
+pub fn handshake_failure(reason: &'static str) {
+    metrics::counter!(HANDSHAKE_FAILURES_TOTAL, "reason" => reason).increment(1);
+}
+
+/// An error frame answered to a client, by protocol error code.
+pub fn client_error(code: &'static str) {
+    metrics::counter!(CLIENT_ERRORS_TOTAL, "code" => code).increment(1);
+}
+
+/// Events an admin watcher missed because it did not keep up.
+pub fn events_lagged(n: u64) {
+    metrics::counter!(ADMIN_EVENTS_LAGGED_TOTAL).increment(n);
+}
+
+/// One finished admin RPC.
+pub fn admin_request(method: &str, code: &'static str, elapsed: Duration) {
+    let method = method.to_string();
+    metrics::counter!(ADMIN_REQUESTS_TOTAL, "method" => method.clone(), "code" => code).increment(1);
+    metrics::histogram!(ADMIN_REQUEST_DURATION_SECONDS, "method" => method).record(elapsed.as_secs_f64());
+}
+
+fn describe() {
+    describe_gauge!(CLIENTS, "Connected WebSocket clients.");
+    describe_gauge!(TOPICS, "Topics with at least one subscriber.");
+    describe_counter!(CONNECTIONS_TOTAL, "WebSocket upgrades accepted.");
+    describe_counter!(HANDSHAKE_FAILURES_TOTAL, "HTTP requests on the WebSocket port that were not upgraded, by reason.");
+    describe_counter!(DISCONNECTS_TOTAL, "Connections ended, by reason.");
+    describe_gauge!(HUB_QUEUE_DEPTH, "Commands waiting in the hub's channel.");
+    describe_gauge!(HUB_QUEUE_CAPACITY, "Capacity of the hub's command channel.");
+    describe_histogram!(CLIENT_QUEUE_DEPTH, "Per-client send-queue depth (messages), sampled for every client once a second.");
+    describe_gauge!(CLIENT_QUEUE_DEPTH_MAX, "Deepest client send queue at the last sample (messages).");
+    describe_gauge!(CLIENT_QUEUE_BYTES, Unit::Bytes, "Bytes queued for all clients at the last sample.");
+    describe_counter!(MESSAGES_RECEIVED_TOTAL, "Text frames received from clients.");
+    describe_counter!(MESSAGES_SENT_TOTAL, "Frames written to client sockets (deliveries).");
+    describe_counter!(BYTES_RECEIVED_TOTAL, Unit::Bytes, "Payload bytes received from clients.");
+    describe_counter!(BYTES_SENT_TOTAL, Unit::Bytes, "Payload bytes written to client sockets.");
+    describe_counter!(BROADCASTS_TOTAL, "Publishes fanned out by the hub, by source.");
+    describe_histogram!(BROADCAST_RECIPIENTS, "Clients each publish was queued for.");
+    describe_counter!(DROPPED_MESSAGES_TOTAL, "Messages not delivered to a client they were addressed to, by reason.");
+    describe_counter!(CLIENT_ERRORS_TOTAL, "Error frames answered to clients, by protocol error code.");
+    describe_counter!(ADMIN_REQUESTS_TOTAL, "Admin gRPC calls, by method and gRPC status code.");
+    describe_histogram!(ADMIN_REQUEST_DURATION_SECONDS, Unit::Seconds, "Admin gRPC call latency to the response headers, by method.");
+    describe_counter!(ADMIN_EVENTS_LAGGED_TOTAL, "Events WatchEvents subscribers missed because they did not keep up.");
+    describe_gauge!(BUILD_INFO, "Always 1; the version label says which wshub runs.");
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
+
+/// Sets an unlabelled gauge (for values set once or rarely).
+pub fn gauge_set(name: &'static str, value: f64) {
+    metrics::gauge!(name).set(value);
+}

@@ -1,0 +1,256 @@
+//! Client protocol v1 (JSON text frames), both directions. `docs/protocol.md`
+//! is the contract this module implements.
+//!
+//! Requests are parsed without copying `data`: it stays the client's JSON
+//! text ([`RawValue`]) and is spliced into the outgoing frame unchanged.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// An encoded text frame; clones share the bytes.
+pub type Frame = Utf8Bytes;
+
+use crate::hub::ClientId;
+
+/// The longest topic name, in bytes.
+pub const MAX_TOPIC_LEN: usize = 128;
+
+/// A valid topic: 1–128 characters of `A-Za-z0-9_.:-`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Topic(Arc<str>);
+
+impl Topic {
+    pub fn parse(s: &str) -> Result<Topic, ErrorCode> {
+        let valid = (1..=MAX_TOPIC_LEN).contains(&s.len())
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
+        if valid {
+            Ok(Topic(s.into()))
+        } else {
+            Err(ErrorCode::InvalidTopic)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Error codes answered in `{"type":"error"}` frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadRequest,
+    UnknownType,
+    InvalidTopic,
+    TooManyTopics,
+    PublishDisabled,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::UnknownType => "unknown_type",
+            Self::InvalidTopic => "invalid_topic",
+            Self::TooManyTopics => "too_many_topics",
+            Self::PublishDisabled => "publish_disabled",
+        }
+    }
+}
+
+/// A refused request: the code, a human message, and the request's id if it had a valid one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestError {
+    pub code: ErrorCode,
+    pub message: Cow<'static, str>,
+    pub id: Option<RequestId>,
+}
+
+/// A request's `id` (a JSON string or number), kept as its JSON text to echo back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(Box<str>);
+
+/// A parsed client request.
+#[derive(Debug)]
+pub enum Request<'a> {
+    Subscribe { topic: Topic, id: Option<RequestId> },
+    Unsubscribe { topic: Topic, id: Option<RequestId> },
+    Publish { topic: Option<Topic>, data: &'a RawValue, id: Option<RequestId> },
+    Ping { id: Option<RequestId> },
+}
+
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(rename = "type", default, borrow, deserialize_with = "present")]
+    kind: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    topic: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    data: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+}
+
+/// A field that is present is `Some`, even when its value is `null`.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+fn bad(message: impl Into<Cow<'static, str>>, id: &Option<RequestId>) -> RequestError {
+    RequestError { code: ErrorCode::BadRequest, message: message.into(), id: id.clone() }
+}
+
+/// Parses one text frame into a request.
+pub fn parse(text: &str) -> Result<Request<'_>, RequestError> {
+    if !text.trim_start().starts_with('{') {
+        return Err(bad("a request must be a JSON object", &None));
+    }
+    let fields: Fields = serde_json::from_str(text).map_err(|e| bad(format!("invalid JSON: {e}"), &None))?;
+    let id = match fields.id {
+        None => None,
+        Some(raw) if raw.get().starts_with('"') || serde_json::from_str::<serde_json::Number>(raw.get()).is_ok() => {
+            Some(RequestId(raw.get().into()))
+        }
+        Some(_) => return Err(bad("`id` must be a string or a number", &None)),
+    };
+    let kind = fields.kind.ok_or_else(|| bad("missing `type`", &id))?;
+    let kind: Cow<str> = serde_json::from_str(kind.get()).map_err(|_| bad("`type` must be a string", &id))?;
+    let topic = |required: bool| -> Result<Option<Topic>, RequestError> {
+        let Some(raw) = fields.topic else {
+            return if required { Err(bad("missing `topic`", &id)) } else { Ok(None) };
+        };
+        let name: Cow<str> = serde_json::from_str(raw.get()).map_err(|_| bad("`topic` must be a string", &id))?;
+        Topic::parse(&name).map(Some).map_err(|code| RequestError {
+            code,
+            message: "a topic is 1-128 characters of A-Za-z0-9_.:-".into(),
+            id: id.clone(),
+        })
+    };
+    match kind.as_ref() {
+        "subscribe" | "unsubscribe" => {
+            let topic = topic(true)?.ok_or_else(|| bad("missing `topic`", &id))?;
+            Ok(if kind == "subscribe" { Request::Subscribe { topic, id } } else { Request::Unsubscribe { topic, id } })
+        }
+        "publish" => {
+            let topic = topic(false)?;
+            let data = fields.data.ok_or_else(|| bad("missing `data`", &id))?;
+            Ok(Request::Publish { topic, data, id })
+        }
+        "ping" => Ok(Request::Ping { id }),
+        other => Err(RequestError {
+            code: ErrorCode::UnknownType,
+            message: format!("unknown request type `{}`", other.chars().take(64).collect::<String>()).into(),
+            id,
+        }),
+    }
+}
+
+/// `{"type":"message",...}`: built once per publish and shared by every
+/// recipient. Topic and sender are validated names, so they need no escaping.
+pub fn message(topic: Option<&Topic>, from: &str, data: &RawValue) -> Utf8Bytes {
+    let data = data.get();
+    let mut s = String::with_capacity(48 + from.len() + topic.map_or(0, |t| t.0.len()) + data.len());
+    s.push_str(r#"{"type":"message","#);
+    if let Some(topic) = topic {
+        s.push_str(r#""topic":""#);
+        s.push_str(topic.as_str());
+        s.push_str(r#"","#);
+    }
+    s.push_str(r#""from":""#);
+    s.push_str(from);
+    s.push_str(r#"","data":"#);
+    s.push_str(data);
+    s.push('}');
+    s.into()
+}
+
+/// The first frame a client receives.
+pub fn welcome(client_id: ClientId, ping_interval_ms: u128) -> Utf8Bytes {
+    format!(r#"{{"type":"welcome","client_id":"{client_id}","ping_interval_ms":{ping_interval_ms}}}"#).into()
+}
+
+/// `{"type":"pong"}`, with the request's id if it had one.
+pub fn pong(id: Option<&RequestId>) -> Utf8Bytes {
+    match id {
+        Some(id) => format!(r#"{{"type":"pong","id":{}}}"#, id.0).into(),
+        None => Utf8Bytes::from_static(r#"{"type":"pong"}"#),
+    }
+}
+
+/// `{"type":"ack","id":...}`.
+pub fn ack(id: &RequestId) -> Utf8Bytes {
+    format!(r#"{{"type":"ack","id":{}}}"#, id.0).into()
+}
+
+#[derive(Serialize)]
+struct ErrorFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a RawValue>,
+    code: &'static str,
+    message: &'a str,
+}
+
+/// `{"type":"error","id":...,"code":...,"message":...}`.
+pub fn error(e: &RequestError) -> Utf8Bytes {
+    let id = e.id.as_ref().and_then(|id| serde_json::from_str::<&RawValue>(&id.0).ok());
+    let frame = ErrorFrame { kind: "error", id, code: e.code.as_str(), message: &e.message };
+    // Serializing a struct of strings cannot fail.
+    serde_json::to_string(&frame).unwrap_or_default().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(text: &str) -> ErrorCode {
+        parse(text).unwrap_err().code
+    }
+
+    #[test]
+    fn parses_every_request() {
+        assert!(matches!(parse(r#"{"type":"subscribe","topic":"a.b:c-d_1"}"#), Ok(Request::Subscribe { .. })));
+        assert!(matches!(parse(r#"{"type":"ping","id":7}"#), Ok(Request::Ping { id: Some(_) })));
+        let Ok(Request::Publish { topic: None, data, .. }) = parse(r#"{"type":"publish","data":null}"#) else {
+            panic!("publish with null data")
+        };
+        assert_eq!(data.get(), "null");
+    }
+
+    #[test]
+    fn classifies_errors() {
+        assert_eq!(code("not json"), ErrorCode::BadRequest);
+        assert_eq!(code("[1,2]"), ErrorCode::BadRequest);
+        assert_eq!(code(r#"{"topic":"a"}"#), ErrorCode::BadRequest);
+        assert_eq!(code(r#"{"type":5}"#), ErrorCode::BadRequest);
+        assert_eq!(code(r#"{"type":"subscribe"}"#), ErrorCode::BadRequest);
+        assert_eq!(code(r#"{"type":"subscribe","topic":7}"#), ErrorCode::BadRequest);
+        assert_eq!(code(r#"{"type":"publish","topic":"a"}"#), ErrorCode::BadRequest);
+        assert_eq!(code(r#"{"type":"dance"}"#), ErrorCode::UnknownType);
+        assert_eq!(code(r#"{"type":"subscribe","topic":"a b"}"#), ErrorCode::InvalidTopic);
+        assert_eq!(code(&format!(r#"{{"type":"subscribe","topic":"{}"}}"#, "a".repeat(129))), ErrorCode::InvalidTopic);
+        assert_eq!(parse(r#"{"type":"dance","id":"x"}"#).unwrap_err().id, Some(RequestId(r#""x""#.into())));
+    }
+
+    #[test]
+    fn message_keeps_data_text() {
+        let data: &RawValue = serde_json::from_str(r#"{"b": 1.50,"a":[true]}"#).unwrap();
+        let topic = Topic::parse("news").unwrap();
+        assert_eq!(
+            message(Some(&topic), "c-1", data).as_str(),
+            r#"{"type":"message","topic":"news","from":"c-1","data":{"b": 1.50,"a":[true]}}"#
+        );
+        assert_eq!(message(None, "admin", data).as_str(), r#"{"type":"message","from":"admin","data":{"b": 1.50,"a":[true]}}"#);
+    }
+}

@@ -1,0 +1,100 @@
+//! The data plane: the WebSocket listener, and per connection a reader task
+//! (socket → hub) and a writer task (client queue → socket).
+//!
+//! Data flows one way: socket → [`reader`] → hub → client queue →
+//! [`writer`] → socket. Neither task touches the registry.
+
+mod connection;
+mod handshake;
+mod reader;
+mod writer;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use handshake::WS_PATH;
+
+use crate::config::ClientLimits;
+use crate::hub::HubHandle;
+use crate::lifecycle::Lifecycle;
+
+/// tungstenite's read buffer per connection. Its default (128 KiB) would
+/// dominate memory per idle connection; frames larger than this still
+/// arrive, in several reads.
+const READ_BUFFER: usize = 4 * 1024;
+/// Bytes tungstenite gathers before writing to the socket; `flush` writes
+/// whatever is gathered, so a batch of small frames is one write.
+const WRITE_BUFFER: usize = 16 * 1024;
+
+/// What every connection needs; shared by all of them.
+pub struct Context {
+    pub hub: HubHandle,
+    pub limits: ClientLimits,
+    pub ping_interval: Duration,
+    pub idle_timeout: Duration,
+    pub lifecycle: Lifecycle,
+    /// Connection tasks, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+    /// Parent of every client's token: cancelled when the shutdown grace runs out.
+    pub force: CancellationToken,
+    next_id: AtomicU64,
+    ws_config: WebSocketConfig,
+}
+
+impl Context {
+    pub fn new(
+        hub: HubHandle,
+        limits: ClientLimits,
+        ping_interval: Duration,
+        idle_timeout: Duration,
+        lifecycle: Lifecycle,
+        tracker: TaskTracker,
+        force: CancellationToken,
+    ) -> Self {
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER)
+            .write_buffer_size(WRITE_BUFFER)
+            .max_write_buffer_size(WRITE_BUFFER + limits.max_message_bytes * 2 + 4096)
+            .max_message_size(Some(limits.max_message_bytes))
+            .max_frame_size(Some(limits.max_message_bytes));
+        Self {
+            hub,
+            limits,
+            ping_interval,
+            idle_timeout,
+            lifecycle,
+            tracker,
+            force,
+            next_id: AtomicU64::new(1),
+            ws_config,
+        }
+    }
+}
+
+/// Accepts connections until `stop` is cancelled; each runs in a tracked task.
+pub async fn serve(listener: TcpListener, ctx: Arc<Context>, stop: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, addr)) => {
+                ctx.tracker.spawn(connection::handle(ctx.clone(), stream, addr));
+            }
+            Err(e) => {
+                // Out of file descriptors or a similar passing condition:
+                // back off instead of spinning on the error.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    tracing::debug!("websocket listener stopped");
+}

@@ -1,0 +1,186 @@
+//! Test harness: the real server on port-0 listeners, real WebSocket and
+//! gRPC clients, and helpers that await events instead of sleeping.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tonic::transport::Channel;
+use wshub::admin::pb;
+use wshub::admin::pb::admin_client::AdminClient;
+use wshub::{Config, Listeners};
+
+/// How long any single awaited event may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct TestServer {
+    pub ws: SocketAddr,
+    pub admin: SocketAddr,
+    pub metrics: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), wshub::Error>>>,
+}
+
+impl TestServer {
+    pub async fn spawn() -> TestServer {
+        Self::with(|_| {}).await
+    }
+
+    /// Starts the server with the defaults changed by `configure`.
+    pub async fn with(configure: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = Config::ephemeral();
+        configure(&mut config);
+        let listeners = Listeners::bind(&config).await.expect("bind");
+        let ws = listeners.ws.local_addr().unwrap();
+        let admin = listeners.admin.local_addr().unwrap();
+        let metrics = listeners.metrics.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(wshub::run(listeners, config, async {
+            let _ = rx.await;
+        }));
+        TestServer { ws, admin, metrics, shutdown: Some(tx), task: Some(task) }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.ws)
+    }
+
+    pub async fn client(&self) -> WsClient {
+        WsClient::connect(&self.url()).await
+    }
+
+    pub async fn admin(&self) -> AdminClient<Channel> {
+        AdminClient::connect(format!("http://{}", self.admin)).await.expect("admin connect")
+    }
+
+    pub async fn stats(&self) -> pb::Stats {
+        self.admin().await.get_stats(pb::GetStatsRequest {}).await.expect("stats").into_inner()
+    }
+
+    /// Starts a graceful shutdown without waiting for it.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Shuts down and asserts that `run` returns Ok in time.
+    pub async fn stop(mut self) {
+        self.begin_shutdown();
+        let task = self.task.take().unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(30), task).await.expect("run returns in time");
+        result.expect("run task").expect("run ok");
+    }
+
+    /// A plain HTTP GET on a listener; returns the status code.
+    pub async fn http_status(addr: SocketAddr, request: &str) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        tokio::time::timeout(WAIT, stream.read_to_end(&mut response)).await.expect("response").unwrap();
+        let text = String::from_utf8_lossy(&response);
+        text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status in {text:?}"))
+    }
+
+    /// GET `path` on the metrics listener: (status, body).
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = TcpStream::connect(self.metrics).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        tokio::time::timeout(WAIT, stream.read_to_end(&mut response)).await.expect("response").unwrap();
+        let text = String::from_utf8_lossy(&response).to_string();
+        let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        (status, body)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.begin_shutdown();
+    }
+}
+
+pub struct WsClient {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub id: String,
+    pub welcome: Value,
+}
+
+impl WsClient {
+    /// Connects and reads the welcome frame.
+    pub async fn connect(url: &str) -> WsClient {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws connect");
+        let mut client = WsClient { ws, id: String::new(), welcome: Value::Null };
+        let welcome = client.recv().await;
+        assert_eq!(welcome["type"], "welcome", "first frame is the welcome: {welcome}");
+        client.id = welcome["client_id"].as_str().expect("client_id").to_string();
+        client.welcome = welcome;
+        client
+    }
+
+    pub async fn send(&mut self, value: Value) {
+        self.ws.send(Message::text(value.to_string())).await.expect("send");
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.expect("send");
+    }
+
+    /// The next JSON text frame (control frames skipped).
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.ws.next()).await.expect("a frame in time");
+            match message.expect("stream open").expect("frame ok") {
+                Message::Text(text) => return serde_json::from_str(&text).expect("JSON frame"),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Sends a request and returns the next frame (its answer, when nothing else is in flight).
+    pub async fn request(&mut self, value: Value) -> Value {
+        self.send(value).await;
+        self.recv().await
+    }
+
+    pub async fn subscribe(&mut self, topic: &str) {
+        let answer = self.request(json!({"type":"subscribe","topic":topic,"id":"sub"})).await;
+        assert_eq!(answer, json!({"type":"ack","id":"sub"}));
+    }
+
+    /// Reads until the close frame, skipping text; returns (code, reason).
+    pub async fn closed(&mut self) -> (u16, String) {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.ws.next()).await.expect("close in time");
+            match message {
+                Some(Ok(Message::Close(Some(CloseFrame { code, reason })))) => {
+                    return (u16::from(code), reason.to_string())
+                }
+                Some(Ok(Message::Close(None))) => return (1005, String::new()),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("error before close frame: {e}"),
+                None => panic!("stream ended without a close frame"),
+            }
+        }
+    }
+
+    /// Round-trips a ping: proves the connection is open and everything
+    /// sent before it has been answered.
+    pub async fn ping(&mut self) {
+        let answer = self.request(json!({"type":"ping","id":"p"})).await;
+        assert_eq!(answer, json!({"type":"pong","id":"p"}));
+    }
+}
