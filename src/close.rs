@@ -70,7 +70,10 @@ impl Closing {
     }
 
     pub fn with_frame(reason: DisconnectReason, code: u16, text: impl Into<String>) -> Self {
-        Self { reason, frame: Some((code, text.into())) }
+        Self {
+            reason,
+            frame: Some((code, text.into())),
+        }
     }
 
     pub fn slow_consumer() -> Self {

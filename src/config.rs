@@ -98,9 +98,7 @@ impl Default for ClientLimits {
 impl Config {
     /// Checks what clap cannot: combinations that would run an unsafe or broken server.
     pub fn validate(&self) -> Result<(), String> {
-        if !self.admin_addr.ip().is_loopback()
-            && self.admin_token.as_deref().is_none_or(str::is_empty)
-        {
+        if !self.admin_addr.ip().is_loopback() && self.admin_token.as_deref().is_none_or(str::is_empty) {
             return Err(format!(
                 "refusing to serve the admin API on non-loopback {} without --admin-token",
                 self.admin_addr

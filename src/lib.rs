@@ -76,7 +76,9 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
     metrics::install();
     let lifecycle = lifecycle::Lifecycle::default();
     let (hub, hub_handle) = hub::Hub::new(
-        hub::HubConfig { max_topics_per_client: config.client.max_topics_per_client },
+        hub::HubConfig {
+            max_topics_per_client: config.client.max_topics_per_client,
+        },
         config.hub_queue_len,
     );
     let hub_task = tokio::spawn(hub.run());
@@ -106,8 +108,14 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
     let _ = ws_task.await;
     let _ = hub_handle.shutdown().await;
     tracker.close();
-    if tokio::time::timeout(config.shutdown_grace, tracker.wait()).await.is_err() {
-        tracing::warn!(remaining = tracker.len(), "shutdown grace ran out; dropping the remaining clients");
+    if tokio::time::timeout(config.shutdown_grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            remaining = tracker.len(),
+            "shutdown grace ran out; dropping the remaining clients"
+        );
         force.cancel();
         let _ = tokio::time::timeout(FORCE_WAIT, tracker.wait()).await;
     }

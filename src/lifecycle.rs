@@ -14,7 +14,10 @@ pub struct Lifecycle {
 
 impl Default for Lifecycle {
     fn default() -> Self {
-        Self { ready: Arc::new(watch::Sender::new(true)), draining: Arc::new(AtomicBool::new(false)) }
+        Self {
+            ready: Arc::new(watch::Sender::new(true)),
+            draining: Arc::new(AtomicBool::new(false)),
+        }
     }
 }
 

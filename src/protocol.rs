@@ -27,7 +27,8 @@ pub struct Topic(Arc<str>);
 impl Topic {
     pub fn parse(s: &str) -> Result<Topic, ErrorCode> {
         let valid = (1..=MAX_TOPIC_LEN).contains(&s.len())
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
         if valid {
             Ok(Topic(s.into()))
         } else {
@@ -83,10 +84,22 @@ pub struct RequestId(Box<str>);
 /// A parsed client request.
 #[derive(Debug)]
 pub enum Request<'a> {
-    Subscribe { topic: Topic, id: Option<RequestId> },
-    Unsubscribe { topic: Topic, id: Option<RequestId> },
-    Publish { topic: Option<Topic>, data: &'a RawValue, id: Option<RequestId> },
-    Ping { id: Option<RequestId> },
+    Subscribe {
+        topic: Topic,
+        id: Option<RequestId>,
+    },
+    Unsubscribe {
+        topic: Topic,
+        id: Option<RequestId>,
+    },
+    Publish {
+        topic: Option<Topic>,
+        data: &'a RawValue,
+        id: Option<RequestId>,
+    },
+    Ping {
+        id: Option<RequestId>,
+    },
 }
 
 #[derive(Deserialize)]
@@ -107,7 +120,11 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::
 }
 
 fn bad(message: impl Into<Cow<'static, str>>, id: &Option<RequestId>) -> RequestError {
-    RequestError { code: ErrorCode::BadRequest, message: message.into(), id: id.clone() }
+    RequestError {
+        code: ErrorCode::BadRequest,
+        message: message.into(),
+        id: id.clone(),
+    }
 }
 
 /// Parses one text frame into a request.
@@ -127,7 +144,11 @@ pub fn parse(text: &str) -> Result<Request<'_>, RequestError> {
     let kind: Cow<str> = serde_json::from_str(kind.get()).map_err(|_| bad("`type` must be a string", &id))?;
     let topic = |required: bool| -> Result<Option<Topic>, RequestError> {
         let Some(raw) = fields.topic else {
-            return if required { Err(bad("missing `topic`", &id)) } else { Ok(None) };
+            return if required {
+                Err(bad("missing `topic`", &id))
+            } else {
+                Ok(None)
+            };
         };
         let name: Cow<str> = serde_json::from_str(raw.get()).map_err(|_| bad("`topic` must be a string", &id))?;
         Topic::parse(&name).map(Some).map_err(|code| RequestError {
@@ -139,7 +160,11 @@ pub fn parse(text: &str) -> Result<Request<'_>, RequestError> {
     match kind.as_ref() {
         "subscribe" | "unsubscribe" => {
             let topic = topic(true)?.ok_or_else(|| bad("missing `topic`", &id))?;
-            Ok(if kind == "subscribe" { Request::Subscribe { topic, id } } else { Request::Unsubscribe { topic, id } })
+            Ok(if kind == "subscribe" {
+                Request::Subscribe { topic, id }
+            } else {
+                Request::Unsubscribe { topic, id }
+            })
         }
         "publish" => {
             let topic = topic(false)?;
@@ -204,8 +229,15 @@ struct ErrorFrame<'a> {
 
 /// `{"type":"error","id":...,"code":...,"message":...}`.
 pub fn error(e: &RequestError) -> Utf8Bytes {
-    let id = e.id.as_ref().and_then(|id| serde_json::from_str::<&RawValue>(&id.0).ok());
-    let frame = ErrorFrame { kind: "error", id, code: e.code.as_str(), message: &e.message };
+    let id =
+        e.id.as_ref()
+            .and_then(|id| serde_json::from_str::<&RawValue>(&id.0).ok());
+    let frame = ErrorFrame {
+        kind: "error",
+        id,
+        code: e.code.as_str(),
+        message: &e.message,
+    };
     // Serializing a struct of strings cannot fail.
     serde_json::to_string(&frame).unwrap_or_default().into()
 }
@@ -220,8 +252,14 @@ mod tests {
 
     #[test]
     fn parses_every_request() {
-        assert!(matches!(parse(r#"{"type":"subscribe","topic":"a.b:c-d_1"}"#), Ok(Request::Subscribe { .. })));
-        assert!(matches!(parse(r#"{"type":"ping","id":7}"#), Ok(Request::Ping { id: Some(_) })));
+        assert!(matches!(
+            parse(r#"{"type":"subscribe","topic":"a.b:c-d_1"}"#),
+            Ok(Request::Subscribe { .. })
+        ));
+        assert!(matches!(
+            parse(r#"{"type":"ping","id":7}"#),
+            Ok(Request::Ping { id: Some(_) })
+        ));
         let Ok(Request::Publish { topic: None, data, .. }) = parse(r#"{"type":"publish","data":null}"#) else {
             panic!("publish with null data")
         };
@@ -239,8 +277,14 @@ mod tests {
         assert_eq!(code(r#"{"type":"publish","topic":"a"}"#), ErrorCode::BadRequest);
         assert_eq!(code(r#"{"type":"dance"}"#), ErrorCode::UnknownType);
         assert_eq!(code(r#"{"type":"subscribe","topic":"a b"}"#), ErrorCode::InvalidTopic);
-        assert_eq!(code(&format!(r#"{{"type":"subscribe","topic":"{}"}}"#, "a".repeat(129))), ErrorCode::InvalidTopic);
-        assert_eq!(parse(r#"{"type":"dance","id":"x"}"#).unwrap_err().id, Some(RequestId(r#""x""#.into())));
+        assert_eq!(
+            code(&format!(r#"{{"type":"subscribe","topic":"{}"}}"#, "a".repeat(129))),
+            ErrorCode::InvalidTopic
+        );
+        assert_eq!(
+            parse(r#"{"type":"dance","id":"x"}"#).unwrap_err().id,
+            Some(RequestId(r#""x""#.into()))
+        );
     }
 
     #[test]
@@ -251,6 +295,9 @@ mod tests {
             message(Some(&topic), "c-1", data).as_str(),
             r#"{"type":"message","topic":"news","from":"c-1","data":{"b": 1.50,"a":[true]}}"#
         );
-        assert_eq!(message(None, "admin", data).as_str(), r#"{"type":"message","from":"admin","data":{"b": 1.50,"a":[true]}}"#);
+        assert_eq!(
+            message(None, "admin", data).as_str(),
+            r#"{"type":"message","from":"admin","data":{"b": 1.50,"a":[true]}}"#
+        );
     }
 }

@@ -25,14 +25,24 @@ async fn publish_without_topic_reaches_everyone_including_sender() {
         clients.push(server.client().await);
     }
     let sender = clients[0].id.clone();
-    clients[0].send_text(r#"{"type":"publish","data":{"n":1.50,"s":"x"}}"#).await;
+    clients[0]
+        .send_text(r#"{"type":"publish","data":{"n":1.50,"s":"x"}}"#)
+        .await;
     for client in &mut clients {
-        let text = match tokio::time::timeout(common::WAIT, client.ws.next()).await.unwrap().unwrap().unwrap() {
+        let text = match tokio::time::timeout(common::WAIT, client.ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
             Message::Text(t) => t.to_string(),
             other => panic!("unexpected {other:?}"),
         };
         // The data's JSON text arrives unchanged (1.50 stays 1.50).
-        assert_eq!(text, format!(r#"{{"type":"message","from":"{sender}","data":{{"n":1.50,"s":"x"}}}}"#));
+        assert_eq!(
+            text,
+            format!(r#"{{"type":"message","from":"{sender}","data":{{"n":1.50,"s":"x"}}}}"#)
+        );
     }
     server.stop().await;
 }
@@ -45,16 +55,25 @@ async fn topics_route_to_subscribers_only() {
     let mut publisher = server.client().await;
     subscriber.subscribe("news").await;
 
-    let ack = publisher.request(json!({"type":"publish","topic":"news","data":"hello","id":1})).await;
+    let ack = publisher
+        .request(json!({"type":"publish","topic":"news","data":"hello","id":1}))
+        .await;
     assert_eq!(ack, json!({"type":"ack","id":1}));
     let got = subscriber.recv().await;
-    assert_eq!(got, json!({"type":"message","topic":"news","from":publisher.id,"data":"hello"}));
+    assert_eq!(
+        got,
+        json!({"type":"message","topic":"news","from":publisher.id,"data":"hello"})
+    );
     // The bystander's next frame is its own pong: it got nothing from the topic.
     bystander.ping().await;
 
-    let ack = subscriber.request(json!({"type":"unsubscribe","topic":"news","id":"u"})).await;
+    let ack = subscriber
+        .request(json!({"type":"unsubscribe","topic":"news","id":"u"}))
+        .await;
     assert_eq!(ack, json!({"type":"ack","id":"u"}));
-    publisher.request(json!({"type":"publish","topic":"news","data":"again","id":2})).await;
+    publisher
+        .request(json!({"type":"publish","topic":"news","data":"again","id":2}))
+        .await;
     subscriber.ping().await;
     server.stop().await;
 }
@@ -71,7 +90,11 @@ async fn every_error_code_is_answered_and_the_connection_stays_open() {
         (r#"{"type":"subscribe","id":4}"#, "bad_request", Some(json!(4))),
         (r#"{"type":"publish","topic":"a"}"#, "bad_request", None),
         (r#"{"type":"dance","id":"d"}"#, "unknown_type", Some(json!("d"))),
-        (r#"{"type":"subscribe","topic":"no spaces","id":5}"#, "invalid_topic", Some(json!(5))),
+        (
+            r#"{"type":"subscribe","topic":"no spaces","id":5}"#,
+            "invalid_topic",
+            Some(json!(5)),
+        ),
     ];
     for (request, code, id) in cases {
         client.send_text(request).await;
@@ -84,7 +107,10 @@ async fn every_error_code_is_answered_and_the_connection_stays_open() {
     client.subscribe("a").await;
     client.subscribe("b").await;
     let error = client.request(json!({"type":"subscribe","topic":"c","id":"c"})).await;
-    assert_eq!((error["code"].as_str(), &error["id"]), (Some("too_many_topics"), &json!("c")));
+    assert_eq!(
+        (error["code"].as_str(), &error["id"]),
+        (Some("too_many_topics"), &json!("c"))
+    );
     client.ping().await;
     server.stop().await;
 }
@@ -128,7 +154,9 @@ async fn slow_consumer_is_evicted_while_a_reader_gets_everything() {
     .await;
     let mut admin = server.admin().await;
     let mut events = admin
-        .watch_events(pb::WatchEventsRequest { kinds: vec![pb::EventKind::Evicted as i32] })
+        .watch_events(pb::WatchEventsRequest {
+            kinds: vec![pb::EventKind::Evicted as i32],
+        })
         .await
         .unwrap()
         .into_inner();
@@ -144,7 +172,9 @@ async fn slow_consumer_is_evicted_while_a_reader_gets_everything() {
     let payload = "y".repeat(32 * 1024);
     let publish = async {
         for i in 0..count {
-            let ack = publisher.request(json!({"type":"publish","topic":"t","data":{"i":i,"p":payload},"id":i})).await;
+            let ack = publisher
+                .request(json!({"type":"publish","topic":"t","data":{"i":i,"p":payload},"id":i}))
+                .await;
             assert_eq!(ack["type"], "ack");
         }
     };
@@ -156,7 +186,11 @@ async fn slow_consumer_is_evicted_while_a_reader_gets_everything() {
     };
     tokio::join!(publish, read_all);
 
-    let event = tokio::time::timeout(common::WAIT, events.next()).await.unwrap().unwrap().unwrap();
+    let event = tokio::time::timeout(common::WAIT, events.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(event.client_id, stalled.id);
     assert_eq!((event.reason.as_str(), event.code), ("slow_consumer", 4008));
     // The stalled client finally reads: what was written, then 4008.
@@ -170,7 +204,9 @@ async fn a_thousand_connects_and_disconnects_leave_the_registry_empty() {
     let server = TestServer::spawn().await;
     let mut admin = server.admin().await;
     let mut events = admin
-        .watch_events(pb::WatchEventsRequest { kinds: vec![pb::EventKind::Disconnected as i32] })
+        .watch_events(pb::WatchEventsRequest {
+            kinds: vec![pb::EventKind::Disconnected as i32],
+        })
         .await
         .unwrap()
         .into_inner();
@@ -188,7 +224,11 @@ async fn a_thousand_connects_and_disconnects_leave_the_registry_empty() {
         }
     });
     for _ in 0..cycles {
-        let event = tokio::time::timeout(common::WAIT, events.next()).await.unwrap().unwrap().unwrap();
+        let event = tokio::time::timeout(common::WAIT, events.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!(event.kind, pb::EventKind::Disconnected as i32);
     }
     connect.await.unwrap();
@@ -204,7 +244,9 @@ async fn shutdown_closes_every_client_with_1001_after_flushing() {
     for _ in 0..5 {
         clients.push(server.client().await);
     }
-    clients[0].send(json!({"type":"publish","data":"last words","id":1})).await;
+    clients[0]
+        .send(json!({"type":"publish","data":"last words","id":1}))
+        .await;
     assert_eq!(clients[0].recv().await["data"], "last words");
     server.begin_shutdown();
     for client in &mut clients[1..] {

@@ -14,7 +14,11 @@ pub fn check(token: Option<String>) -> impl FnMut(Request<()>) -> Result<Request
     let expected = token.map(|t| format!("Bearer {t}").into_bytes());
     move |request: Request<()>| {
         let Some(expected) = &expected else { return Ok(request) };
-        let given = request.metadata().get("authorization").map(|v| v.as_bytes()).unwrap_or(b"");
+        let given = request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.as_bytes())
+            .unwrap_or(b"");
         if bool::from(given.ct_eq(expected)) {
             Ok(request)
         } else {

@@ -19,13 +19,18 @@ pub fn optional_topic(topic: &str) -> Result<Option<Topic>, AdminError> {
     if topic.is_empty() {
         return Ok(None);
     }
-    Topic::parse(topic).map(Some).map_err(|_| AdminError::InvalidTopic(topic.to_string()))
+    Topic::parse(topic)
+        .map(Some)
+        .map_err(|_| AdminError::InvalidTopic(topic.to_string()))
 }
 
 /// Checks that `data` is one JSON value within the size limit.
 pub fn json_data(data: &str, limit: usize) -> Result<&RawValue, AdminError> {
     if data.len() > limit {
-        return Err(AdminError::DataTooLarge { size: data.len(), limit });
+        return Err(AdminError::DataTooLarge {
+            size: data.len(),
+            limit,
+        });
     }
     serde_json::from_str(data).map_err(|e| AdminError::InvalidJson(e.to_string()))
 }
@@ -63,7 +68,10 @@ pub fn decode_cursor(token: &str, order: Order) -> Result<Option<Cursor>, AdminE
         (Order::ConnectedAt, ("a", id)) => Cursor::After(ClientId(id.parse().map_err(|_| bad())?)),
         (Order::QueueDepth, ("q", rest)) => {
             let (depth, id) = rest.split_once('.').ok_or_else(bad)?;
-            Cursor::AfterDepth(depth.parse().map_err(|_| bad())?, ClientId(id.parse().map_err(|_| bad())?))
+            Cursor::AfterDepth(
+                depth.parse().map_err(|_| bad())?,
+                ClientId(id.parse().map_err(|_| bad())?),
+            )
         }
         _ => return Err(bad()),
     };

@@ -18,8 +18,16 @@ use crate::metrics;
 
 const ADMIN_PREFIX: &str = "/wshub.admin.v1.Admin/";
 /// Method label values; anything else is `unknown`, so cardinality stays fixed.
-const METHODS: [&str; 8] =
-    ["Broadcast", "SendToClient", "ListClients", "GetClient", "KickClients", "GetStats", "WatchEvents", "Drain"];
+const METHODS: [&str; 8] = [
+    "Broadcast",
+    "SendToClient",
+    "ListClients",
+    "GetClient",
+    "KickClients",
+    "GetStats",
+    "WatchEvents",
+    "Drain",
+];
 
 #[derive(Debug, Clone, Copy)]
 pub struct MetricsLayer;
@@ -50,9 +58,11 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let method = request.uri().path().strip_prefix(ADMIN_PREFIX).map(|m| {
-            METHODS.iter().copied().find(|known| *known == m).unwrap_or("unknown")
-        });
+        let method = request
+            .uri()
+            .path()
+            .strip_prefix(ADMIN_PREFIX)
+            .map(|m| METHODS.iter().copied().find(|known| *known == m).unwrap_or("unknown"));
         let start = Instant::now();
         let call = self.inner.call(request);
         Box::pin(async move {

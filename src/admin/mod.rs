@@ -43,7 +43,12 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn new(config: &Config, hub: HubHandle, lifecycle: Lifecycle, stop: CancellationToken) -> Result<Self, crate::Error> {
+    pub fn new(
+        config: &Config,
+        hub: HubHandle,
+        lifecycle: Lifecycle,
+        stop: CancellationToken,
+    ) -> Result<Self, crate::Error> {
         let tls = match (&config.admin_tls_cert, &config.admin_tls_key) {
             (Some(cert), Some(key)) => {
                 let read = |p: &std::path::Path| {
@@ -59,7 +64,13 @@ impl Server {
         };
         let service = AdminService::new(hub, config.client.max_message_bytes, lifecycle.clone(), stop.clone());
         let token = config.admin_token.clone().filter(|t| !t.is_empty());
-        Ok(Self { service, token, tls, lifecycle, stop })
+        Ok(Self {
+            service,
+            token,
+            tls,
+            lifecycle,
+            stop,
+        })
     }
 
     /// Serves until the stop token is cancelled. Open streams (WatchEvents,
@@ -70,10 +81,12 @@ impl Server {
         reporter.set_service_status("", ServingStatus::Serving).await;
         let mut ready = self.lifecycle.subscribe();
         tokio::spawn(async move {
-            while ready.wait_for(|r| !*r).await.is_ok() {
-                reporter.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
+            // Readiness only ever turns off; an error means the server is gone.
+            if ready.wait_for(|r| !*r).await.is_ok() {
+                reporter
+                    .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
+                    .await;
                 reporter.set_service_status("", ServingStatus::NotServing).await;
-                break;
             }
         });
         let reflection = || {
@@ -81,7 +94,8 @@ impl Server {
                 .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         };
-        let (Ok(reflection_v1), Ok(reflection_v1alpha)) = (reflection().build_v1(), reflection().build_v1alpha()) else {
+        let (Ok(reflection_v1), Ok(reflection_v1alpha)) = (reflection().build_v1(), reflection().build_v1alpha())
+        else {
             tracing::error!("the embedded descriptor set is invalid; admin API not served");
             return;
         };

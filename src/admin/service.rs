@@ -38,20 +38,39 @@ pub struct AdminService {
 
 impl AdminService {
     pub fn new(hub: HubHandle, max_message_bytes: usize, lifecycle: Lifecycle, stop: CancellationToken) -> Self {
-        Self { hub, max_message_bytes, lifecycle, stop }
+        Self {
+            hub,
+            max_message_bytes,
+            lifecycle,
+            stop,
+        }
     }
 }
 
 #[tonic::async_trait]
 impl Admin for AdminService {
-    async fn broadcast(&self, request: Request<pb::BroadcastRequest>) -> Result<Response<pb::BroadcastResponse>, Status> {
+    async fn broadcast(
+        &self,
+        request: Request<pb::BroadcastRequest>,
+    ) -> Result<Response<pb::BroadcastResponse>, Status> {
         let request = request.into_inner();
         let topic = convert::optional_topic(&request.topic)?;
         let data = convert::json_data(&request.data, self.max_message_bytes)?;
         let frame = protocol::message(topic.as_ref(), "admin", data);
-        let exclude = request.exclude_client_ids.iter().filter_map(|id| id.parse().ok()).collect();
-        let delivery = self.hub.broadcast(topic, frame, exclude).await.map_err(AdminError::from)?;
-        Ok(Response::new(pb::BroadcastResponse { recipients: delivery.recipients, dropped: delivery.dropped }))
+        let exclude = request
+            .exclude_client_ids
+            .iter()
+            .filter_map(|id| id.parse().ok())
+            .collect();
+        let delivery = self
+            .hub
+            .broadcast(topic, frame, exclude)
+            .await
+            .map_err(AdminError::from)?;
+        Ok(Response::new(pb::BroadcastResponse {
+            recipients: delivery.recipients,
+            dropped: delivery.dropped,
+        }))
     }
 
     async fn send_to_client(
@@ -170,7 +189,11 @@ impl Admin for AdminService {
 
     async fn drain(&self, request: Request<pb::DrainRequest>) -> Result<Response<Self::DrainStream>, Status> {
         let request = request.into_inner();
-        let rate = if request.rate_per_second == 0 { DEFAULT_DRAIN_RATE } else { request.rate_per_second };
+        let rate = if request.rate_per_second == 0 {
+            DEFAULT_DRAIN_RATE
+        } else {
+            request.rate_per_second
+        };
         let deadline = match request.deadline {
             None => DEFAULT_DRAIN_DEADLINE,
             Some(d) => Duration::try_from(d).map_err(|_| AdminError::InvalidDeadline)?,
@@ -222,11 +245,21 @@ async fn drain(
             }
             Err(_) => break,
         }
-        let _ = progress.try_send(Ok(pb::DrainProgress { closed, remaining, done: false }));
+        let _ = progress.try_send(Ok(pb::DrainProgress {
+            closed,
+            remaining,
+            done: false,
+        }));
         if remaining == 0 {
             break;
         }
     }
     tracing::info!(closed, remaining, "drain finished");
-    let _ = progress.send(Ok(pb::DrainProgress { closed, remaining, done: true })).await;
+    let _ = progress
+        .send(Ok(pb::DrainProgress {
+            closed,
+            remaining,
+            done: true,
+        }))
+        .await;
 }

@@ -28,7 +28,10 @@ impl fmt::Display for ClientId {
 impl FromStr for ClientId {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
-        s.strip_prefix("c-").and_then(|n| n.parse().ok()).map(ClientId).ok_or(())
+        s.strip_prefix("c-")
+            .and_then(|n| n.parse().ok())
+            .map(ClientId)
+            .ok_or(())
     }
 }
 
@@ -126,7 +129,14 @@ pub struct ClientRx {
 /// A new client's queue: `max_len` messages and `max_bytes` bytes.
 pub fn queue(shared: Arc<Shared>, max_len: usize, max_bytes: usize) -> (ClientTx, ClientRx) {
     let (tx, rx) = mpsc::channel(max_len);
-    (ClientTx { tx, shared: shared.clone(), max_bytes }, ClientRx { rx, shared })
+    (
+        ClientTx {
+            tx,
+            shared: shared.clone(),
+            max_bytes,
+        },
+        ClientRx { rx, shared },
+    )
 }
 
 impl ClientTx {

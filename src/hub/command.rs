@@ -19,23 +19,60 @@ use crate::protocol::{RequestId, Topic};
 #[derive(Debug)]
 pub enum Command {
     /// A connection finished its handshake; its welcome frame is already queued.
-    Register { client: ClientTx, respond: oneshot::Sender<Result<(), HubError>> },
+    Register {
+        client: ClientTx,
+        respond: oneshot::Sender<Result<(), HubError>>,
+    },
     /// A connection's tasks have ended.
-    Unregister { shared: Arc<Shared>, reason: DisconnectReason },
-    Subscribe { id: ClientId, topic: Topic, request: Option<RequestId> },
-    Unsubscribe { id: ClientId, topic: Topic, request: Option<RequestId> },
+    Unregister {
+        shared: Arc<Shared>,
+        reason: DisconnectReason,
+    },
+    Subscribe {
+        id: ClientId,
+        topic: Topic,
+        request: Option<RequestId>,
+    },
+    Unsubscribe {
+        id: ClientId,
+        topic: Topic,
+        request: Option<RequestId>,
+    },
     /// Fan a frame out: to a topic's subscribers, or to everyone when `topic` is `None`.
     Publish(Publish),
-    SendTo { id: ClientId, frame: Utf8Bytes, respond: oneshot::Sender<Result<(), HubError>> },
-    ListClients { query: ListQuery, respond: oneshot::Sender<Result<ClientPage, HubError>> },
-    GetClient { id: ClientId, respond: oneshot::Sender<Result<ClientInfo, HubError>> },
-    Kick { target: KickTarget, closing: Closing, respond: oneshot::Sender<u64> },
-    Stats { respond: oneshot::Sender<Stats> },
-    Watch { respond: oneshot::Sender<broadcast::Receiver<Event>> },
+    SendTo {
+        id: ClientId,
+        frame: Utf8Bytes,
+        respond: oneshot::Sender<Result<(), HubError>>,
+    },
+    ListClients {
+        query: ListQuery,
+        respond: oneshot::Sender<Result<ClientPage, HubError>>,
+    },
+    GetClient {
+        id: ClientId,
+        respond: oneshot::Sender<Result<ClientInfo, HubError>>,
+    },
+    Kick {
+        target: KickTarget,
+        closing: Closing,
+        respond: oneshot::Sender<u64>,
+    },
+    Stats {
+        respond: oneshot::Sender<Stats>,
+    },
+    Watch {
+        respond: oneshot::Sender<broadcast::Receiver<Event>>,
+    },
     /// Closes up to `n` of the oldest clients with close 1012; answers (closed, remaining).
-    DrainBatch { n: usize, respond: oneshot::Sender<(u64, u64)> },
+    DrainBatch {
+        n: usize,
+        respond: oneshot::Sender<(u64, u64)>,
+    },
     /// Refuse new clients and close every client with 1001 after its queue is flushed.
-    Shutdown { respond: oneshot::Sender<()> },
+    Shutdown {
+        respond: oneshot::Sender<()>,
+    },
 }
 
 /// A frame to fan out.

@@ -75,7 +75,12 @@ impl HubHandle {
     }
 
     pub async fn kick(&self, target: KickTarget, closing: Closing) -> Result<u64, HubError> {
-        self.ask(|respond| Command::Kick { target, closing, respond }).await
+        self.ask(|respond| Command::Kick {
+            target,
+            closing,
+            respond,
+        })
+        .await
     }
 
     pub async fn stats(&self) -> Result<Stats, HubError> {

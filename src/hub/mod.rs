@@ -135,7 +135,11 @@ impl Hub {
                 let info = self.clients.get(&id).map(Self::info).ok_or(HubError::NotFound(id));
                 let _ = respond.send(info);
             }
-            Command::Kick { target, closing, respond } => {
+            Command::Kick {
+                target,
+                closing,
+                respond,
+            } => {
                 let _ = respond.send(self.kick(&target, closing));
             }
             Command::Stats { respond } => {
@@ -167,7 +171,13 @@ impl Hub {
             return Err(HubError::ShuttingDown);
         }
         let id = client.shared.id;
-        self.clients.insert(id, Entry { tx: client, topics: HashSet::new() });
+        self.clients.insert(
+            id,
+            Entry {
+                tx: client,
+                topics: HashSet::new(),
+            },
+        );
         self.metrics.clients.set(self.clients.len() as f64);
         self.emit(EventKind::Connected, id, None, "", 0);
         Ok(())
@@ -221,7 +231,9 @@ impl Hub {
 
     /// Queues a frame for one client, evicting it if its queue is full.
     fn push(&mut self, id: ClientId, frame: protocol::Frame) -> bool {
-        let Some(entry) = self.clients.get(&id) else { return false };
+        let Some(entry) = self.clients.get(&id) else {
+            return false;
+        };
         match entry.tx.try_push(frame) {
             Ok(_) => true,
             Err(PushError::Closed) => {
@@ -260,7 +272,10 @@ impl Hub {
             })
         } else {
             entry.topics.insert(topic.clone());
-            self.topics.entry(topic.clone()).or_default().insert(id, entry.tx.clone());
+            self.topics
+                .entry(topic.clone())
+                .or_default()
+                .insert(id, entry.tx.clone());
             self.metrics.topics.set(self.topics.len() as f64);
             self.emit(EventKind::Subscribed, id, Some(topic), "", 0);
             Ok(())
@@ -284,7 +299,15 @@ impl Hub {
     }
 
     fn publish(&mut self, publish: Publish) {
-        let Publish { topic, frame, source, from, request, exclude, respond } = publish;
+        let Publish {
+            topic,
+            frame,
+            source,
+            from,
+            request,
+            exclude,
+            respond,
+        } = publish;
         let mut delivery = Delivery::default();
         let mut closed = 0;
         {
@@ -331,9 +354,11 @@ impl Hub {
             KickTarget::Client(id) => vec![*id],
             // Users arrive with authentication; until then no client has one.
             KickTarget::User(_) => Vec::new(),
-            KickTarget::Topic(topic) => {
-                self.topics.get(topic).map(|m| m.keys().copied().collect()).unwrap_or_default()
-            }
+            KickTarget::Topic(topic) => self
+                .topics
+                .get(topic)
+                .map(|m| m.keys().copied().collect())
+                .unwrap_or_default(),
         };
         let mut kicked = 0;
         for id in ids {
@@ -384,7 +409,14 @@ impl Hub {
 
     fn emit(&self, kind: EventKind, client_id: ClientId, topic: Option<Topic>, reason: &str, code: u16) {
         if self.events.receiver_count() > 0 {
-            let event = Event { kind, client_id, topic, reason: reason.to_string(), code, at: SystemTime::now() };
+            let event = Event {
+                kind,
+                client_id,
+                topic,
+                reason: reason.to_string(),
+                code,
+                at: SystemTime::now(),
+            };
             let _ = self.events.send(event);
         }
     }

@@ -44,7 +44,11 @@ impl Hub {
                     Some(Cursor::After(id)) => std::ops::Bound::Excluded(id),
                     _ => std::ops::Bound::Unbounded,
                 };
-                let mut it = self.clients.range((start, std::ops::Bound::Unbounded)).map(|(_, e)| e).filter(matches);
+                let mut it = self
+                    .clients
+                    .range((start, std::ops::Bound::Unbounded))
+                    .map(|(_, e)| e)
+                    .filter(matches);
                 let page: Vec<&Entry> = it.by_ref().take(size).collect();
                 (page, it.next().is_some())
             }
@@ -54,8 +58,12 @@ impl Hub {
                     Some(Cursor::AfterDepth(depth, id)) => Some((std::cmp::Reverse(depth), id)),
                     _ => None,
                 };
-                let mut all: Vec<&Entry> =
-                    self.clients.values().filter(matches).filter(|e| after.is_none_or(|a| key(e) > a)).collect();
+                let mut all: Vec<&Entry> = self
+                    .clients
+                    .values()
+                    .filter(matches)
+                    .filter(|e| after.is_none_or(|a| key(e) > a))
+                    .collect();
                 all.sort_by_key(|e| key(e));
                 let more = all.len() > size;
                 all.truncate(size);
@@ -69,6 +77,10 @@ impl Hub {
             }),
             _ => None,
         };
-        ClientPage { clients: page.into_iter().map(Self::info).collect(), next, total }
+        ClientPage {
+            clients: page.into_iter().map(Self::info).collect(),
+            next,
+            total,
+        }
     }
 }

@@ -1,0 +1,245 @@
+//! The hub actor without a network: queue commands, drop the handle, run
+//! the actor to completion, then look at what reached each client queue.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::close::code;
+use crate::metrics::Source;
+use crate::protocol::Frame;
+
+fn client(n: u64, queue_len: usize) -> (ClientTx, ClientRx) {
+    let shared = Arc::new(Shared::new(
+        ClientId(n),
+        "127.0.0.1:1".parse().unwrap(),
+        CancellationToken::new(),
+    ));
+    queue(shared, queue_len, 1 << 20)
+}
+
+fn publish(topic: Option<&str>, text: &'static str) -> Command {
+    Command::Publish(Publish {
+        topic: topic.map(|t| Topic::parse(t).unwrap()),
+        frame: Frame::from_static(text),
+        source: Source::Client,
+        from: None,
+        request: None,
+        exclude: HashSet::new(),
+        respond: None,
+    })
+}
+
+fn texts(rx: &mut ClientRx) -> Vec<String> {
+    std::iter::from_fn(|| rx.try_recv())
+        .filter_map(|item| match item {
+            Outbound::Text(t) => Some(t.to_string()),
+            Outbound::Close => None,
+        })
+        .collect()
+}
+
+async fn register(handle: &HubHandle, tx: &ClientTx) {
+    handle.register(tx.clone()).await.unwrap();
+}
+
+#[tokio::test]
+async fn routes_by_topic_and_to_everyone() {
+    let (a_tx, mut a_rx) = client(1, 8);
+    let (b_tx, mut b_rx) = client(2, 8);
+    let (hub, handle) = Hub::new(
+        HubConfig {
+            max_topics_per_client: 8,
+        },
+        64,
+    );
+    let task = tokio::spawn(hub.run());
+    register(&handle, &a_tx).await;
+    register(&handle, &b_tx).await;
+    for command in [
+        Command::Subscribe {
+            id: ClientId(1),
+            topic: Topic::parse("news").unwrap(),
+            request: None,
+        },
+        publish(Some("news"), "to-news"),
+        publish(None, "to-all"),
+        Command::Unsubscribe {
+            id: ClientId(1),
+            topic: Topic::parse("news").unwrap(),
+            request: None,
+        },
+        publish(Some("news"), "unheard"),
+    ] {
+        handle.send(command).await.unwrap();
+    }
+    let stats = handle.stats().await.unwrap();
+    assert_eq!((stats.clients, stats.topics), (2, 0));
+    drop(handle);
+    task.await.unwrap();
+    assert_eq!(texts(&mut a_rx), ["to-news", "to-all"]);
+    assert_eq!(texts(&mut b_rx), ["to-all"]);
+}
+
+#[tokio::test]
+async fn a_full_queue_evicts_that_client_only() {
+    let (slow_tx, _slow_rx) = client(1, 2);
+    let (ok_tx, mut ok_rx) = client(2, 8);
+    let slow = slow_tx.shared.clone();
+    let (hub, handle) = Hub::new(
+        HubConfig {
+            max_topics_per_client: 8,
+        },
+        64,
+    );
+    let task = tokio::spawn(hub.run());
+    register(&handle, &slow_tx).await;
+    register(&handle, &ok_tx).await;
+    let mut deliveries = Vec::new();
+    for text in ["1", "2", "3", "4"] {
+        deliveries.push(
+            handle
+                .broadcast(None, Frame::from_static(text), HashSet::new())
+                .await
+                .unwrap(),
+        );
+    }
+    let stats = handle.stats().await.unwrap();
+    drop(handle);
+    task.await.unwrap();
+    assert_eq!(
+        deliveries[1],
+        Delivery {
+            recipients: 2,
+            dropped: 0
+        }
+    );
+    assert_eq!(
+        deliveries[2],
+        Delivery {
+            recipients: 1,
+            dropped: 1
+        }
+    );
+    assert_eq!(
+        deliveries[3],
+        Delivery {
+            recipients: 1,
+            dropped: 0
+        }
+    );
+    assert_eq!((stats.clients, stats.slow_consumer_evictions), (1, 1));
+    assert!(slow.token.is_cancelled());
+    assert_eq!(slow.closing().map(Closing::code), Some(code::SLOW_CONSUMER));
+    assert_eq!(texts(&mut ok_rx), ["1", "2", "3", "4"]);
+}
+
+#[tokio::test]
+async fn unregister_returns_the_registry_to_empty() {
+    let clients: Vec<_> = (1..=50).map(|n| client(n, 4)).collect();
+    let mut commands = Vec::new();
+    for (tx, _) in &clients {
+        let (respond, _) = tokio::sync::oneshot::channel();
+        commands.push(Command::Register {
+            client: tx.clone(),
+            respond,
+        });
+        commands.push(Command::Subscribe {
+            id: tx.shared.id,
+            topic: Topic::parse("t").unwrap(),
+            request: None,
+        });
+    }
+    for (tx, _) in &clients {
+        commands.push(Command::Unregister {
+            shared: tx.shared.clone(),
+            reason: DisconnectReason::ClientClose,
+        });
+    }
+    let (hub, handle) = Hub::new(
+        HubConfig {
+            max_topics_per_client: 8,
+        },
+        256,
+    );
+    let task = tokio::spawn(hub.run());
+    for command in commands {
+        handle.send(command).await.unwrap();
+    }
+    let stats = handle.stats().await.unwrap();
+    drop(handle);
+    task.await.unwrap();
+    assert_eq!((stats.clients, stats.topics), (0, 0));
+}
+
+#[tokio::test]
+async fn kick_and_shutdown_close_after_the_queue() {
+    let (a_tx, mut a_rx) = client(1, 8);
+    let (b_tx, mut b_rx) = client(2, 8);
+    let (hub, handle) = Hub::new(
+        HubConfig {
+            max_topics_per_client: 8,
+        },
+        64,
+    );
+    let task = tokio::spawn(hub.run());
+    register(&handle, &a_tx).await;
+    register(&handle, &b_tx).await;
+    handle
+        .broadcast(None, Frame::from_static("before"), HashSet::new())
+        .await
+        .unwrap();
+    let closing = Closing::with_frame(DisconnectReason::Kicked, 4321, "bye");
+    assert_eq!(handle.kick(KickTarget::Client(ClientId(1)), closing).await, Ok(1));
+    assert_eq!(
+        handle.kick(KickTarget::Client(ClientId(1)), Closing::shutdown()).await,
+        Ok(0)
+    );
+    handle.shutdown().await.unwrap();
+    let (c_tx, _c_rx) = client(3, 8);
+    assert_eq!(handle.register(c_tx).await, Err(HubError::ShuttingDown));
+    drop(handle);
+    task.await.unwrap();
+    for (rx, code) in [(&mut a_rx, 4321), (&mut b_rx, code::GOING_AWAY)] {
+        assert!(matches!(rx.try_recv(), Some(Outbound::Text(t)) if t == "before"));
+        assert!(matches!(rx.try_recv(), Some(Outbound::Close)));
+        let shared = if code == 4321 { &a_tx.shared } else { &b_tx.shared };
+        assert_eq!(shared.closing().map(Closing::code), Some(code));
+    }
+}
+
+#[tokio::test]
+async fn list_pages_walk_every_client_once() {
+    let clients: Vec<_> = (1..=25).map(|n| client(n, 4)).collect();
+    let (hub, handle) = Hub::new(
+        HubConfig {
+            max_topics_per_client: 8,
+        },
+        64,
+    );
+    let task = tokio::spawn(hub.run());
+    for (tx, _) in &clients {
+        register(&handle, tx).await;
+    }
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let query = ListQuery {
+            page_size: 10,
+            cursor,
+            ..Default::default()
+        };
+        let page = handle.list_clients(query).await.unwrap();
+        assert_eq!(page.total, 25);
+        seen.extend(page.clients.iter().map(|c| c.id.0));
+        cursor = page.next;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen, (1..=25).collect::<Vec<_>>());
+    drop(handle);
+    task.await.unwrap();
+}

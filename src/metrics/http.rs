@@ -33,26 +33,38 @@ pub async fn serve(listener: TcpListener, lifecycle: Lifecycle, stop: Cancellati
             }
         }
     });
-    let state = AppState { lifecycle, process: std::sync::Arc::new(process) };
+    let state = AppState {
+        lifecycle,
+        process: std::sync::Arc::new(process),
+    };
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .with_state(state);
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+    {
         tracing::error!(error = %e, "metrics server failed");
     }
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     state.process.collect();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], super::install().render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        super::install().render(),
+    )
 }
 
 async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     if state.lifecycle.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: draining or shutting down\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: draining or shutting down\n",
+        )
     }
 }

@@ -104,7 +104,9 @@ pub fn install() -> &'static PrometheusHandle {
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(
                 buckets(CLIENT_QUEUE_DEPTH),
-                &[0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 192.0, 256.0, 512.0, 1024.0],
+                &[
+                    0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 192.0, 256.0, 512.0, 1024.0,
+                ],
             )
             .and_then(|b| {
                 b.set_buckets_for_metric(
@@ -115,7 +117,9 @@ pub fn install() -> &'static PrometheusHandle {
             .and_then(|b| {
                 b.set_buckets_for_metric(
                     buckets(ADMIN_REQUEST_DURATION_SECONDS),
-                    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0],
+                    &[
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+                    ],
                 )
             });
         // The bucket lists above are non-empty, so the builder cannot fail;
@@ -188,24 +192,61 @@ fn describe() {
     describe_gauge!(CLIENTS, "Connected WebSocket clients.");
     describe_gauge!(TOPICS, "Topics with at least one subscriber.");
     describe_counter!(CONNECTIONS_TOTAL, "WebSocket upgrades accepted.");
-    describe_counter!(HANDSHAKE_FAILURES_TOTAL, "HTTP requests on the WebSocket port that were not upgraded, by reason.");
+    describe_counter!(
+        HANDSHAKE_FAILURES_TOTAL,
+        "HTTP requests on the WebSocket port that were not upgraded, by reason."
+    );
     describe_counter!(DISCONNECTS_TOTAL, "Connections ended, by reason.");
     describe_gauge!(HUB_QUEUE_DEPTH, "Commands waiting in the hub's channel.");
     describe_gauge!(HUB_QUEUE_CAPACITY, "Capacity of the hub's command channel.");
-    describe_histogram!(CLIENT_QUEUE_DEPTH, "Per-client send-queue depth (messages), sampled for every client once a second.");
-    describe_gauge!(CLIENT_QUEUE_DEPTH_MAX, "Deepest client send queue at the last sample (messages).");
-    describe_gauge!(CLIENT_QUEUE_BYTES, Unit::Bytes, "Bytes queued for all clients at the last sample.");
+    describe_histogram!(
+        CLIENT_QUEUE_DEPTH,
+        "Per-client send-queue depth (messages), sampled for every client once a second."
+    );
+    describe_gauge!(
+        CLIENT_QUEUE_DEPTH_MAX,
+        "Deepest client send queue at the last sample (messages)."
+    );
+    describe_gauge!(
+        CLIENT_QUEUE_BYTES,
+        Unit::Bytes,
+        "Bytes queued for all clients at the last sample."
+    );
     describe_counter!(MESSAGES_RECEIVED_TOTAL, "Text frames received from clients.");
     describe_counter!(MESSAGES_SENT_TOTAL, "Frames written to client sockets (deliveries).");
-    describe_counter!(BYTES_RECEIVED_TOTAL, Unit::Bytes, "Payload bytes received from clients.");
-    describe_counter!(BYTES_SENT_TOTAL, Unit::Bytes, "Payload bytes written to client sockets.");
+    describe_counter!(
+        BYTES_RECEIVED_TOTAL,
+        Unit::Bytes,
+        "Payload bytes received from clients."
+    );
+    describe_counter!(
+        BYTES_SENT_TOTAL,
+        Unit::Bytes,
+        "Payload bytes written to client sockets."
+    );
     describe_counter!(BROADCASTS_TOTAL, "Publishes fanned out by the hub, by source.");
     describe_histogram!(BROADCAST_RECIPIENTS, "Clients each publish was queued for.");
-    describe_counter!(DROPPED_MESSAGES_TOTAL, "Messages not delivered to a client they were addressed to, by reason.");
-    describe_counter!(CLIENT_ERRORS_TOTAL, "Error frames answered to clients, by protocol error code.");
-    describe_counter!(ADMIN_REQUESTS_TOTAL, "Admin gRPC calls, by method and gRPC status code.");
-    describe_histogram!(ADMIN_REQUEST_DURATION_SECONDS, Unit::Seconds, "Admin gRPC call latency to the response headers, by method.");
-    describe_counter!(ADMIN_EVENTS_LAGGED_TOTAL, "Events WatchEvents subscribers missed because they did not keep up.");
+    describe_counter!(
+        DROPPED_MESSAGES_TOTAL,
+        "Messages not delivered to a client they were addressed to, by reason."
+    );
+    describe_counter!(
+        CLIENT_ERRORS_TOTAL,
+        "Error frames answered to clients, by protocol error code."
+    );
+    describe_counter!(
+        ADMIN_REQUESTS_TOTAL,
+        "Admin gRPC calls, by method and gRPC status code."
+    );
+    describe_histogram!(
+        ADMIN_REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "Admin gRPC call latency to the response headers, by method."
+    );
+    describe_counter!(
+        ADMIN_EVENTS_LAGGED_TOTAL,
+        "Events WatchEvents subscribers missed because they did not keep up."
+    );
     describe_gauge!(BUILD_INFO, "Always 1; the version label says which wshub runs.");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }

@@ -54,9 +54,9 @@ async fn run(ctx: Arc<Context>, ws: Ws, id: ClientId, addr: SocketAddr) {
     tracing::debug!("connected");
 
     let (sink, mut stream) = ws.split();
-    let writer = ctx.tracker.spawn(
-        writer::run(sink, rx, shared.clone(), ctx.ping_interval).instrument(tracing::Span::current()),
-    );
+    let writer = ctx
+        .tracker
+        .spawn(writer::run(sink, rx, shared.clone(), ctx.ping_interval).instrument(tracing::Span::current()));
     reader::run(&mut stream, &ctx, &shared, &tx).await;
     drop(tx);
     shared.token.cancel();

@@ -43,7 +43,12 @@ pub async fn accept(stream: &mut TcpStream, accepting: bool) -> Result<Vec<u8>, 
                         stream.write_all(response.as_bytes()).await.map_err(|_| "io")?;
                         Ok(buf.split_off(head_len))
                     }
-                    Answer::Refuse { status, extra, body, reason } => {
+                    Answer::Refuse {
+                        status,
+                        extra,
+                        body,
+                        reason,
+                    } => {
                         respond(stream, status, extra, body).await;
                         Err(reason)
                     }
@@ -51,7 +56,13 @@ pub async fn accept(stream: &mut TcpStream, accepting: bool) -> Result<Vec<u8>, 
             }
             Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,
             Ok(httparse::Status::Partial) => {
-                respond(stream, "431 Request Header Fields Too Large", "", "request head too large\n").await;
+                respond(
+                    stream,
+                    "431 Request Header Fields Too Large",
+                    "",
+                    "request head too large\n",
+                )
+                .await;
                 return Err("bad_request");
             }
             Err(_) => {
@@ -64,7 +75,12 @@ pub async fn accept(stream: &mut TcpStream, accepting: bool) -> Result<Vec<u8>, 
 
 enum Answer {
     Upgrade(String),
-    Refuse { status: &'static str, extra: &'static str, body: &'static str, reason: Refusal },
+    Refuse {
+        status: &'static str,
+        extra: &'static str,
+        body: &'static str,
+        reason: Refusal,
+    },
 }
 
 fn decide(req: &httparse::Request, accepting: bool) -> Answer {
@@ -77,12 +93,27 @@ fn decide(req: &httparse::Request, accepting: bool) -> Answer {
     };
     let has_token = |value: &str, token: &str| value.split(',').any(|t| t.trim().eq_ignore_ascii_case(token));
     let path = req.path.unwrap_or("").split('?').next().unwrap_or("");
-    let refuse = |status, extra, body, reason| Answer::Refuse { status, extra, body, reason };
+    let refuse = |status, extra, body, reason| Answer::Refuse {
+        status,
+        extra,
+        body,
+        reason,
+    };
     if path != WS_PATH {
-        return refuse("404 Not Found", "", "not found; WebSocket clients connect to /ws\n", "not_found");
+        return refuse(
+            "404 Not Found",
+            "",
+            "not found; WebSocket clients connect to /ws\n",
+            "not_found",
+        );
     }
     if req.method != Some("GET") {
-        return refuse("405 Method Not Allowed", "Allow: GET\r\n", "use GET with a WebSocket upgrade\n", "bad_request");
+        return refuse(
+            "405 Method Not Allowed",
+            "Allow: GET\r\n",
+            "use GET with a WebSocket upgrade\n",
+            "bad_request",
+        );
     }
     if !has_token(header("upgrade"), "websocket") || !has_token(header("connection"), "upgrade") {
         return refuse(

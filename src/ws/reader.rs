@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use super::connection::Ws;
 use super::Context;
 use crate::close::{code, Closing, DisconnectReason};
-use crate::hub::{ClientTx, Command, PushError, Publish, Shared};
+use crate::hub::{ClientTx, Command, Publish, PushError, Shared};
 use crate::metrics::{self, DropReason, Source};
 use crate::protocol::{self, ErrorCode, Frame, Request, RequestError};
 
@@ -46,7 +46,11 @@ pub async fn run(stream: &mut SplitStream<Ws>, ctx: &Context, shared: &Shared, t
             None => return close_quietly(shared, DisconnectReason::ClientClose),
             Some(Ok(message)) => message,
             Some(Err(WsError::Capacity(_))) => {
-                return shared.abort(Closing::with_frame(DisconnectReason::TooLarge, code::TOO_LARGE, "message too large"));
+                return shared.abort(Closing::with_frame(
+                    DisconnectReason::TooLarge,
+                    code::TOO_LARGE,
+                    "message too large",
+                ));
             }
             Some(Err(WsError::ConnectionClosed)) => return close_quietly(shared, DisconnectReason::ClientClose),
             Some(Err(e)) => {
@@ -88,10 +92,22 @@ async fn handle_request(text: &str, ctx: &Context, shared: &Shared, tx: &ClientT
     let command = match protocol::parse(text) {
         Err(e) => return reply_error(shared, tx, &e),
         Ok(Request::Ping { id }) => return reply(shared, tx, protocol::pong(id.as_ref())),
-        Ok(Request::Subscribe { topic, id }) => Command::Subscribe { id: shared.id, topic, request: id },
-        Ok(Request::Unsubscribe { topic, id }) => Command::Unsubscribe { id: shared.id, topic, request: id },
+        Ok(Request::Subscribe { topic, id }) => Command::Subscribe {
+            id: shared.id,
+            topic,
+            request: id,
+        },
+        Ok(Request::Unsubscribe { topic, id }) => Command::Unsubscribe {
+            id: shared.id,
+            topic,
+            request: id,
+        },
         Ok(Request::Publish { id, .. }) if !ctx.limits.client_publish => {
-            let e = RequestError { code: ErrorCode::PublishDisabled, message: "publishing is disabled on this server".into(), id };
+            let e = RequestError {
+                code: ErrorCode::PublishDisabled,
+                message: "publishing is disabled on this server".into(),
+                id,
+            };
             return reply_error(shared, tx, &e);
         }
         Ok(Request::Publish { topic, data, id }) => Command::Publish(Publish {

@@ -102,5 +102,8 @@ async fn write_batch(sink: &mut Sink, rx: &mut ClientRx, first: Outbound, shared
 
 fn close_message(shared: &Shared) -> Option<Message> {
     let (code, reason) = shared.closing()?.frame.clone()?;
-    Some(Message::Close(Some(CloseFrame { code: CloseCode::from(code), reason: reason.into() })))
+    Some(Message::Close(Some(CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    })))
 }

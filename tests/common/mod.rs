@@ -46,7 +46,13 @@ impl TestServer {
         let task = tokio::spawn(wshub::run(listeners, config, async {
             let _ = rx.await;
         }));
-        TestServer { ws, admin, metrics, shutdown: Some(tx), task: Some(task) }
+        TestServer {
+            ws,
+            admin,
+            metrics,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
     }
 
     pub fn url(&self) -> String {
@@ -58,11 +64,18 @@ impl TestServer {
     }
 
     pub async fn admin(&self) -> AdminClient<Channel> {
-        AdminClient::connect(format!("http://{}", self.admin)).await.expect("admin connect")
+        AdminClient::connect(format!("http://{}", self.admin))
+            .await
+            .expect("admin connect")
     }
 
     pub async fn stats(&self) -> pb::Stats {
-        self.admin().await.get_stats(pb::GetStatsRequest {}).await.expect("stats").into_inner()
+        self.admin()
+            .await
+            .get_stats(pb::GetStatsRequest {})
+            .await
+            .expect("stats")
+            .into_inner()
     }
 
     /// Starts a graceful shutdown without waiting for it.
@@ -76,7 +89,9 @@ impl TestServer {
     pub async fn stop(mut self) {
         self.begin_shutdown();
         let task = self.task.take().unwrap();
-        let result = tokio::time::timeout(Duration::from_secs(30), task).await.expect("run returns in time");
+        let result = tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("run returns in time");
         result.expect("run task").expect("run ok");
     }
 
@@ -86,9 +101,15 @@ impl TestServer {
         let mut stream = TcpStream::connect(addr).await.unwrap();
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut response = Vec::new();
-        tokio::time::timeout(WAIT, stream.read_to_end(&mut response)).await.expect("response").unwrap();
+        tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+            .await
+            .expect("response")
+            .unwrap();
         let text = String::from_utf8_lossy(&response);
-        text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status in {text:?}"))
+        text.split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {text:?}"))
     }
 
     /// GET `path` on the metrics listener: (status, body).
@@ -98,10 +119,16 @@ impl TestServer {
         let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut response = Vec::new();
-        tokio::time::timeout(WAIT, stream.read_to_end(&mut response)).await.expect("response").unwrap();
+        tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+            .await
+            .expect("response")
+            .unwrap();
         let text = String::from_utf8_lossy(&response).to_string();
         let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
         (status, body)
     }
 }
@@ -122,7 +149,11 @@ impl WsClient {
     /// Connects and reads the welcome frame.
     pub async fn connect(url: &str) -> WsClient {
         let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws connect");
-        let mut client = WsClient { ws, id: String::new(), welcome: Value::Null };
+        let mut client = WsClient {
+            ws,
+            id: String::new(),
+            welcome: Value::Null,
+        };
         let welcome = client.recv().await;
         assert_eq!(welcome["type"], "welcome", "first frame is the welcome: {welcome}");
         client.id = welcome["client_id"].as_str().expect("client_id").to_string();
@@ -141,7 +172,9 @@ impl WsClient {
     /// The next JSON text frame (control frames skipped).
     pub async fn recv(&mut self) -> Value {
         loop {
-            let message = tokio::time::timeout(WAIT, self.ws.next()).await.expect("a frame in time");
+            let message = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a frame in time");
             match message.expect("stream open").expect("frame ok") {
                 Message::Text(text) => return serde_json::from_str(&text).expect("JSON frame"),
                 Message::Ping(_) | Message::Pong(_) => continue,
@@ -183,4 +216,13 @@ impl WsClient {
         let answer = self.request(json!({"type":"ping","id":"p"})).await;
         assert_eq!(answer, json!({"type":"pong","id":"p"}));
     }
+}
+
+/// A plain gRPC channel to the admin listener (for health and reflection clients).
+pub async fn channel(addr: SocketAddr) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("grpc connect")
 }
