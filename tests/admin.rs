@@ -301,10 +301,9 @@ async fn drain_closes_everyone_with_1012_at_the_asked_rate() {
     let mut progress = admin.drain(request).await.unwrap().into_inner();
     let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
     assert_eq!(health.check(check()).await.unwrap().into_inner().status, not_serving);
-    let upgrade = format!(
-        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-    );
-    assert_eq!(TestServer::http_status(server.ws, &upgrade).await, 503);
+    let upgrade = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    assert_eq!(TestServer::http_status(server.ws, upgrade).await, 503);
     assert_eq!(server.get("/readyz").await.0, 503);
 
     let mut last = None;
