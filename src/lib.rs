@@ -74,6 +74,7 @@ pub enum Error {
 pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     config.validate().map_err(Error::Config)?;
     metrics::install();
+    metrics::gauge_set(metrics::CLIENT_QUEUE_CAPACITY, config.client.send_queue_len as f64);
     let lifecycle = lifecycle::Lifecycle::default();
     let (hub, hub_handle) = hub::Hub::new(
         hub::HubConfig {
@@ -89,7 +90,13 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
 
     let admin = admin::Server::new(&config, hub_handle.clone(), lifecycle.clone(), stop.clone())?;
     let admin_task = tokio::spawn(admin.serve(listeners.admin));
-    let metrics_task = tokio::spawn(metrics::http::serve(listeners.metrics, lifecycle.clone(), stop.clone()));
+    // Monitoring outlives the rest, so /readyz answers 503 through the shutdown.
+    let metrics_stop = CancellationToken::new();
+    let metrics_task = tokio::spawn(metrics::http::serve(
+        listeners.metrics,
+        lifecycle.clone(),
+        metrics_stop.clone(),
+    ));
     let ctx = Arc::new(ws::Context::new(
         hub_handle.clone(),
         config.client.clone(),
@@ -120,6 +127,7 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
         let _ = tokio::time::timeout(FORCE_WAIT, tracker.wait()).await;
     }
     let _ = admin_task.await;
+    metrics_stop.cancel();
     let _ = metrics_task.await;
     drop(hub_handle);
     let _ = tokio::time::timeout(FORCE_WAIT, hub_task).await;

@@ -58,6 +58,14 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    pub const ALL: [ErrorCode; 5] = [
+        Self::BadRequest,
+        Self::UnknownType,
+        Self::InvalidTopic,
+        Self::TooManyTopics,
+        Self::PublishDisabled,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::BadRequest => "bad_request",

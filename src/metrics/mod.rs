@@ -24,6 +24,7 @@ pub const HUB_QUEUE_CAPACITY: &str = "wshub_hub_queue_capacity";
 pub const CLIENT_QUEUE_DEPTH: &str = "wshub_client_queue_depth";
 pub const CLIENT_QUEUE_DEPTH_MAX: &str = "wshub_client_queue_depth_max";
 pub const CLIENT_QUEUE_BYTES: &str = "wshub_client_queue_bytes";
+pub const CLIENT_QUEUE_CAPACITY: &str = "wshub_client_queue_capacity";
 pub const MESSAGES_RECEIVED_TOTAL: &str = "wshub_messages_received_total";
 pub const MESSAGES_SENT_TOTAL: &str = "wshub_messages_sent_total";
 pub const BYTES_RECEIVED_TOTAL: &str = "wshub_bytes_received_total";
@@ -166,7 +167,17 @@ pub fn handles() -> &'static Handles {
     })
 }
 
-/// A refused handshake, by reason (`not_found`, `upgrade_required`, `bad_request`, `draining`, `timeout`, `io`).
+/// Every `reason` of `wshub_handshake_failures_total`.
+pub const HANDSHAKE_REASONS: [&str; 6] = [
+    "not_found",
+    "upgrade_required",
+    "bad_request",
+    "unavailable",
+    "timeout",
+    "io",
+];
+
+/// A refused handshake, by one of [`HANDSHAKE_REASONS`].
 pub fn handshake_failure(reason: &'static str) {
     metrics::counter!(HANDSHAKE_FAILURES_TOTAL, "reason" => reason).increment(1);
 }
@@ -212,6 +223,10 @@ fn describe() {
         Unit::Bytes,
         "Bytes queued for all clients at the last sample."
     );
+    describe_gauge!(
+        CLIENT_QUEUE_CAPACITY,
+        "Messages a client's send queue holds; a client past it is evicted."
+    );
     describe_counter!(MESSAGES_RECEIVED_TOTAL, "Text frames received from clients.");
     describe_counter!(MESSAGES_SENT_TOTAL, "Frames written to client sockets (deliveries).");
     describe_counter!(
@@ -249,6 +264,15 @@ fn describe() {
     );
     describe_gauge!(BUILD_INFO, "Always 1; the version label says which wshub runs.");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    // Every series with a fixed label set exists from the start, at zero, so
+    // rates and alerts see the first event rather than a series appearing.
+    for reason in HANDSHAKE_REASONS {
+        metrics::counter!(HANDSHAKE_FAILURES_TOTAL, "reason" => reason).absolute(0);
+    }
+    for code in crate::protocol::ErrorCode::ALL {
+        metrics::counter!(CLIENT_ERRORS_TOTAL, "code" => code.as_str()).absolute(0);
+    }
+    metrics::counter!(ADMIN_EVENTS_LAGGED_TOTAL).absolute(0);
 }
 
 /// Sets an unlabelled gauge (for values set once or rarely).
