@@ -14,6 +14,10 @@ async fn main() -> std::process::ExitCode {
         eprintln!("wshub: {e}");
         return std::process::ExitCode::from(2);
     }
+    // One socket per client: take the hard file limit, as Go programs do.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(error = %e, "cannot raise the open-file limit");
+    }
     let listeners = match Listeners::bind(&config).await {
         Ok(listeners) => listeners,
         Err(e) => {

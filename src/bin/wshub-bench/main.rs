@@ -1,0 +1,456 @@
+//! wshub-bench: a WebSocket fan-out load generator for wshub and for the
+//! seed design (go-hub), so both are measured by the same tool in one run.
+//! See docs/performance.md.
+
+mod client;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use client::{Received, Target, Ws};
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "wshub-bench", about = "Fan-out load generator for wshub (and the go-hub baseline)")]
+struct Cli {
+    /// The server's WebSocket address.
+    #[arg(long, default_value = "127.0.0.1:8080", global = true)]
+    addr: SocketAddr,
+    /// The WebSocket path.
+    #[arg(long, default_value = "/ws", global = true)]
+    path: String,
+    /// Which protocol the server speaks.
+    #[arg(long, value_enum, default_value = "wshub", global = true)]
+    target: Target,
+    /// The server's process id, to read its memory from /proc.
+    #[arg(long, global = true)]
+    server_pid: Option<u32>,
+    /// wshub's admin address (admin scenario; eviction events in stall).
+    #[arg(long, global = true)]
+    admin: Option<String>,
+    /// Loopback source addresses to spread connections over (127.0.0.1..N).
+    #[arg(long, default_value_t = 8, global = true)]
+    sources: u8,
+    /// Handshakes in flight at once.
+    #[arg(long, default_value_t = 200, global = true)]
+    parallel: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand, Clone)]
+enum Scenario {
+    /// Open N connections and hold them: memory per connection and connect rate.
+    Idle {
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// How long to hold them before measuring.
+        #[arg(long, default_value = "3s", value_parser = wshub::config::parse_duration)]
+        hold: Duration,
+    },
+    /// N receivers, M messages published as fast as possible by one client.
+    Burst {
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        #[arg(long, default_value_t = 100)]
+        messages: u64,
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+    },
+    /// N receivers, R messages a second for T.
+    Steady {
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        #[arg(long, default_value_t = 50)]
+        rate: u64,
+        #[arg(long, default_value = "10s", value_parser = wshub::config::parse_duration)]
+        duration: Duration,
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+    },
+    /// Steady twice: all clients reading, then a fraction never reading.
+    Stall {
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        #[arg(long, default_value_t = 50)]
+        rate: u64,
+        #[arg(long, default_value = "10s", value_parser = wshub::config::parse_duration)]
+        duration: Duration,
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        /// Fraction of clients that never read.
+        #[arg(long, default_value_t = 0.05)]
+        stalled: f64,
+        /// The server's per-client queue byte cap, for the RSS bound.
+        #[arg(long, default_value = "1MiB", value_parser = wshub::config::parse_bytes)]
+        queue_bytes: usize,
+    },
+    /// Burst, with the messages injected through the admin Broadcast RPC.
+    Admin {
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        #[arg(long, default_value_t = 100)]
+        messages: u64,
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+    },
+}
+
+/// One scenario's results, printed as a table or as JSON.
+struct Report {
+    rows: Vec<(&'static str, String)>,
+}
+
+impl Report {
+    fn new(scenario: &str, target: Target) -> Self {
+        let target = format!("{target:?}").to_lowercase().replace("gohub", "go-hub");
+        Report { rows: vec![("scenario", scenario.to_string()), ("target", target)] }
+    }
+    fn add(&mut self, key: &'static str, value: impl ToString) {
+        self.rows.push((key, value.to_string()));
+    }
+    fn latency(&mut self, hist: &Histogram<u64>, quantiles: &[(&'static str, f64)]) {
+        for (name, q) in quantiles {
+            self.add(name, format!("{:.2}", hist.value_at_quantile(*q) as f64 / 1000.0));
+        }
+        self.add("max_ms", format!("{:.2}", hist.max() as f64 / 1000.0));
+    }
+    fn print(&self, json: bool) {
+        if json {
+            let map: serde_json::Map<String, serde_json::Value> =
+                self.rows.iter().map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone()))).collect();
+            println!("{}", serde_json::Value::Object(map));
+        } else {
+            for (k, v) in &self.rows {
+                println!("{k:<24} {v}");
+            }
+            println!();
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // Go raises its soft file limit to the hard one at start; do the same.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let report = match cli.scenario.clone() {
+        Scenario::Idle { clients, hold } => idle(&cli, clients, hold).await?,
+        Scenario::Burst { clients, messages, size } => burst(&cli, clients, messages, size, false).await?,
+        Scenario::Admin { clients, messages, size } => burst(&cli, clients, messages, size, true).await?,
+        Scenario::Steady { clients, rate, duration, size } => {
+            let mut report = Report::new("steady", cli.target);
+            let run = steady(&cli, clients, rate, duration, size, 0).await?;
+            run.fill(&mut report);
+            report
+        }
+        Scenario::Stall { clients, rate, duration, size, stalled, queue_bytes } => {
+            stall(&cli, clients, rate, duration, size, stalled, queue_bytes).await?
+        }
+    };
+    report.print(cli.json);
+    Ok(())
+}
+
+async fn connect_all(cli: &Cli, n: usize) -> Result<(Vec<Ws>, Duration), String> {
+    let start = Instant::now();
+    let conns = client::connect_many(cli.addr, &cli.path, n, cli.sources, cli.parallel).await;
+    if conns.len() < n {
+        return Err(format!("only {} of {n} connections opened", conns.len()));
+    }
+    Ok((conns, start.elapsed()))
+}
+
+async fn idle(cli: &Cli, n: usize, hold: Duration) -> Result<Report, String> {
+    let before = client::rss_kib(cli.server_pid);
+    let (conns, took) = connect_all(cli, n).await?;
+    tokio::time::sleep(hold).await;
+    let after = client::rss_kib(cli.server_pid);
+    let mut report = Report::new("idle", cli.target);
+    report.add("clients", n);
+    report.add("connect_per_s", format!("{:.0}", n as f64 / took.as_secs_f64()));
+    rss_rows(&mut report, before, after, n);
+    drop(conns);
+    Ok(report)
+}
+
+fn rss_rows(report: &mut Report, before: Option<u64>, after: Option<u64>, n: usize) {
+    match (before, after) {
+        (Some(b), Some(a)) => {
+            report.add("server_rss_before_kib", b);
+            report.add("server_rss_after_kib", a);
+            report.add("rss_per_conn_kb", format!("{:.2}", (a.saturating_sub(b) as f64 * 1024.0) / n as f64 / 1000.0));
+        }
+        _ => report.add("rss_per_conn_kb", "n/a (no --server-pid)"),
+    }
+}
+
+/// Receivers started on every connection; their sinks are kept so the
+/// connections stay open.
+struct Receivers {
+    progress: Arc<AtomicU64>,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<Received>>,
+}
+
+fn spawn_receivers(conns: Vec<Ws>) -> (Receivers, Vec<impl Send>) {
+    let progress = Arc::new(AtomicU64::new(0));
+    let stop = CancellationToken::new();
+    let mut sinks = Vec::with_capacity(conns.len());
+    let tasks = conns
+        .into_iter()
+        .map(|ws| {
+            let (sink, stream) = ws.split();
+            sinks.push(sink);
+            tokio::spawn(client::receive(stream, progress.clone(), stop.clone()))
+        })
+        .collect();
+    (Receivers { progress, stop, tasks }, sinks)
+}
+
+impl Receivers {
+    async fn finish(self) -> (Histogram<u64>, u64, Vec<Received>) {
+        self.stop.cancel();
+        let mut hist = Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid bounds");
+        let (mut total, mut all) = (0, Vec::new());
+        for task in self.tasks {
+            if let Ok(r) = task.await {
+                let _ = hist.add(&r.latency_us);
+                total += r.count;
+                all.push(r);
+            }
+        }
+        (hist, total, all)
+    }
+}
+
+/// A publishing connection whose own copies are read and dropped.
+async fn publisher(cli: &Cli) -> Result<futures_util::stream::SplitSink<Ws, Message>, String> {
+    let ws = client::connect(cli.addr, &cli.path, std::net::Ipv4Addr::LOCALHOST).await?;
+    let (sink, mut stream) = ws.split();
+    tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
+    Ok(sink)
+}
+
+async fn burst(cli: &Cli, n: usize, messages: u64, size: usize, via_admin: bool) -> Result<Report, String> {
+    let before = client::rss_kib(cli.server_pid);
+    let (conns, _) = connect_all(cli, n).await?;
+    let (receivers, _sinks) = spawn_receivers(conns);
+    // Let every connection finish registering before the first message.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_rss = client::rss_kib(cli.server_pid);
+
+    let start = Instant::now();
+    if via_admin {
+        let addr = cli.admin.clone().ok_or("the admin scenario needs --admin")?;
+        let admin = wshub::admin::pb::admin_client::AdminClient::connect(format!("http://{addr}"))
+            .await
+            .map_err(|e| format!("admin connect: {e}"))?;
+        let gate = Arc::new(tokio::sync::Semaphore::new(16));
+        for seq in 0..messages {
+            let permit = gate.clone().acquire_owned().await.map_err(|e| e.to_string())?;
+            let mut admin = admin.clone();
+            let data = client::payload(Target::GoHub, seq, size, None);
+            tokio::spawn(async move {
+                let request = wshub::admin::pb::BroadcastRequest { data, ..Default::default() };
+                if let Err(e) = admin.broadcast(request).await {
+                    eprintln!("broadcast failed: {e}");
+                }
+                drop(permit);
+            });
+        }
+    } else {
+        let mut sink = publisher(cli).await?;
+        for seq in 0..messages {
+            let text = client::payload(cli.target, seq, size, None);
+            sink.feed(Message::text(text)).await.map_err(|e| e.to_string())?;
+        }
+        sink.flush().await.map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(sink)
+        });
+    }
+    let expected = n as u64 * messages;
+    let last = client::await_count(&receivers.progress, expected, Duration::from_secs(5), "burst").await;
+    let elapsed = last.duration_since(start);
+    let (hist, total, _) = receivers.finish().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = client::rss_kib(cli.server_pid);
+
+    let mut report = Report::new(if via_admin { "admin" } else { "burst" }, cli.target);
+    report.add("clients", n);
+    report.add("messages", messages);
+    report.add("deliveries", total);
+    report.add("lost", expected - total.min(expected));
+    report.add("elapsed_s", format!("{:.3}", elapsed.as_secs_f64()));
+    report.add("deliveries_per_s", format!("{:.0}", total as f64 / elapsed.as_secs_f64()));
+    report.latency(&hist, &[("p50_ms", 0.5), ("p99_ms", 0.99)]);
+    rss_rows(&mut report, before, idle_rss, n);
+    if let (Some(i), Some(a)) = (idle_rss, after) {
+        report.add("server_rss_after_burst_kib", a);
+        report.add("rss_after_burst_vs_idle", format!("{:.2}", a as f64 / i as f64));
+    }
+    Ok(report)
+}
+
+/// What a steady run measured.
+struct SteadyRun {
+    clients: usize,
+    expected: u64,
+    total: u64,
+    elapsed: Duration,
+    hist: Histogram<u64>,
+    stalled_closed: Vec<Option<u16>>,
+    rss_start: Option<u64>,
+    rss_max: Option<u64>,
+}
+
+impl SteadyRun {
+    fn fill(&self, report: &mut Report) {
+        report.add("clients", self.clients);
+        report.add("deliveries", self.total);
+        report.add("lost", self.expected - self.total.min(self.expected));
+        report.add("deliveries_per_s", format!("{:.0}", self.total as f64 / self.elapsed.as_secs_f64()));
+        report.latency(&self.hist, &[("p50_ms", 0.5), ("p99_ms", 0.99), ("p999_ms", 0.999)]);
+    }
+}
+
+async fn steady(
+    cli: &Cli,
+    n: usize,
+    rate: u64,
+    duration: Duration,
+    size: usize,
+    stalled: usize,
+) -> Result<SteadyRun, String> {
+    let rss_start = client::rss_kib(cli.server_pid);
+    let (mut conns, _) = connect_all(cli, n).await?;
+    let stalled_conns: Vec<Ws> = conns.drain(..stalled).collect();
+    let (receivers, _sinks) = spawn_receivers(conns);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut sink = publisher(cli).await?;
+    let count = rate * duration.as_secs().max(1);
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / rate.max(1) as u32);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut rss_max = rss_start;
+    for seq in 0..count {
+        tick.tick().await;
+        sink.send(Message::text(client::payload(cli.target, seq, size, None))).await.map_err(|e| e.to_string())?;
+        if seq % rate.max(1) == 0 {
+            rss_max = rss_max.max(client::rss_kib(cli.server_pid));
+            eprintln!("  steady: {}s, {} received", seq / rate.max(1), receivers.progress.load(Relaxed));
+        }
+    }
+    let expected = (n - stalled) as u64 * count;
+    let last = client::await_count(&receivers.progress, expected, Duration::from_secs(5), "steady").await;
+    rss_max = rss_max.max(client::rss_kib(cli.server_pid));
+    let elapsed = last.duration_since(start);
+    let (hist, total, _) = receivers.finish().await;
+    // The stalled clients read at last: how did the server end them?
+    let mut stalled_closed = Vec::new();
+    for ws in stalled_conns {
+        let (_, stream) = ws.split();
+        let stop = CancellationToken::new();
+        let guard = stop.clone();
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            guard.cancel()
+        });
+        let r = client::receive(stream, Arc::new(AtomicU64::new(0)), stop).await;
+        timer.abort();
+        stalled_closed.push(r.closed_with);
+    }
+    drop(sink);
+    Ok(SteadyRun { clients: n, expected, total, elapsed, hist, stalled_closed, rss_start, rss_max })
+}
+
+async fn stall(
+    cli: &Cli,
+    n: usize,
+    rate: u64,
+    duration: Duration,
+    size: usize,
+    fraction: f64,
+    queue_bytes: usize,
+) -> Result<Report, String> {
+    let stalled = ((n as f64) * fraction).round() as usize;
+    eprintln!("stall: phase 1, every client reading");
+    let clean = steady(cli, n, rate, duration, size, 0).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    eprintln!("stall: phase 2, {stalled} clients never reading");
+    let evictions = match (&cli.admin, cli.target) {
+        (Some(addr), Target::Wshub) => Some(watch_evictions(addr).await?),
+        _ => None,
+    };
+    let dirty = steady(cli, n, rate, duration, size, stalled).await?;
+
+    let mut report = Report::new("stall", cli.target);
+    report.add("clients", n);
+    report.add("stalled", stalled);
+    report.add("healthy_p99_ms_no_stall", format!("{:.2}", clean.hist.value_at_quantile(0.99) as f64 / 1000.0));
+    report.add("healthy_p99_ms_stalled", format!("{:.2}", dirty.hist.value_at_quantile(0.99) as f64 / 1000.0));
+    report.add("healthy_lost", dirty.expected - dirty.total.min(dirty.expected));
+    let closed = |code: u16| dirty.stalled_closed.iter().filter(|c| **c == Some(code)).count();
+    report.add("stalled_closed_4008", closed(4008));
+    report.add("stalled_closed_other", dirty.stalled_closed.iter().filter(|c| c.is_some()).count() - closed(4008));
+    report.add("stalled_never_closed", dirty.stalled_closed.iter().filter(|c| c.is_none()).count());
+    if let Some(evictions) = evictions {
+        let mut times: Vec<Duration> = evictions.lock().map(|t| t.clone()).unwrap_or_default();
+        times.sort();
+        // Seconds from the start of phase 2 (connections included).
+        report.add("evicted_events", times.len());
+        if let (Some(first), Some(last)) = (times.first(), times.last()) {
+            report.add("eviction_first_s", format!("{:.2}", first.as_secs_f64()));
+            report.add("eviction_last_s", format!("{:.2}", last.as_secs_f64()));
+        }
+    }
+    if let (Some(start), Some(max)) = (dirty.rss_start, dirty.rss_max) {
+        report.add("server_rss_growth_kib", max.saturating_sub(start));
+        report.add("rss_growth_bound_kib", stalled * queue_bytes / 1024);
+    }
+    Ok(report)
+}
+
+/// Times of EVICTED events, measured from when the watch started.
+async fn watch_evictions(addr: &str) -> Result<Arc<std::sync::Mutex<Vec<Duration>>>, String> {
+    use wshub::admin::pb;
+    let mut admin = pb::admin_client::AdminClient::connect(format!("http://{addr}"))
+        .await
+        .map_err(|e| format!("admin connect: {e}"))?;
+    let request = pb::WatchEventsRequest { kinds: vec![pb::EventKind::Evicted as i32] };
+    let mut events = admin.watch_events(request).await.map_err(|e| e.to_string())?.into_inner();
+    let times = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = times.clone();
+    let start = Instant::now();
+    tokio::spawn(async move {
+        while let Ok(Some(_)) = events.message().await {
+            if let Ok(mut t) = sink.lock() {
+                t.push(start.elapsed());
+            }
+        }
+    });
+    Ok(times)
+}
