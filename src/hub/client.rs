@@ -1,14 +1,15 @@
 //! One client as the hub and its connection tasks share it: the identity,
 //! the bounded send queue (messages and bytes), and the close decision.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
@@ -44,6 +45,22 @@ pub enum Outbound {
     Close,
 }
 
+/// A client's send queue. A plain deque under a short lock, rather than a
+/// channel: the writer takes everything queued in one lock, and an idle
+/// client's queue holds no allocation at all.
+#[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<Outbound>,
+    /// Frames and bytes not yet written: queued plus taken by the writer
+    /// and not yet flushed, so a writer stuck on a full socket still counts.
+    depth: usize,
+    bytes: usize,
+    /// Deepest `depth` since connecting.
+    high_water: usize,
+    /// The writer has ended; nothing more is accepted.
+    closed: bool,
+}
+
 /// State shared by the hub and the connection's two tasks.
 #[derive(Debug)]
 pub struct Shared {
@@ -55,24 +72,55 @@ pub struct Shared {
     pub token: CancellationToken,
     /// Why the connection ends; the first cause recorded wins.
     closing: OnceLock<Closing>,
-    /// Bytes of text frames waiting in the queue; the byte cap is checked against it.
-    queued_bytes: AtomicUsize,
-    /// Deepest the queue has been since connecting (written only by the hub).
-    high_water: AtomicU32,
+    queue: Mutex<Queue>,
+    /// Wakes the writer when the queue gains an item.
+    ready: Notify,
+    /// The queue's limits: messages and bytes.
+    max_len: usize,
+    max_bytes: usize,
     pub messages_sent: AtomicU64,
     pub messages_received: AtomicU64,
 }
 
+/// Why a frame was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError {
+    /// The queue is at its message or byte limit: the client is too slow.
+    Full,
+    /// The writer has ended: the client is going away.
+    Closed,
+}
+
+/// The hub's (and reader's) handle on a client: pushes into its queue.
+pub type ClientTx = Arc<Shared>;
+
+/// A queue snapshot for operators.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QueueStats {
+    pub depth: usize,
+    pub bytes: usize,
+    pub high_water: usize,
+}
+
 impl Shared {
-    pub fn new(id: ClientId, remote_addr: SocketAddr, token: CancellationToken) -> Self {
+    /// A client with a queue of `max_len` messages and `max_bytes` bytes.
+    pub fn new(
+        id: ClientId,
+        remote_addr: SocketAddr,
+        token: CancellationToken,
+        max_len: usize,
+        max_bytes: usize,
+    ) -> Self {
         Self {
             id,
             remote_addr,
             connected_at: SystemTime::now(),
             token,
             closing: OnceLock::new(),
-            queued_bytes: AtomicUsize::new(0),
-            high_water: AtomicU32::new(0),
+            queue: Mutex::default(),
+            ready: Notify::new(),
+            max_len,
+            max_bytes,
             messages_sent: AtomicU64::new(0),
             messages_received: AtomicU64::new(0),
         }
@@ -93,108 +141,88 @@ impl Shared {
         self.token.cancel();
     }
 
-    pub fn queued_bytes(&self) -> usize {
-        self.queued_bytes.load(Relaxed)
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        // The lock is never held across anything that can panic; recover anyway.
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn high_water(&self) -> u32 {
-        self.high_water.load(Relaxed)
-    }
-}
-
-/// Why a frame was not queued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PushError {
-    /// The queue is at its message or byte limit: the client is too slow.
-    Full,
-    /// The writer has ended: the client is going away.
-    Closed,
-}
-
-/// The sending side of a client's queue, bounded in messages and in bytes.
-#[derive(Debug, Clone)]
-pub struct ClientTx {
-    tx: mpsc::Sender<Outbound>,
-    pub shared: Arc<Shared>,
-    max_bytes: usize,
-}
-
-/// The writer's side of a client's queue.
-#[derive(Debug)]
-pub struct ClientRx {
-    rx: mpsc::Receiver<Outbound>,
-    shared: Arc<Shared>,
-}
-
-/// A new client's queue: `max_len` messages and `max_bytes` bytes.
-pub fn queue(shared: Arc<Shared>, max_len: usize, max_bytes: usize) -> (ClientTx, ClientRx) {
-    let (tx, rx) = mpsc::channel(max_len);
-    (
-        ClientTx {
-            tx,
-            shared: shared.clone(),
-            max_bytes,
-        },
-        ClientRx { rx, shared },
-    )
-}
-
-impl ClientTx {
-    /// Queues a text frame without waiting; on success returns the queue depth.
-    /// One frame is always accepted into an empty byte budget, so a single
-    /// large message never evicts a client that keeps up.
+    /// Queues a text frame without waiting; on success returns the queue
+    /// depth. One frame is always accepted into an empty byte budget, so a
+    /// single large message never evicts a client that keeps up.
     pub fn try_push(&self, frame: Utf8Bytes) -> Result<usize, PushError> {
         let len = frame.len();
-        let queued = self.shared.queued_bytes.load(Relaxed);
-        if queued > 0 && queued + len > self.max_bytes {
-            return Err(PushError::Full);
-        }
-        match self.tx.try_send(Outbound::Text(frame)) {
-            Ok(()) => {
-                self.shared.queued_bytes.fetch_add(len, Relaxed);
-                let depth = self.depth();
-                if depth as u32 > self.shared.high_water.load(Relaxed) {
-                    self.shared.high_water.store(depth as u32, Relaxed);
-                }
-                Ok(depth)
+        let depth = {
+            let mut q = self.queue();
+            if q.closed {
+                return Err(PushError::Closed);
             }
-            Err(mpsc::error::TrySendError::Full(_)) => Err(PushError::Full),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(PushError::Closed),
-        }
+            if q.depth >= self.max_len || (q.bytes > 0 && q.bytes + len > self.max_bytes) {
+                return Err(PushError::Full);
+            }
+            q.items.push_back(Outbound::Text(frame));
+            q.depth += 1;
+            q.bytes += len;
+            q.high_water = q.high_water.max(q.depth);
+            q.depth
+        };
+        self.ready.notify_one();
+        Ok(depth)
     }
 
-    /// Closes the client with `closing` after what is already queued; if the
-    /// queue has no room for the close marker, closes it at once.
+    /// Closes the client with `closing` after what is already queued; if
+    /// the queue is full (the client is not keeping up), closes it at once.
     pub fn close_after_flush(&self, closing: Closing) {
-        self.shared.set_closing(closing);
-        if self.tx.try_send(Outbound::Close).is_err() {
-            self.shared.token.cancel();
+        if !self.set_closing(closing) {
+            return;
+        }
+        let queued = {
+            let mut q = self.queue();
+            let room = !q.closed && q.depth < self.max_len;
+            if room {
+                q.items.push_back(Outbound::Close);
+            }
+            room
+        };
+        if queued {
+            self.ready.notify_one();
+        } else {
+            self.token.cancel();
         }
     }
 
-    /// Messages waiting in the queue now.
-    pub fn depth(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
-    }
-}
-
-impl ClientRx {
-    /// The next item, waiting for one.
-    pub async fn recv(&mut self) -> Option<Outbound> {
-        let item = self.rx.recv().await;
-        self.taken(item)
-    }
-
-    /// The next item if one is already queued.
-    pub fn try_recv(&mut self) -> Option<Outbound> {
-        let item = self.rx.try_recv().ok();
-        self.taken(item)
-    }
-
-    fn taken(&self, item: Option<Outbound>) -> Option<Outbound> {
-        if let Some(Outbound::Text(t)) = &item {
-            self.shared.queued_bytes.fetch_sub(t.len(), Relaxed);
+    pub fn queue_stats(&self) -> QueueStats {
+        let q = self.queue();
+        QueueStats {
+            depth: q.depth,
+            bytes: q.bytes,
+            high_water: q.high_water,
         }
-        item
+    }
+
+    /// Waits for queued items and takes them all (the writer's side).
+    pub async fn take(&self) -> VecDeque<Outbound> {
+        loop {
+            {
+                let mut q = self.queue();
+                if !q.items.is_empty() {
+                    return std::mem::take(&mut q.items);
+                }
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    /// The writer has flushed `frames` frames of `bytes` bytes.
+    pub fn written(&self, frames: usize, bytes: usize) {
+        let mut q = self.queue();
+        q.depth = q.depth.saturating_sub(frames);
+        q.bytes = q.bytes.saturating_sub(bytes);
+    }
+
+    /// The writer has ended: refuse further frames and free what is queued.
+    pub fn close_queue(&self) {
+        let mut q = self.queue();
+        q.closed = true;
+        q.items = VecDeque::new();
     }
 }

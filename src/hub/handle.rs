@@ -28,9 +28,17 @@ impl HubHandle {
         answer.await.map_err(|_| HubError::ShuttingDown)
     }
 
-    /// Sends a command without waiting for an answer.
+    /// Sends a command without waiting for an answer; waits while the
+    /// hub's channel is full.
     pub async fn send(&self, command: Command) -> Result<(), HubError> {
         self.tx.send(command).await.map_err(|_| HubError::ShuttingDown)
+    }
+
+    /// Sends a command if the hub's channel has room now. A full channel
+    /// hands the command back (large, by design) so the caller can wait.
+    #[allow(clippy::result_large_err)]
+    pub fn try_send(&self, command: Command) -> Result<(), mpsc::error::TrySendError<Command>> {
+        self.tx.try_send(command)
     }
 
     pub async fn register(&self, client: ClientTx) -> Result<(), HubError> {

@@ -15,7 +15,7 @@ use std::time::{Instant, SystemTime};
 
 use tokio::sync::{broadcast, mpsc};
 
-pub use client::{queue, ClientId, ClientRx, ClientTx, Outbound, PushError, Shared};
+pub use client::{ClientId, ClientTx, Outbound, PushError, QueueStats, Shared};
 pub use command::*;
 pub use handle::HubHandle;
 
@@ -170,7 +170,7 @@ impl Hub {
         if self.closing {
             return Err(HubError::ShuttingDown);
         }
-        let id = client.shared.id;
+        let id = client.id;
         self.clients.insert(
             id,
             Entry {
@@ -223,10 +223,11 @@ impl Hub {
     fn evict(&mut self, id: ClientId) {
         let Some(entry) = self.remove(id) else { return };
         self.evictions += 1;
-        tracing::info!(client_id = %id, depth = entry.tx.depth(), bytes = entry.tx.shared.queued_bytes(), "evicting slow consumer");
+        let queue = entry.tx.queue_stats();
+        tracing::info!(client_id = %id, depth = queue.depth, bytes = queue.bytes, "evicting slow consumer");
         let closing = Closing::slow_consumer();
         self.emit(EventKind::Evicted, id, None, closing.reason.as_str(), closing.code());
-        entry.tx.shared.abort(closing);
+        entry.tx.abort(closing);
     }
 
     /// Queues a frame for one client, evicting it if its queue is full.
@@ -371,7 +372,7 @@ impl Hub {
 
     fn stats(&self) -> Stats {
         let (sent, received) = self.clients.values().fold((0, 0), |(s, r), e| {
-            let shared = &e.tx.shared;
+            let shared = &e.tx;
             (
                 s + shared.messages_sent.load(std::sync::atomic::Ordering::Relaxed),
                 r + shared.messages_received.load(std::sync::atomic::Ordering::Relaxed),
@@ -395,8 +396,9 @@ impl Hub {
         let mut counts: BTreeMap<usize, usize> = BTreeMap::new();
         let mut bytes = 0;
         for entry in self.clients.values() {
-            *counts.entry(entry.tx.depth()).or_default() += 1;
-            bytes += entry.tx.shared.queued_bytes();
+            let queue = entry.tx.queue_stats();
+            *counts.entry(queue.depth).or_default() += 1;
+            bytes += queue.bytes;
         }
         for (depth, n) in &counts {
             self.metrics.client_queue_depth.record_many(*depth as f64, *n);

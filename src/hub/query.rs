@@ -3,11 +3,12 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::{ClientInfo, ClientPage, Cursor, Entry, Hub, ListQuery, Order};
+use super::{ClientId, ClientInfo, ClientPage, Cursor, Entry, Hub, ListQuery, Order};
 
 impl Hub {
     pub(super) fn info(entry: &Entry) -> ClientInfo {
-        let shared = &entry.tx.shared;
+        let shared = &entry.tx;
+        let queue = shared.queue_stats();
         let mut topics: Vec<_> = entry.topics.iter().cloned().collect();
         topics.sort();
         ClientInfo {
@@ -16,9 +17,9 @@ impl Hub {
             remote_addr: shared.remote_addr,
             connected_at: shared.connected_at,
             topics,
-            queue_depth: entry.tx.depth() as u32,
-            queue_bytes: shared.queued_bytes() as u64,
-            queue_high_water: shared.high_water(),
+            queue_depth: queue.depth as u32,
+            queue_bytes: queue.bytes as u64,
+            queue_high_water: queue.high_water as u32,
             messages_sent: shared.messages_sent.load(Relaxed),
             messages_received: shared.messages_received.load(Relaxed),
         }
@@ -38,6 +39,7 @@ impl Hub {
         };
         let total = self.clients.values().filter(matches).count() as u64;
         let size = query.page_size.max(1);
+        let mut last_key = None;
         let (page, more): (Vec<&Entry>, bool) = match query.order {
             Order::ConnectedAt => {
                 let start = match query.cursor {
@@ -53,27 +55,32 @@ impl Hub {
                 (page, it.next().is_some())
             }
             Order::QueueDepth => {
-                let key = |e: &Entry| (std::cmp::Reverse(e.tx.depth() as u32), e.tx.shared.id);
+                // Depth is read once per client, then sorted deepest first.
                 let after = match query.cursor {
                     Some(Cursor::AfterDepth(depth, id)) => Some((std::cmp::Reverse(depth), id)),
                     _ => None,
                 };
-                let mut all: Vec<&Entry> = self
+                let mut all: Vec<((std::cmp::Reverse<u32>, ClientId), &Entry)> = self
                     .clients
                     .values()
                     .filter(matches)
-                    .filter(|e| after.is_none_or(|a| key(e) > a))
+                    .map(|e| ((std::cmp::Reverse(e.tx.queue_stats().depth as u32), e.tx.id), e))
+                    .filter(|(key, _)| after.is_none_or(|a| *key > a))
                     .collect();
-                all.sort_by_key(|e| key(e));
+                all.sort_by_key(|(key, _)| *key);
                 let more = all.len() > size;
                 all.truncate(size);
-                (all, more)
+                last_key = all.last().map(|(key, _)| *key);
+                (all.into_iter().map(|(_, e)| e).collect(), more)
             }
         };
         let next = match (more, page.last()) {
             (true, Some(last)) => Some(match query.order {
-                Order::ConnectedAt => Cursor::After(last.tx.shared.id),
-                Order::QueueDepth => Cursor::AfterDepth(last.tx.depth() as u32, last.tx.shared.id),
+                Order::ConnectedAt => Cursor::After(last.tx.id),
+                Order::QueueDepth => {
+                    let (std::cmp::Reverse(depth), id) = last_key.unwrap_or((std::cmp::Reverse(0), last.tx.id));
+                    Cursor::AfterDepth(depth, id)
+                }
             }),
             _ => None,
         };

@@ -11,13 +11,24 @@ use crate::close::code;
 use crate::metrics::Source;
 use crate::protocol::Frame;
 
-fn client(n: u64, queue_len: usize) -> (ClientTx, ClientRx) {
+/// A client whose writer is the test: `queued` shows what was queued.
+fn client(n: u64, queue_len: usize) -> (ClientTx, ClientTx) {
+    let addr = "127.0.0.1:1".parse().unwrap();
     let shared = Arc::new(Shared::new(
         ClientId(n),
-        "127.0.0.1:1".parse().unwrap(),
+        addr,
         CancellationToken::new(),
+        queue_len,
+        1 << 20,
     ));
-    queue(shared, queue_len, 1 << 20)
+    (shared.clone(), shared)
+}
+
+/// Everything queued for a client, without waiting.
+fn queued(rx: &ClientTx) -> Vec<Outbound> {
+    futures_util::FutureExt::now_or_never(rx.take())
+        .map(Vec::from)
+        .unwrap_or_default()
 }
 
 fn publish(topic: Option<&str>, text: &'static str) -> Command {
@@ -32,8 +43,9 @@ fn publish(topic: Option<&str>, text: &'static str) -> Command {
     })
 }
 
-fn texts(rx: &mut ClientRx) -> Vec<String> {
-    std::iter::from_fn(|| rx.try_recv())
+fn texts(rx: &mut ClientTx) -> Vec<String> {
+    queued(rx)
+        .into_iter()
         .filter_map(|item| match item {
             Outbound::Text(t) => Some(t.to_string()),
             Outbound::Close => None,
@@ -87,7 +99,7 @@ async fn routes_by_topic_and_to_everyone() {
 async fn a_full_queue_evicts_that_client_only() {
     let (slow_tx, _slow_rx) = client(1, 2);
     let (ok_tx, mut ok_rx) = client(2, 8);
-    let slow = slow_tx.shared.clone();
+    let slow = slow_tx.clone();
     let (hub, handle) = Hub::new(
         HubConfig {
             max_topics_per_client: 8,
@@ -147,14 +159,14 @@ async fn unregister_returns_the_registry_to_empty() {
             respond,
         });
         commands.push(Command::Subscribe {
-            id: tx.shared.id,
+            id: tx.id,
             topic: Topic::parse("t").unwrap(),
             request: None,
         });
     }
     for (tx, _) in &clients {
         commands.push(Command::Unregister {
-            shared: tx.shared.clone(),
+            shared: tx.clone(),
             reason: DisconnectReason::ClientClose,
         });
     }
@@ -203,9 +215,9 @@ async fn kick_and_shutdown_close_after_the_queue() {
     drop(handle);
     task.await.unwrap();
     for (rx, code) in [(&mut a_rx, 4321), (&mut b_rx, code::GOING_AWAY)] {
-        assert!(matches!(rx.try_recv(), Some(Outbound::Text(t)) if t == "before"));
-        assert!(matches!(rx.try_recv(), Some(Outbound::Close)));
-        let shared = if code == 4321 { &a_tx.shared } else { &b_tx.shared };
+        let items = queued(rx);
+        assert!(matches!(&items[..], [Outbound::Text(t), Outbound::Close] if t.as_str() == "before"));
+        let shared = if code == 4321 { &a_tx } else { &b_tx };
         assert_eq!(shared.closing().map(Closing::code), Some(code));
     }
 }

@@ -27,10 +27,10 @@ use crate::lifecycle::Lifecycle;
 /// tungstenite's read buffer per connection. Its default (128 KiB) would
 /// dominate memory per idle connection; frames larger than this still
 /// arrive, in several reads.
-const READ_BUFFER: usize = 4 * 1024;
+const READ_BUFFER: usize = 512;
 /// Bytes tungstenite gathers before writing to the socket; `flush` writes
 /// whatever is gathered, so a batch of small frames is one write.
-const WRITE_BUFFER: usize = 16 * 1024;
+const WRITE_BUFFER: usize = 4 * 1024;
 
 /// What every connection needs; shared by all of them.
 pub struct Context {

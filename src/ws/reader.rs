@@ -13,13 +13,17 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use super::connection::Ws;
 use super::Context;
 use crate::close::{code, Closing, DisconnectReason};
-use crate::hub::{ClientTx, Command, Publish, PushError, Shared};
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::hub::{Command, HubError, Publish, PushError, Shared};
 use crate::metrics::{self, DropReason, Source};
 use crate::protocol::{self, ErrorCode, Frame, Request, RequestError};
+use tokio::sync::mpsc::error::TrySendError;
 
 /// Reads until the client leaves, breaks a rule, goes silent, or the
 /// connection is stopped; the reason is recorded in `shared`.
-pub async fn run(stream: &mut SplitStream<Ws>, ctx: &Context, shared: &Shared, tx: &ClientTx) {
+pub async fn run(stream: &mut SplitStream<Ws>, ctx: &Context, shared: &Shared) {
     let handles = metrics::handles();
     let from = shared.id.to_string();
     let mut last_seen = Instant::now();
@@ -63,8 +67,15 @@ pub async fn run(stream: &mut SplitStream<Ws>, ctx: &Context, shared: &Shared, t
                 handles.messages_received.increment(1);
                 handles.bytes_received.increment(text.len() as u64);
                 shared.messages_received.fetch_add(1, Relaxed);
-                if handle_request(text.as_str(), ctx, shared, tx, &from).await.is_err() {
-                    return;
+                match handle_request(text.as_str(), ctx, shared, &from) {
+                    Ok(None) => {}
+                    // The hub's channel is full: wait for room (rare, boxed).
+                    Ok(Some(wait)) => {
+                        if wait.await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(()) => return,
                 }
             }
             Message::Binary(_) => {
@@ -87,11 +98,17 @@ fn close_quietly(shared: &Shared, reason: DisconnectReason) {
     shared.set_closing(Closing::silent(reason));
 }
 
-/// Handles one request; `Err` means the connection must stop.
-async fn handle_request(text: &str, ctx: &Context, shared: &Shared, tx: &ClientTx, from: &str) -> Result<(), ()> {
+/// The rare wait for room in the hub's channel.
+type Wait<'a> = Pin<Box<dyn Future<Output = Result<(), HubError>> + Send + 'a>>;
+
+/// Handles one request without waiting; `Err` means the connection must
+/// stop, `Some` that the command waits for room in the hub's channel.
+/// Not async, so the reader's state (kept for the life of the connection)
+/// holds none of it.
+fn handle_request<'a>(text: &str, ctx: &'a Context, shared: &Shared, from: &str) -> Result<Option<Wait<'a>>, ()> {
     let command = match protocol::parse(text) {
-        Err(e) => return reply_error(shared, tx, &e),
-        Ok(Request::Ping { id }) => return reply(shared, tx, protocol::pong(id.as_ref())),
+        Err(e) => return reply_error(shared, &e).map(|()| None),
+        Ok(Request::Ping { id }) => return reply(shared, protocol::pong(id.as_ref())).map(|()| None),
         Ok(Request::Subscribe { topic, id }) => Command::Subscribe {
             id: shared.id,
             topic,
@@ -108,7 +125,7 @@ async fn handle_request(text: &str, ctx: &Context, shared: &Shared, tx: &ClientT
                 message: "publishing is disabled on this server".into(),
                 id,
             };
-            return reply_error(shared, tx, &e);
+            return reply_error(shared, &e).map(|()| None);
         }
         Ok(Request::Publish { topic, data, id }) => Command::Publish(Publish {
             frame: protocol::message(topic.as_ref(), from, data),
@@ -120,18 +137,22 @@ async fn handle_request(text: &str, ctx: &Context, shared: &Shared, tx: &ClientT
             respond: None,
         }),
     };
-    ctx.hub.send(command).await.map_err(|_| ())
+    match ctx.hub.try_send(command) {
+        Ok(()) => Ok(None),
+        Err(TrySendError::Closed(_)) => Err(()),
+        Err(TrySendError::Full(command)) => Ok(Some(Box::pin(ctx.hub.send(command)))),
+    }
 }
 
-fn reply_error(shared: &Shared, tx: &ClientTx, e: &RequestError) -> Result<(), ()> {
+fn reply_error(shared: &Shared, e: &RequestError) -> Result<(), ()> {
     metrics::client_error(e.code.as_str());
-    reply(shared, tx, protocol::error(e))
+    reply(shared, protocol::error(e))
 }
 
 /// Queues a reply to this client. A client whose queue cannot take its own
 /// reply is too slow and is evicted like any other.
-fn reply(shared: &Shared, tx: &ClientTx, frame: Frame) -> Result<(), ()> {
-    match tx.try_push(frame) {
+fn reply(shared: &Shared, frame: Frame) -> Result<(), ()> {
+    match shared.try_push(frame) {
         Ok(_) => Ok(()),
         Err(PushError::Closed) => Err(()),
         Err(PushError::Full) => {

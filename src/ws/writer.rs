@@ -1,5 +1,6 @@
-//! The writer task: the only owner of the socket's sink. It drains what is
-//! queued, feeds it all and flushes once, so a burst is one write.
+//! The writer task: the only owner of the socket's sink. It takes
+//! everything queued at once, feeds it all and flushes once, so a burst is
+//! one write.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -14,54 +15,60 @@ use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
 
 use super::connection::Ws;
 use crate::close::{Closing, DisconnectReason};
-use crate::hub::{ClientRx, Outbound, Shared};
+use crate::hub::{Outbound, Shared};
 use crate::metrics;
 
-/// Frames written per flush at most, so one busy client cannot hold the
-/// writer in a single batch forever.
-const MAX_BATCH: usize = 1024;
 /// How long a close frame may take to reach a client that is being dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
 type Sink = SplitSink<Ws, Message>;
 
-pub async fn run(mut sink: Sink, mut rx: ClientRx, shared: Arc<Shared>, ping_interval: Duration) {
+pub async fn run(mut sink: Sink, shared: Arc<Shared>, ping_interval: Duration) {
     let token = shared.token.clone();
-    let mut ping = interval_at(Instant::now() + ping_interval, ping_interval);
-    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        let written = tokio::select! {
-            biased;
-            _ = token.cancelled() => break,
-            item = rx.recv() => match item {
-                Some(first) => tokio::select! {
-                    written = write_batch(&mut sink, &mut rx, first, &shared) => written,
-                    _ = token.cancelled() => break,
-                },
-                None => break,
-            },
-            _ = ping.tick() => tokio::select! {
-                sent = sink.send(Message::Ping(Bytes::new())) => sent.map(|()| Written::More),
-                _ = token.cancelled() => break,
-            },
-        };
-        match written {
-            Ok(Written::More) => {}
-            // The close frame is sent: nothing more to write.
-            Ok(Written::Closed) => return token.cancel(),
-            Err(e) => {
-                tracing::debug!(error = %e, "write failed");
-                shared.set_closing(Closing::silent(DisconnectReason::ReadError));
-                break;
+    // One cancellation point around the whole loop keeps the task's state
+    // small; a write stuck on a full socket is cancelled with it.
+    let ended = tokio::select! {
+        biased;
+        _ = token.cancelled() => None,
+        ended = write_loop(&mut sink, &shared, ping_interval) => Some(ended),
+    };
+    match ended {
+        // The close frame is sent: nothing more to write.
+        Some(Ok(())) => {}
+        Some(Err(e)) => {
+            tracing::debug!(error = %e, "write failed");
+            shared.set_closing(Closing::silent(DisconnectReason::ReadError));
+        }
+        // Stopped before reaching a queued close marker (evicted, timed
+        // out, forced): send the close frame owed, best effort and bounded.
+        None => {
+            if let Some(message) = close_message(&shared) {
+                let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, sink.send(message))).await;
             }
         }
     }
-    // Stopped without the queued close marker (evicted, timed out, forced):
-    // send the close frame owed, best effort and bounded.
-    if let Some(message) = close_message(&shared) {
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(message)).await;
-    }
+    shared.close_queue();
     token.cancel();
+}
+
+/// Writes batches and pings until the queued close marker is written.
+async fn write_loop(sink: &mut Sink, shared: &Shared, ping_interval: Duration) -> Result<(), WsError> {
+    let mut ping = interval_at(Instant::now() + ping_interval, ping_interval);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        let batch = tokio::select! {
+            batch = shared.take() => batch,
+            _ = ping.tick() => {
+                Box::pin(sink.send(Message::Ping(Bytes::new()))).await?;
+                continue;
+            }
+        };
+        // Boxed per batch (not per frame): an idle connection's task then
+        // holds none of the write's state.
+        if let Written::Closed = Box::pin(write_batch(sink, batch, shared)).await? {
+            return Ok(());
+        }
+    }
 }
 
 enum Written {
@@ -69,15 +76,18 @@ enum Written {
     Closed,
 }
 
-async fn write_batch(sink: &mut Sink, rx: &mut ClientRx, first: Outbound, shared: &Shared) -> Result<Written, WsError> {
-    let (mut frames, mut bytes) = (0u64, 0u64);
-    let mut next = Some(first);
+async fn write_batch(
+    sink: &mut Sink,
+    batch: std::collections::VecDeque<Outbound>,
+    shared: &Shared,
+) -> Result<Written, WsError> {
+    let (mut frames, mut bytes) = (0, 0);
     let mut result = Written::More;
-    while let Some(item) = next.take() {
+    for item in batch {
         match item {
             Outbound::Text(text) => {
                 frames += 1;
-                bytes += text.len() as u64;
+                bytes += text.len();
                 sink.feed(Message::Text(text)).await?;
             }
             Outbound::Close => {
@@ -88,15 +98,13 @@ async fn write_batch(sink: &mut Sink, rx: &mut ClientRx, first: Outbound, shared
                 break;
             }
         }
-        if frames < MAX_BATCH as u64 {
-            next = rx.try_recv();
-        }
     }
     sink.flush().await?;
-    shared.messages_sent.fetch_add(frames, Relaxed);
+    shared.written(frames, bytes);
+    shared.messages_sent.fetch_add(frames as u64, Relaxed);
     let handles = metrics::handles();
-    handles.messages_sent.increment(frames);
-    handles.bytes_sent.increment(bytes);
+    handles.messages_sent.increment(frames as u64);
+    handles.bytes_sent.increment(bytes as u64);
     Ok(result)
 }
 

@@ -62,7 +62,10 @@ pub async fn connect_many(addr: SocketAddr, path: &str, n: usize, sources: u8, p
         let path = path.to_string();
         handles.push(tokio::spawn(async move {
             let _permit = gate.acquire().await.ok()?;
-            connect(addr, &path, source).await.map_err(|e| eprintln!("connect failed: {e}")).ok()
+            connect(addr, &path, source)
+                .await
+                .map_err(|e| eprintln!("connect failed: {e}"))
+                .ok()
         }));
     }
     let mut out = Vec::with_capacity(n);
@@ -76,7 +79,9 @@ pub async fn connect_many(addr: SocketAddr, path: &str, n: usize, sources: u8, p
 
 pub async fn connect(addr: SocketAddr, path: &str, source: Ipv4Addr) -> Result<Ws, String> {
     let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
-    socket.bind((source, 0).into()).map_err(|e| format!("bind {source}: {e}"))?;
+    socket
+        .bind((source, 0).into())
+        .map_err(|e| format!("bind {source}: {e}"))?;
     let stream = socket.connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
     let _ = stream.set_nodelay(true);
     let config = WebSocketConfig::default().read_buffer_size(16 * 1024);
@@ -120,7 +125,11 @@ pub async fn receive(mut stream: SplitStream<Ws>, progress: Arc<AtomicU64>, stop
             Some(Err(_)) | None => break,
         }
     }
-    Received { latency_us, count, closed_with }
+    Received {
+        latency_us,
+        count,
+        closed_with,
+    }
 }
 
 /// Waits until `progress` reaches `expected`, or nothing arrived for `idle`.

@@ -18,7 +18,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "wshub-bench", about = "Fan-out load generator for wshub (and the go-hub baseline)")]
+#[command(
+    name = "wshub-bench",
+    about = "Fan-out load generator for wshub (and the go-hub baseline)"
+)]
 struct Cli {
     /// The server's WebSocket address.
     #[arg(long, default_value = "127.0.0.1:8080", global = true)]
@@ -114,7 +117,9 @@ struct Report {
 impl Report {
     fn new(scenario: &str, target: Target) -> Self {
         let target = format!("{target:?}").to_lowercase().replace("gohub", "go-hub");
-        Report { rows: vec![("scenario", scenario.to_string()), ("target", target)] }
+        Report {
+            rows: vec![("scenario", scenario.to_string()), ("target", target)],
+        }
     }
     fn add(&mut self, key: &'static str, value: impl ToString) {
         self.rows.push((key, value.to_string()));
@@ -127,8 +132,11 @@ impl Report {
     }
     fn print(&self, json: bool) {
         if json {
-            let map: serde_json::Map<String, serde_json::Value> =
-                self.rows.iter().map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone()))).collect();
+            let map: serde_json::Map<String, serde_json::Value> = self
+                .rows
+                .iter()
+                .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
+                .collect();
             println!("{}", serde_json::Value::Object(map));
         } else {
             for (k, v) in &self.rows {
@@ -156,17 +164,35 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> Result<(), String> {
     let report = match cli.scenario.clone() {
         Scenario::Idle { clients, hold } => idle(&cli, clients, hold).await?,
-        Scenario::Burst { clients, messages, size } => burst(&cli, clients, messages, size, false).await?,
-        Scenario::Admin { clients, messages, size } => burst(&cli, clients, messages, size, true).await?,
-        Scenario::Steady { clients, rate, duration, size } => {
+        Scenario::Burst {
+            clients,
+            messages,
+            size,
+        } => burst(&cli, clients, messages, size, false).await?,
+        Scenario::Admin {
+            clients,
+            messages,
+            size,
+        } => burst(&cli, clients, messages, size, true).await?,
+        Scenario::Steady {
+            clients,
+            rate,
+            duration,
+            size,
+        } => {
             let mut report = Report::new("steady", cli.target);
             let run = steady(&cli, clients, rate, duration, size, 0).await?;
             run.fill(&mut report);
             report
         }
-        Scenario::Stall { clients, rate, duration, size, stalled, queue_bytes } => {
-            stall(&cli, clients, rate, duration, size, stalled, queue_bytes).await?
-        }
+        Scenario::Stall {
+            clients,
+            rate,
+            duration,
+            size,
+            stalled,
+            queue_bytes,
+        } => stall(&cli, clients, rate, duration, size, stalled, queue_bytes).await?,
     };
     report.print(cli.json);
     Ok(())
@@ -199,7 +225,10 @@ fn rss_rows(report: &mut Report, before: Option<u64>, after: Option<u64>, n: usi
         (Some(b), Some(a)) => {
             report.add("server_rss_before_kib", b);
             report.add("server_rss_after_kib", a);
-            report.add("rss_per_conn_kb", format!("{:.2}", (a.saturating_sub(b) as f64 * 1024.0) / n as f64 / 1000.0));
+            report.add(
+                "rss_per_conn_kb",
+                format!("{:.2}", (a.saturating_sub(b) as f64 * 1024.0) / n as f64 / 1000.0),
+            );
         }
         _ => report.add("rss_per_conn_kb", "n/a (no --server-pid)"),
     }
@@ -272,7 +301,10 @@ async fn burst(cli: &Cli, n: usize, messages: u64, size: usize, via_admin: bool)
             let mut admin = admin.clone();
             let data = client::payload(Target::GoHub, seq, size, None);
             tokio::spawn(async move {
-                let request = wshub::admin::pb::BroadcastRequest { data, ..Default::default() };
+                let request = wshub::admin::pb::BroadcastRequest {
+                    data,
+                    ..Default::default()
+                };
                 if let Err(e) = admin.broadcast(request).await {
                     eprintln!("broadcast failed: {e}");
                 }
@@ -304,7 +336,10 @@ async fn burst(cli: &Cli, n: usize, messages: u64, size: usize, via_admin: bool)
     report.add("deliveries", total);
     report.add("lost", expected - total.min(expected));
     report.add("elapsed_s", format!("{:.3}", elapsed.as_secs_f64()));
-    report.add("deliveries_per_s", format!("{:.0}", total as f64 / elapsed.as_secs_f64()));
+    report.add(
+        "deliveries_per_s",
+        format!("{:.0}", total as f64 / elapsed.as_secs_f64()),
+    );
     report.latency(&hist, &[("p50_ms", 0.5), ("p99_ms", 0.99)]);
     rss_rows(&mut report, before, idle_rss, n);
     if let (Some(i), Some(a)) = (idle_rss, after) {
@@ -331,7 +366,10 @@ impl SteadyRun {
         report.add("clients", self.clients);
         report.add("deliveries", self.total);
         report.add("lost", self.expected - self.total.min(self.expected));
-        report.add("deliveries_per_s", format!("{:.0}", self.total as f64 / self.elapsed.as_secs_f64()));
+        report.add(
+            "deliveries_per_s",
+            format!("{:.0}", self.total as f64 / self.elapsed.as_secs_f64()),
+        );
         report.latency(&self.hist, &[("p50_ms", 0.5), ("p99_ms", 0.99), ("p999_ms", 0.999)]);
     }
 }
@@ -358,10 +396,16 @@ async fn steady(
     let mut rss_max = rss_start;
     for seq in 0..count {
         tick.tick().await;
-        sink.send(Message::text(client::payload(cli.target, seq, size, None))).await.map_err(|e| e.to_string())?;
+        sink.send(Message::text(client::payload(cli.target, seq, size, None)))
+            .await
+            .map_err(|e| e.to_string())?;
         if seq % rate.max(1) == 0 {
             rss_max = rss_max.max(client::rss_kib(cli.server_pid));
-            eprintln!("  steady: {}s, {} received", seq / rate.max(1), receivers.progress.load(Relaxed));
+            eprintln!(
+                "  steady: {}s, {} received",
+                seq / rate.max(1),
+                receivers.progress.load(Relaxed)
+            );
         }
     }
     let expected = (n - stalled) as u64 * count;
@@ -384,7 +428,16 @@ async fn steady(
         stalled_closed.push(r.closed_with);
     }
     drop(sink);
-    Ok(SteadyRun { clients: n, expected, total, elapsed, hist, stalled_closed, rss_start, rss_max })
+    Ok(SteadyRun {
+        clients: n,
+        expected,
+        total,
+        elapsed,
+        hist,
+        stalled_closed,
+        rss_start,
+        rss_max,
+    })
 }
 
 async fn stall(
@@ -410,13 +463,25 @@ async fn stall(
     let mut report = Report::new("stall", cli.target);
     report.add("clients", n);
     report.add("stalled", stalled);
-    report.add("healthy_p99_ms_no_stall", format!("{:.2}", clean.hist.value_at_quantile(0.99) as f64 / 1000.0));
-    report.add("healthy_p99_ms_stalled", format!("{:.2}", dirty.hist.value_at_quantile(0.99) as f64 / 1000.0));
+    report.add(
+        "healthy_p99_ms_no_stall",
+        format!("{:.2}", clean.hist.value_at_quantile(0.99) as f64 / 1000.0),
+    );
+    report.add(
+        "healthy_p99_ms_stalled",
+        format!("{:.2}", dirty.hist.value_at_quantile(0.99) as f64 / 1000.0),
+    );
     report.add("healthy_lost", dirty.expected - dirty.total.min(dirty.expected));
     let closed = |code: u16| dirty.stalled_closed.iter().filter(|c| **c == Some(code)).count();
     report.add("stalled_closed_4008", closed(4008));
-    report.add("stalled_closed_other", dirty.stalled_closed.iter().filter(|c| c.is_some()).count() - closed(4008));
-    report.add("stalled_never_closed", dirty.stalled_closed.iter().filter(|c| c.is_none()).count());
+    report.add(
+        "stalled_closed_other",
+        dirty.stalled_closed.iter().filter(|c| c.is_some()).count() - closed(4008),
+    );
+    report.add(
+        "stalled_never_closed",
+        dirty.stalled_closed.iter().filter(|c| c.is_none()).count(),
+    );
     if let Some(evictions) = evictions {
         let mut times: Vec<Duration> = evictions.lock().map(|t| t.clone()).unwrap_or_default();
         times.sort();
@@ -440,8 +505,14 @@ async fn watch_evictions(addr: &str) -> Result<Arc<std::sync::Mutex<Vec<Duration
     let mut admin = pb::admin_client::AdminClient::connect(format!("http://{addr}"))
         .await
         .map_err(|e| format!("admin connect: {e}"))?;
-    let request = pb::WatchEventsRequest { kinds: vec![pb::EventKind::Evicted as i32] };
-    let mut events = admin.watch_events(request).await.map_err(|e| e.to_string())?.into_inner();
+    let request = pb::WatchEventsRequest {
+        kinds: vec![pb::EventKind::Evicted as i32],
+    };
+    let mut events = admin
+        .watch_events(request)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
     let times = Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = times.clone();
     let start = Instant::now();
