@@ -29,8 +29,11 @@ use crate::lifecycle::Lifecycle;
 /// arrive, in several reads.
 const READ_BUFFER: usize = 512;
 /// Bytes tungstenite gathers before writing to the socket; `flush` writes
-/// whatever is gathered, so a batch of small frames is one write.
-const WRITE_BUFFER: usize = 4 * 1024;
+/// whatever is gathered. Its buffer keeps its largest size for the life of
+/// the connection, so this is also what a burst leaves behind per client:
+/// 1 KiB keeps memory after a burst under 2x the idle figure while a burst
+/// of small frames is still a few writes (docs/performance.md).
+const WRITE_BUFFER: usize = 1024;
 
 /// What every connection needs; shared by all of them.
 pub struct Context {
