@@ -7,7 +7,13 @@ use common::TestServer;
 
 async fn bench(server: &TestServer, args: &[&str]) -> serde_json::Value {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_wshub-bench"))
-        .args(["--addr", &server.ws.to_string(), "--admin", &server.admin.to_string(), "--json"])
+        .args([
+            "--addr",
+            &server.ws.to_string(),
+            "--admin",
+            &server.admin.to_string(),
+            "--json",
+        ])
         .args(args)
         .output()
         .await
@@ -20,10 +26,26 @@ async fn bench(server: &TestServer, args: &[&str]) -> serde_json::Value {
 async fn burst_steady_and_admin_lose_nothing() {
     let server = TestServer::spawn().await;
     let burst = bench(&server, &["burst", "--clients", "5", "--messages", "10"]).await;
-    assert_eq!((burst["deliveries"].as_str(), burst["lost"].as_str()), (Some("50"), Some("0")), "{burst}");
-    let steady = bench(&server, &["steady", "--clients", "3", "--rate", "20", "--duration", "1s"]).await;
-    assert_eq!((steady["deliveries"].as_str(), steady["lost"].as_str()), (Some("60"), Some("0")), "{steady}");
+    assert_eq!(
+        (burst["deliveries"].as_str(), burst["lost"].as_str()),
+        (Some("50"), Some("0")),
+        "{burst}"
+    );
+    let steady = bench(
+        &server,
+        &["steady", "--clients", "3", "--rate", "20", "--duration", "1s"],
+    )
+    .await;
+    assert_eq!(
+        (steady["deliveries"].as_str(), steady["lost"].as_str()),
+        (Some("60"), Some("0")),
+        "{steady}"
+    );
     let admin = bench(&server, &["admin", "--clients", "4", "--messages", "5"]).await;
-    assert_eq!((admin["deliveries"].as_str(), admin["lost"].as_str()), (Some("20"), Some("0")), "{admin}");
+    assert_eq!(
+        (admin["deliveries"].as_str(), admin["lost"].as_str()),
+        (Some("20"), Some("0")),
+        "{admin}"
+    );
     server.stop().await;
 }

@@ -24,9 +24,11 @@ use crate::config::ClientLimits;
 use crate::hub::HubHandle;
 use crate::lifecycle::Lifecycle;
 
-/// tungstenite's read buffer per connection. Its default (128 KiB) would
-/// dominate memory per idle connection; frames larger than this still
-/// arrive, in several reads.
+/// tungstenite's read buffer per connection, also the most one read takes.
+/// tungstenite zero-fills it on the first read, so all of it is resident
+/// for every connection: its default (128 KiB) would dominate memory per
+/// idle connection. Client requests are small; a larger frame still
+/// arrives, in several reads.
 const READ_BUFFER: usize = 512;
 /// Bytes tungstenite gathers before writing to the socket; `flush` writes
 /// whatever is gathered. Its buffer keeps its largest size for the life of

@@ -96,14 +96,16 @@ pub async fn connect(addr: SocketAddr, path: &str, source: Ipv4Addr) -> Result<W
 pub struct Received {
     pub latency_us: Histogram<u64>,
     pub count: u64,
-    /// Close code, if the server closed the connection.
+    /// Close code, if the server sent a close frame.
     pub closed_with: Option<u16>,
+    /// The connection ended (close frame, EOF or error) before `stop`.
+    pub ended: bool,
 }
 
 /// Reads stamped messages until `stop` or the end of the stream.
 pub async fn receive(mut stream: SplitStream<Ws>, progress: Arc<AtomicU64>, stop: CancellationToken) -> Received {
     let mut latency_us = Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid bounds");
-    let (mut count, mut closed_with) = (0, None);
+    let (mut count, mut closed_with, mut ended) = (0, None, false);
     loop {
         let message = tokio::select! {
             _ = stop.cancelled() => break,
@@ -122,13 +124,17 @@ pub async fn receive(mut stream: SplitStream<Ws>, progress: Arc<AtomicU64>, stop
                 closed_with = Some(frame.map_or(1005, |f| u16::from(f.code)));
             }
             Some(Ok(_)) => {}
-            Some(Err(_)) | None => break,
+            Some(Err(_)) | None => {
+                ended = true;
+                break;
+            }
         }
     }
     Received {
         latency_us,
         count,
         closed_with,
+        ended,
     }
 }
 

@@ -356,7 +356,8 @@ struct SteadyRun {
     total: u64,
     elapsed: Duration,
     hist: Histogram<u64>,
-    stalled_closed: Vec<Option<u16>>,
+    /// Per stalled client: (close code received, connection ended).
+    stalled_closed: Vec<Option<(Option<u16>, bool)>>,
     rss_start: Option<u64>,
     rss_max: Option<u64>,
 }
@@ -413,19 +414,17 @@ async fn steady(
     rss_max = rss_max.max(client::rss_kib(cli.server_pid));
     let elapsed = last.duration_since(start);
     let (hist, total, _) = receivers.finish().await;
-    // The stalled clients read at last: how did the server end them?
+    // The stalled clients read at last, all at once: how did the server end them?
+    let stop = CancellationToken::new();
+    let readers: Vec<_> = stalled_conns
+        .into_iter()
+        .map(|ws| tokio::spawn(client::receive(ws.split().1, Arc::new(AtomicU64::new(0)), stop.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.cancel();
     let mut stalled_closed = Vec::new();
-    for ws in stalled_conns {
-        let (_, stream) = ws.split();
-        let stop = CancellationToken::new();
-        let guard = stop.clone();
-        let timer = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(10)).await;
-            guard.cancel()
-        });
-        let r = client::receive(stream, Arc::new(AtomicU64::new(0)), stop).await;
-        timer.abort();
-        stalled_closed.push(r.closed_with);
+    for reader in readers {
+        stalled_closed.push(reader.await.ok().map(|r| (r.closed_with, r.ended)));
     }
     drop(sink);
     Ok(SteadyRun {
@@ -472,16 +471,26 @@ async fn stall(
         format!("{:.2}", dirty.hist.value_at_quantile(0.99) as f64 / 1000.0),
     );
     report.add("healthy_lost", dirty.expected - dirty.total.min(dirty.expected));
-    let closed = |code: u16| dirty.stalled_closed.iter().filter(|c| **c == Some(code)).count();
-    report.add("stalled_closed_4008", closed(4008));
+    // Read at last, a stalled client sees a close frame, the connection
+    // dropped without one (the frame could not be written), or still open.
+    let count = |f: &dyn Fn(Option<u16>, bool) -> bool| {
+        dirty
+            .stalled_closed
+            .iter()
+            .flatten()
+            .filter(|(code, ended)| f(*code, *ended))
+            .count()
+    };
+    report.add("stalled_closed_4008", count(&|code, _| code == Some(4008)));
     report.add(
         "stalled_closed_other",
-        dirty.stalled_closed.iter().filter(|c| c.is_some()).count() - closed(4008),
+        count(&|code, _| code.is_some_and(|c| c != 4008)),
     );
     report.add(
-        "stalled_never_closed",
-        dirty.stalled_closed.iter().filter(|c| c.is_none()).count(),
+        "stalled_dropped_no_frame",
+        count(&|code, ended| code.is_none() && ended),
     );
+    report.add("stalled_still_open", count(&|code, ended| code.is_none() && !ended));
     if let Some(evictions) = evictions {
         let mut times: Vec<Duration> = evictions.lock().map(|t| t.clone()).unwrap_or_default();
         times.sort();
