@@ -66,3 +66,35 @@ impl From<AdminError> for Status {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn every_error_maps_to_its_documented_code() {
+        let cases = [
+            (AdminError::InvalidJson("x".into()), Code::InvalidArgument),
+            (AdminError::DataTooLarge { size: 2, limit: 1 }, Code::InvalidArgument),
+            (AdminError::InvalidTopic("a b".into()), Code::InvalidArgument),
+            (AdminError::InvalidCode(1000), Code::InvalidArgument),
+            (AdminError::ReasonTooLong(124), Code::InvalidArgument),
+            (AdminError::PageTooLarge(1001), Code::InvalidArgument),
+            (AdminError::InvalidPageToken, Code::InvalidArgument),
+            (AdminError::NoTarget, Code::InvalidArgument),
+            (AdminError::Missing("client_id"), Code::InvalidArgument),
+            (AdminError::InvalidDeadline, Code::InvalidArgument),
+            (AdminError::NotFound("c-1".into()), Code::NotFound),
+            (AdminError::Unauthenticated, Code::Unauthenticated),
+            (AdminError::DrainRunning, Code::FailedPrecondition),
+            (HubError::ShuttingDown.into(), Code::Unavailable),
+            (HubError::NotFound(crate::hub::ClientId(7)).into(), Code::NotFound),
+        ];
+        for (error, code) in cases {
+            let message = error.to_string();
+            let status = Status::from(error);
+            assert_eq!((status.code(), status.message()), (code, message.as_str()));
+        }
+    }
+}

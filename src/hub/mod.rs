@@ -188,8 +188,14 @@ impl Hub {
     fn unregister(&mut self, shared: &Shared, reason: DisconnectReason) {
         self.retired_sent += shared.messages_sent.load(std::sync::atomic::Ordering::Relaxed);
         self.retired_received += shared.messages_received.load(std::sync::atomic::Ordering::Relaxed);
-        self.remove(shared.id);
         let code = shared.closing().map_or(0, Closing::code);
+        let was_listed = self.remove(shared.id).is_some();
+        if was_listed && reason == DisconnectReason::SlowConsumer {
+            // Its queue overflowed with a reply of its own, outside a fan-out:
+            // an eviction all the same, counted and announced like one.
+            self.evictions += 1;
+            self.emit(EventKind::Evicted, shared.id, None, reason.as_str(), code);
+        }
         self.emit(EventKind::Disconnected, shared.id, None, reason.as_str(), code);
     }
 

@@ -1,0 +1,106 @@
+//! TLS and mutual TLS on the admin port, with certificates made for the test.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::TestServer;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use wshub::admin::pb::{self, admin_client::AdminClient};
+
+struct Pki {
+    dir: PathBuf,
+    ca: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Pki {
+    fn new(name: &str) -> Pki {
+        let dir = std::env::temp_dir().join(format!("wshub-tls-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        Pki { dir, ca }
+    }
+
+    /// A certificate for `name` signed by the CA: (cert path, key path, cert PEM, key PEM).
+    fn leaf(&self, name: &str) -> (PathBuf, PathBuf, String, String) {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .signed_by(&key, &self.ca)
+            .unwrap();
+        let (cert_path, key_path) = (
+            self.dir.join(format!("{name}.pem")),
+            self.dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (cert_path, key_path, cert.pem(), key.serialize_pem())
+    }
+}
+
+async fn tls_client(
+    server: &TestServer,
+    pki: &Pki,
+    identity: Option<Identity>,
+) -> Result<AdminClient<Channel>, String> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(pki.ca.pem()))
+        .domain_name("localhost");
+    if let Some(identity) = identity {
+        tls = tls.identity(identity);
+    }
+    let endpoint = Endpoint::from_shared(format!("https://{}", server.admin))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap();
+    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    Ok(AdminClient::new(channel))
+}
+
+#[tokio::test]
+async fn admin_serves_over_tls() {
+    let pki = Pki::new("server");
+    let (cert, key, _, _) = pki.leaf("localhost");
+    let server = TestServer::with(|c| {
+        c.admin_tls_cert = Some(cert);
+        c.admin_tls_key = Some(key);
+    })
+    .await;
+    let mut admin = tls_client(&server, &pki, None).await.expect("TLS connect");
+    let stats = admin.get_stats(pb::GetStatsRequest {}).await.unwrap().into_inner();
+    assert_eq!(stats.clients, 0);
+    // A plaintext client cannot talk to the TLS port.
+    let plain = AdminClient::connect(format!("http://{}", server.admin)).await;
+    let refused = match plain {
+        Err(_) => true,
+        Ok(mut client) => client.get_stats(pb::GetStatsRequest {}).await.is_err(),
+    };
+    assert!(refused, "plaintext call must fail on the TLS port");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn client_certificates_are_required_with_a_client_ca() {
+    let pki = Pki::new("mtls");
+    let (cert, key, _, _) = pki.leaf("localhost");
+    let (_, _, client_cert, client_key) = pki.leaf("operator");
+    let server = TestServer::with(|c| {
+        c.admin_tls_cert = Some(cert);
+        c.admin_tls_key = Some(key);
+        c.admin_tls_client_ca = Some(pki.dir.join("ca.pem"));
+    })
+    .await;
+    let anonymous = match tls_client(&server, &pki, None).await {
+        Err(_) => true,
+        Ok(mut client) => client.get_stats(pb::GetStatsRequest {}).await.is_err(),
+    };
+    assert!(anonymous, "a client without a certificate must be refused");
+    let identity = Identity::from_pem(client_cert, client_key);
+    let mut admin = tls_client(&server, &pki, Some(identity)).await.expect("mTLS connect");
+    assert!(admin.get_stats(pb::GetStatsRequest {}).await.is_ok());
+    server.stop().await;
+}
