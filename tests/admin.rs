@@ -519,3 +519,41 @@ async fn wshubctl_drives_a_live_server() {
     assert_eq!(client.closed().await, (4002, "bye".to_string()));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_watcher_that_falls_behind_is_told_it_lagged() {
+    let server = TestServer::spawn().await;
+    // A small HTTP/2 window, so the transport buffers little for a watcher
+    // that does not read (the client's default window holds ~2 MB).
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.admin))
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    let mut admin = pb::admin_client::AdminClient::new(channel);
+    // Opened and not read: the hub keeps a bounded ring for it.
+    let mut events = admin
+        .watch_events(pb::WatchEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut client = server.client().await;
+    // Far more events than the hub's ring and the stream's buffers hold.
+    for i in 0..10_000 {
+        let kind = if i % 2 == 0 { "subscribe" } else { "unsubscribe" };
+        client.send(json!({"type": kind, "topic": "churn"})).await;
+    }
+    // The hub handled everything without waiting for the watcher.
+    client.ping().await;
+    let lagged = loop {
+        let e = next_event(&mut events).await;
+        if e.reason == "lagged" {
+            break e;
+        }
+    };
+    assert_eq!(lagged.kind, pb::EventKind::Unspecified as i32);
+    assert!(lagged.code > 0, "the lag event says how many were missed");
+    server.stop().await;
+}
