@@ -223,11 +223,7 @@ async fn watch_events_sees_the_life_of_clients() {
     })
     .await;
     let mut admin = server.admin().await;
-    let mut events = admin
-        .watch_events(pb::WatchEventsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let mut events = server.watch(&[]).await;
     use pb::EventKind as K;
 
     let mut client = server.client().await;

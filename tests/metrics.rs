@@ -66,11 +66,7 @@ async fn a_workload_moves_the_metrics_and_every_dashboard_metric_exists() {
     })
     .await;
     let mut admin = server.admin().await;
-    let mut events = admin
-        .watch_events(pb::WatchEventsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let mut events = server.watch(&[]).await;
     let (_, before) = scrape(&server).await;
 
     // One refused HTTP request, three clients, two topic publishes, one bad request.

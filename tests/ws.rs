@@ -152,14 +152,7 @@ async fn slow_consumer_is_evicted_while_a_reader_gets_everything() {
         c.client.max_message_bytes = 64 * 1024;
     })
     .await;
-    let mut admin = server.admin().await;
-    let mut events = admin
-        .watch_events(pb::WatchEventsRequest {
-            kinds: vec![pb::EventKind::Evicted as i32],
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut events = server.watch(&[pb::EventKind::Evicted]).await;
     let mut stalled = server.client().await;
     stalled.subscribe("t").await;
     let mut reader = server.client().await;
@@ -202,14 +195,7 @@ async fn slow_consumer_is_evicted_while_a_reader_gets_everything() {
 #[tokio::test]
 async fn a_thousand_connects_and_disconnects_leave_the_registry_empty() {
     let server = TestServer::spawn().await;
-    let mut admin = server.admin().await;
-    let mut events = admin
-        .watch_events(pb::WatchEventsRequest {
-            kinds: vec![pb::EventKind::Disconnected as i32],
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut events = server.watch(&[pb::EventKind::Disconnected]).await;
     let cycles = 1000;
     let url = server.url();
     let connect = tokio::spawn(async move {

@@ -53,6 +53,17 @@ fn texts(rx: &mut ClientTx) -> Vec<String> {
         .collect()
 }
 
+/// A running hub (8 topics per client, a command channel of `queue_len`).
+fn start(queue_len: usize) -> (HubHandle, tokio::task::JoinHandle<()>) {
+    let (hub, handle) = Hub::new(
+        HubConfig {
+            max_topics_per_client: 8,
+        },
+        queue_len,
+    );
+    (handle, tokio::spawn(hub.run()))
+}
+
 async fn register(handle: &HubHandle, tx: &ClientTx) {
     handle.register(tx.clone()).await.unwrap();
 }
@@ -61,13 +72,7 @@ async fn register(handle: &HubHandle, tx: &ClientTx) {
 async fn routes_by_topic_and_to_everyone() {
     let (a_tx, mut a_rx) = client(1, 8);
     let (b_tx, mut b_rx) = client(2, 8);
-    let (hub, handle) = Hub::new(
-        HubConfig {
-            max_topics_per_client: 8,
-        },
-        64,
-    );
-    let task = tokio::spawn(hub.run());
+    let (handle, task) = start(64);
     register(&handle, &a_tx).await;
     register(&handle, &b_tx).await;
     for command in [
@@ -100,13 +105,7 @@ async fn a_full_queue_evicts_that_client_only() {
     let (slow_tx, _slow_rx) = client(1, 2);
     let (ok_tx, mut ok_rx) = client(2, 8);
     let slow = slow_tx.clone();
-    let (hub, handle) = Hub::new(
-        HubConfig {
-            max_topics_per_client: 8,
-        },
-        64,
-    );
-    let task = tokio::spawn(hub.run());
+    let (handle, task) = start(64);
     register(&handle, &slow_tx).await;
     register(&handle, &ok_tx).await;
     let mut deliveries = Vec::new();
@@ -170,13 +169,7 @@ async fn unregister_returns_the_registry_to_empty() {
             reason: DisconnectReason::ClientClose,
         });
     }
-    let (hub, handle) = Hub::new(
-        HubConfig {
-            max_topics_per_client: 8,
-        },
-        256,
-    );
-    let task = tokio::spawn(hub.run());
+    let (handle, task) = start(256);
     for command in commands {
         handle.send(command).await.unwrap();
     }
@@ -190,13 +183,7 @@ async fn unregister_returns_the_registry_to_empty() {
 async fn kick_and_shutdown_close_after_the_queue() {
     let (a_tx, mut a_rx) = client(1, 8);
     let (b_tx, mut b_rx) = client(2, 8);
-    let (hub, handle) = Hub::new(
-        HubConfig {
-            max_topics_per_client: 8,
-        },
-        64,
-    );
-    let task = tokio::spawn(hub.run());
+    let (handle, task) = start(64);
     register(&handle, &a_tx).await;
     register(&handle, &b_tx).await;
     handle
@@ -225,13 +212,7 @@ async fn kick_and_shutdown_close_after_the_queue() {
 #[tokio::test]
 async fn list_pages_walk_every_client_once() {
     let clients: Vec<_> = (1..=25).map(|n| client(n, 4)).collect();
-    let (hub, handle) = Hub::new(
-        HubConfig {
-            max_topics_per_client: 8,
-        },
-        64,
-    );
-    let task = tokio::spawn(hub.run());
+    let (handle, task) = start(64);
     for (tx, _) in &clients {
         register(&handle, tx).await;
     }

@@ -69,6 +69,19 @@ impl TestServer {
             .expect("admin connect")
     }
 
+    /// Opens a WatchEvents stream (empty `kinds`: every kind).
+    pub async fn watch(&self, kinds: &[pb::EventKind]) -> tonic::Streaming<pb::Event> {
+        let request = pb::WatchEventsRequest {
+            kinds: kinds.iter().map(|k| *k as i32).collect(),
+        };
+        self.admin()
+            .await
+            .watch_events(request)
+            .await
+            .expect("watch")
+            .into_inner()
+    }
+
     pub async fn stats(&self) -> pb::Stats {
         self.admin()
             .await

@@ -62,14 +62,7 @@ enum Scenario {
         hold: Duration,
     },
     /// N receivers, M messages published as fast as possible by one client.
-    Burst {
-        #[arg(long, default_value_t = 1000)]
-        clients: usize,
-        #[arg(long, default_value_t = 100)]
-        messages: u64,
-        #[arg(long, default_value_t = 100)]
-        size: usize,
-    },
+    Burst(BurstArgs),
     /// N receivers, R messages a second for T.
     Steady {
         #[arg(long, default_value_t = 1000)]
@@ -99,14 +92,18 @@ enum Scenario {
         queue_bytes: usize,
     },
     /// Burst, with the messages injected through the admin Broadcast RPC.
-    Admin {
-        #[arg(long, default_value_t = 1000)]
-        clients: usize,
-        #[arg(long, default_value_t = 100)]
-        messages: u64,
-        #[arg(long, default_value_t = 100)]
-        size: usize,
-    },
+    Admin(BurstArgs),
+}
+
+#[derive(clap::Args, Clone)]
+struct BurstArgs {
+    #[arg(long, default_value_t = 1000)]
+    clients: usize,
+    #[arg(long, default_value_t = 100)]
+    messages: u64,
+    /// Bytes per message, about.
+    #[arg(long, default_value_t = 100)]
+    size: usize,
 }
 
 /// One scenario's results, printed as a table or as JSON.
@@ -164,16 +161,8 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> Result<(), String> {
     let report = match cli.scenario.clone() {
         Scenario::Idle { clients, hold } => idle(&cli, clients, hold).await?,
-        Scenario::Burst {
-            clients,
-            messages,
-            size,
-        } => burst(&cli, clients, messages, size, false).await?,
-        Scenario::Admin {
-            clients,
-            messages,
-            size,
-        } => burst(&cli, clients, messages, size, true).await?,
+        Scenario::Burst(a) => burst(&cli, a.clients, a.messages, a.size, false).await?,
+        Scenario::Admin(a) => burst(&cli, a.clients, a.messages, a.size, true).await?,
         Scenario::Steady {
             clients,
             rate,
