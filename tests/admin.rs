@@ -59,13 +59,11 @@ async fn broadcast_reaches_the_right_clients() {
     assert_eq!(other.recv().await["data"], "all");
     excluded.ping().await;
 
-    admin
-        .send_to_client(pb::SendToClientRequest {
-            client_id: other.id.clone(),
-            data: "[1,2]".into(),
-        })
-        .await
-        .unwrap();
+    let request = pb::SendToClientRequest {
+        client_id: other.id.clone(),
+        data: "[1,2]".into(),
+    };
+    assert!(!admin.send_to_client(request).await.unwrap().into_inner().dropped);
     assert_eq!(
         other.recv().await,
         json!({"type":"message","from":"admin","data":[1,2]})

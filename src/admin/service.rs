@@ -81,8 +81,8 @@ impl Admin for AdminService {
         let id = convert::client_id(&request.client_id)?;
         let data = convert::json_data(&request.data, self.max_message_bytes)?;
         let frame = protocol::message(None, "admin", data);
-        self.hub.send_to(id, frame).await.map_err(AdminError::from)?;
-        Ok(Response::new(pb::SendToClientResponse {}))
+        let queued = self.hub.send_to(id, frame).await.map_err(AdminError::from)?;
+        Ok(Response::new(pb::SendToClientResponse { dropped: !queued }))
     }
 
     async fn list_clients(

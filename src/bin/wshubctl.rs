@@ -298,14 +298,22 @@ async fn run(cli: Cli) -> Result<(), String> {
             );
         }
         Cmd::Send { client_id, data } => {
-            admin
-                .send_to_client(pb::SendToClientRequest {
-                    client_id: client_id.clone(),
-                    data,
-                })
+            let request = pb::SendToClientRequest {
+                client_id: client_id.clone(),
+                data,
+            };
+            let dropped = admin
+                .send_to_client(request)
                 .await
-                .map_err(status)?;
-            print_one(json_out, json!({ "sent": client_id }), format!("sent to {client_id}"));
+                .map_err(status)?
+                .into_inner()
+                .dropped;
+            let text = if dropped {
+                format!("not sent: {client_id}'s queue was full and it was evicted as slow")
+            } else {
+                format!("sent to {client_id}")
+            };
+            print_one(json_out, json!({ "client_id": client_id, "dropped": dropped }), text);
         }
         Cmd::Watch { kinds } => {
             let kinds = kinds

@@ -40,10 +40,12 @@ pub enum Command {
     },
     /// Fan a frame out: to a topic's subscribers, or to everyone when `topic` is `None`.
     Publish(Publish),
+    /// Queue a frame for one client; answers whether it was queued (false:
+    /// its queue was full and it was evicted, or it was already leaving).
     SendTo {
         id: ClientId,
         frame: Utf8Bytes,
-        respond: oneshot::Sender<Result<(), HubError>>,
+        respond: oneshot::Sender<Result<bool, HubError>>,
     },
     ListClients {
         query: ListQuery,

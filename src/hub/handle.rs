@@ -70,7 +70,8 @@ impl HubHandle {
         .await
     }
 
-    pub async fn send_to(&self, id: ClientId, frame: Frame) -> Result<(), HubError> {
+    /// Queues a frame for one client; `Ok(false)`: it was not queued.
+    pub async fn send_to(&self, id: ClientId, frame: Frame) -> Result<bool, HubError> {
         self.ask(|respond| Command::SendTo { id, frame, respond }).await?
     }
 

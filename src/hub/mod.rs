@@ -121,10 +121,7 @@ impl Hub {
             Command::SendTo { id, frame, respond } => {
                 let result = match self.clients.get(&id) {
                     None => Err(HubError::NotFound(id)),
-                    Some(_) => {
-                        self.push(id, frame);
-                        Ok(())
-                    }
+                    Some(_) => Ok(self.push(id, frame)),
                 };
                 let _ = respond.send(result);
             }
