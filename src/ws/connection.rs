@@ -29,10 +29,9 @@ pub type Ws = WebSocketStream<TcpStream>;
 
 pub async fn handle(ctx: Arc<Context>, mut stream: TcpStream, addr: SocketAddr) {
     let _ = stream.set_nodelay(true);
-    let accepting = ctx.lifecycle.is_ready();
     // Boxed so the handshake's buffers are freed once it is done, instead
     // of staying part of this task's state for the life of the connection.
-    let handshake = Box::pin(handshake::accept(&mut stream, accepting));
+    let handshake = Box::pin(handshake::accept(&mut stream, &ctx.lifecycle));
     let leftover = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
         Ok(Ok(leftover)) => leftover,
         Ok(Err(reason)) => return metrics::handshake_failure(reason),

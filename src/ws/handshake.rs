@@ -9,6 +9,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+use crate::lifecycle::Lifecycle;
+
 /// The only path that upgrades.
 pub const WS_PATH: &str = "/ws";
 /// Largest request head accepted.
@@ -20,7 +22,7 @@ pub type Refusal = &'static str;
 
 /// Reads and answers the request; on an upgrade returns the bytes read past
 /// the request head (frames a client sent early).
-pub async fn accept(stream: &mut TcpStream, accepting: bool) -> Result<Vec<u8>, Refusal> {
+pub async fn accept(stream: &mut TcpStream, lifecycle: &Lifecycle) -> Result<Vec<u8>, Refusal> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
@@ -33,7 +35,9 @@ pub async fn accept(stream: &mut TcpStream, accepting: bool) -> Result<Vec<u8>, 
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf) {
             Ok(httparse::Status::Complete(head_len)) => {
-                let answer = decide(&req, accepting);
+                // Readiness is read when the request is complete, so a drain
+                // that began while it arrived is honoured.
+                let answer = decide(&req, lifecycle.is_ready());
                 return match answer {
                     Answer::Upgrade(key) => {
                         let response = format!(
