@@ -23,7 +23,7 @@ async fn bench(server: &TestServer, args: &[&str]) -> serde_json::Value {
 }
 
 #[tokio::test]
-async fn burst_steady_and_admin_lose_nothing() {
+async fn every_scenario_runs_and_loses_nothing() {
     let server = TestServer::spawn().await;
     let burst = bench(&server, &["burst", "--clients", "5", "--messages", "10"]).await;
     assert_eq!(
@@ -46,6 +46,26 @@ async fn burst_steady_and_admin_lose_nothing() {
         (admin["deliveries"].as_str(), admin["lost"].as_str()),
         (Some("20"), Some("0")),
         "{admin}"
+    );
+    let stall = bench(
+        &server,
+        &[
+            "stall",
+            "--clients",
+            "4",
+            "--rate",
+            "20",
+            "--duration",
+            "1s",
+            "--stalled",
+            "0.25",
+        ],
+    )
+    .await;
+    assert_eq!(
+        (stall["stalled"].as_str(), stall["healthy_lost"].as_str()),
+        (Some("1"), Some("0")),
+        "{stall}"
     );
     server.stop().await;
 }

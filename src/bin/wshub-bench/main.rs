@@ -64,26 +64,11 @@ enum Scenario {
     /// N receivers, M messages published as fast as possible by one client.
     Burst(BurstArgs),
     /// N receivers, R messages a second for T.
-    Steady {
-        #[arg(long, default_value_t = 1000)]
-        clients: usize,
-        #[arg(long, default_value_t = 50)]
-        rate: u64,
-        #[arg(long, default_value = "10s", value_parser = wshub::config::parse_duration)]
-        duration: Duration,
-        #[arg(long, default_value_t = 100)]
-        size: usize,
-    },
+    Steady(SteadyArgs),
     /// Steady twice: all clients reading, then a fraction never reading.
     Stall {
-        #[arg(long, default_value_t = 1000)]
-        clients: usize,
-        #[arg(long, default_value_t = 50)]
-        rate: u64,
-        #[arg(long, default_value = "10s", value_parser = wshub::config::parse_duration)]
-        duration: Duration,
-        #[arg(long, default_value_t = 100)]
-        size: usize,
+        #[command(flatten)]
+        steady: SteadyArgs,
         /// Fraction of clients that never read.
         #[arg(long, default_value_t = 0.05)]
         stalled: f64,
@@ -93,6 +78,19 @@ enum Scenario {
     },
     /// Burst, with the messages injected through the admin Broadcast RPC.
     Admin(BurstArgs),
+}
+
+#[derive(clap::Args, Clone, Copy)]
+struct SteadyArgs {
+    #[arg(long, default_value_t = 1000)]
+    clients: usize,
+    #[arg(long, default_value_t = 50)]
+    rate: u64,
+    #[arg(long, default_value = "10s", value_parser = wshub::config::parse_duration)]
+    duration: Duration,
+    /// Bytes per message, about.
+    #[arg(long, default_value_t = 100)]
+    size: usize,
 }
 
 #[derive(clap::Args, Clone)]
@@ -163,25 +161,17 @@ async fn run(cli: Cli) -> Result<(), String> {
         Scenario::Idle { clients, hold } => idle(&cli, clients, hold).await?,
         Scenario::Burst(a) => burst(&cli, a.clients, a.messages, a.size, false).await?,
         Scenario::Admin(a) => burst(&cli, a.clients, a.messages, a.size, true).await?,
-        Scenario::Steady {
-            clients,
-            rate,
-            duration,
-            size,
-        } => {
+        Scenario::Steady(args) => {
             let mut report = Report::new("steady", cli.target);
-            let run = steady(&cli, clients, rate, duration, size, 0).await?;
+            let run = steady(&cli, &args, 0).await?;
             run.fill(&mut report);
             report
         }
         Scenario::Stall {
-            clients,
-            rate,
-            duration,
-            size,
+            steady,
             stalled,
             queue_bytes,
-        } => stall(&cli, clients, rate, duration, size, stalled, queue_bytes).await?,
+        } => stall(&cli, &steady, stalled, queue_bytes).await?,
     };
     report.print(cli.json);
     Ok(())
@@ -364,14 +354,13 @@ impl SteadyRun {
     }
 }
 
-async fn steady(
-    cli: &Cli,
-    n: usize,
-    rate: u64,
-    duration: Duration,
-    size: usize,
-    stalled: usize,
-) -> Result<SteadyRun, String> {
+async fn steady(cli: &Cli, args: &SteadyArgs, stalled: usize) -> Result<SteadyRun, String> {
+    let SteadyArgs {
+        clients: n,
+        rate,
+        duration,
+        size,
+    } = *args;
     let rss_start = client::rss_kib(cli.server_pid);
     let (mut conns, _) = connect_all(cli, n).await?;
     let stalled_conns: Vec<Ws> = conns.drain(..stalled).collect();
@@ -428,25 +417,18 @@ async fn steady(
     })
 }
 
-async fn stall(
-    cli: &Cli,
-    n: usize,
-    rate: u64,
-    duration: Duration,
-    size: usize,
-    fraction: f64,
-    queue_bytes: usize,
-) -> Result<Report, String> {
+async fn stall(cli: &Cli, args: &SteadyArgs, fraction: f64, queue_bytes: usize) -> Result<Report, String> {
+    let n = args.clients;
     let stalled = ((n as f64) * fraction).round() as usize;
     eprintln!("stall: phase 1, every client reading");
-    let clean = steady(cli, n, rate, duration, size, 0).await?;
+    let clean = steady(cli, args, 0).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     eprintln!("stall: phase 2, {stalled} clients never reading");
     let evictions = match (&cli.admin, cli.target) {
         (Some(addr), Target::Wshub) => Some(watch_evictions(addr).await?),
         _ => None,
     };
-    let dirty = steady(cli, n, rate, duration, size, stalled).await?;
+    let dirty = steady(cli, args, stalled).await?;
 
     let mut report = Report::new("stall", cli.target);
     report.add("clients", n);
