@@ -92,3 +92,15 @@ impl Closing {
         self.frame.as_ref().map_or(0, |(code, _)| *code)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::DisconnectReason;
+
+    #[test]
+    fn all_reasons_are_listed_in_declaration_order() {
+        for (i, reason) in DisconnectReason::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, i, "{}", reason.as_str());
+        }
+    }
+}

@@ -49,7 +49,7 @@ pub enum Command {
     },
     ListClients {
         query: ListQuery,
-        respond: oneshot::Sender<Result<ClientPage, HubError>>,
+        respond: oneshot::Sender<ClientPage>,
     },
     GetClient {
         id: ClientId,

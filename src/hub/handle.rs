@@ -76,7 +76,7 @@ impl HubHandle {
     }
 
     pub async fn list_clients(&self, query: ListQuery) -> Result<ClientPage, HubError> {
-        self.ask(|respond| Command::ListClients { query, respond }).await?
+        self.ask(|respond| Command::ListClients { query, respond }).await
     }
 
     pub async fn get_client(&self, id: ClientId) -> Result<ClientInfo, HubError> {

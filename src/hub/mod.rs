@@ -126,7 +126,7 @@ impl Hub {
                 let _ = respond.send(result);
             }
             Command::ListClients { query, respond } => {
-                let _ = respond.send(Ok(self.list(&query)));
+                let _ = respond.send(self.list(&query));
             }
             Command::GetClient { id, respond } => {
                 let info = self.clients.get(&id).map(Self::info).ok_or(HubError::NotFound(id));

@@ -111,7 +111,7 @@ struct Report {
 
 impl Report {
     fn new(scenario: &str, target: Target) -> Self {
-        let target = format!("{target:?}").to_lowercase().replace("gohub", "go-hub");
+        let target = clap::ValueEnum::to_possible_value(&target).map_or_else(String::new, |v| v.get_name().to_string());
         Report {
             rows: vec![("scenario", scenario.to_string()), ("target", target)],
         }
