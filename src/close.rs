@@ -5,12 +5,17 @@
 pub mod code {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL_ERROR: u16 = 1002;
     pub const UNSUPPORTED_DATA: u16 = 1003;
+    pub const INVALID_DATA: u16 = 1007;
     pub const TOO_LARGE: u16 = 1009;
     pub const SERVICE_RESTART: u16 = 1012;
     pub const KICKED: u16 = 4000;
     pub const SLOW_CONSUMER: u16 = 4008;
 }
+
+/// The longest close reason: a control frame's 125 bytes less the 2-byte code.
+pub const MAX_REASON_BYTES: usize = 123;
 
 /// The one reason a connection ended; the first cause recorded wins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

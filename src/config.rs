@@ -34,13 +34,39 @@ pub struct Config {
     #[arg(long, env = "WSHUB_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
-    /// How long shutdown waits for clients to take their close frames before dropping them.
+    /// From the moment the server closes a client (kick, drain, eviction, protocol error),
+    /// how long it may take to flush its queue and close frame before the socket is dropped.
+    #[arg(long, env = "WSHUB_CLOSE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub close_timeout: Duration,
+
+    /// The longest one socket write may take; a client whose socket takes nothing for
+    /// this long is evicted as a slow consumer (4008), even if its queue is not full.
+    #[arg(long, env = "WSHUB_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+
+    /// How long shutdown waits for clients to take their close frames before dropping
+    /// them; the whole shutdown ends within this plus one second.
     #[arg(long, env = "WSHUB_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
-    /// Capacity of the hub's command channel; senders wait (bounded) when it is full.
+    /// Capacity of the hub's command channel for clients' requests; a client's reader
+    /// waits (and stops reading its socket) while it is full. Admin calls have their own.
     #[arg(long, env = "WSHUB_HUB_QUEUE_LEN", default_value_t = 8192)]
     pub hub_queue_len: usize,
+
+    /// Bytes of client publishes the hub's channel may hold (e.g. 32MiB); past it
+    /// publishing clients wait, their sockets unread, until the hub catches up.
+    #[arg(long, env = "WSHUB_HUB_QUEUE_BYTES", default_value = "32MiB", value_parser = parse_bytes)]
+    pub hub_queue_bytes: usize,
+
+    /// Pending connections the kernel queues on the WebSocket port before accepting
+    /// (capped by net.core.somaxconn); large enough that a reconnect storm is not refused.
+    #[arg(long, env = "WSHUB_LISTEN_BACKLOG", default_value_t = 4096)]
+    pub listen_backlog: u32,
+
+    /// Server-side deadline of every admin call; past it the call answers DEADLINE_EXCEEDED.
+    #[arg(long, env = "WSHUB_ADMIN_DEADLINE", default_value = "5s", value_parser = parse_duration)]
+    pub admin_deadline: Duration,
 
     /// Bearer token every admin call must carry (`authorization: Bearer <token>`).
     #[arg(long, env = "WSHUB_ADMIN_TOKEN", hide_env_values = true)]
@@ -104,8 +130,20 @@ impl Config {
                 self.admin_addr
             ));
         }
-        if self.client.send_queue_len == 0 || self.hub_queue_len == 0 {
-            return Err("--send-queue-len and --hub-queue-len must be at least 1".into());
+        if self.client.send_queue_len == 0 || self.hub_queue_len == 0 || self.listen_backlog == 0 {
+            return Err("--send-queue-len, --hub-queue-len and --listen-backlog must be at least 1".into());
+        }
+        if self.hub_queue_bytes < self.client.max_message_bytes {
+            return Err("--hub-queue-bytes must hold at least one --max-message-bytes message".into());
+        }
+        for (flag, value) in [
+            ("--close-timeout", self.close_timeout),
+            ("--write-timeout", self.write_timeout),
+            ("--admin-deadline", self.admin_deadline),
+        ] {
+            if value.is_zero() {
+                return Err(format!("{flag} must be longer than zero"));
+            }
         }
         if self.ping_interval.is_zero() || self.idle_timeout <= self.ping_interval {
             return Err("--idle-timeout must be longer than a non-zero --ping-interval".into());

@@ -12,7 +12,8 @@
 //! - [`metrics`] — Prometheus metrics and the `/metrics`, `/healthz`,
 //!   `/readyz` endpoints.
 //! - [`protocol`] — the client protocol's JSON frames; [`close`] — close
-//!   codes and disconnect reasons; [`lifecycle`] — readiness; [`config`].
+//!   codes and disconnect reasons; [`types`] — the ids and names every
+//!   layer shares; [`lifecycle`] — readiness; [`config`].
 //!
 //! [`run`] wires them together on listeners bound by the caller and returns
 //! after a graceful shutdown.
@@ -26,6 +27,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod protocol;
 pub mod shutdown;
+pub mod types;
 pub mod ws;
 
 use std::future::Future;
@@ -38,8 +40,10 @@ use tokio_util::task::TaskTracker;
 
 pub use config::Config;
 
-/// How long shutdown waits, after the grace period, for forced connections to end.
-const FORCE_WAIT: Duration = Duration::from_secs(5);
+/// After the grace period, how long shutdown waits for forced connections
+/// and the admin and metrics servers before it drops them: shutdown takes
+/// at most `--shutdown-grace` plus this.
+pub const FORCE_WAIT: Duration = Duration::from_secs(1);
 
 /// The server's listeners, bound before [`run`] so callers (and tests, on
 /// port 0) know every address up front.
@@ -52,85 +56,140 @@ pub struct Listeners {
 impl Listeners {
     pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
         Ok(Listeners {
-            ws: TcpListener::bind(config.ws_addr).await?,
+            ws: listen(config.ws_addr, config.listen_backlog)?,
             admin: TcpListener::bind(config.admin_addr).await?,
             metrics: TcpListener::bind(config.metrics_addr).await?,
         })
     }
 }
 
-/// Errors that stop the server from starting.
+/// Binds with an explicit backlog: a reconnect storm queues in the kernel
+/// instead of waiting out SYN retransmits.
+fn listen(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
+/// Errors that stop the server from starting, or end it.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("admin TLS: {0}")]
     AdminTls(String),
+    #[error("the {0} task ended unexpectedly; the node stopped")]
+    TaskEnded(&'static str),
+}
+
+/// Checks everything that can be checked before binding: the configuration
+/// and the admin TLS material. `main` calls it first, so a bad flag or file
+/// exits at once, with nothing served.
+pub fn preflight(config: &Config) -> Result<(), Error> {
+    config.validate().map_err(Error::Config)?;
+    admin::load_tls(config)?;
+    Ok(())
 }
 
 /// Runs the server until `shutdown` completes, then shuts down gracefully:
 /// stop accepting → not ready → every client closed with 1001 after its
-/// queue is flushed → wait up to the grace period → drop the rest.
+/// queue is flushed → wait up to the grace period → drop the rest. The
+/// whole shutdown takes at most `shutdown_grace` + [`FORCE_WAIT`], whatever
+/// clients and admin callers do.
+///
+/// The hub, admin, metrics and listener tasks are supervised: if one ends
+/// while the node runs, the node shuts down and `run` returns
+/// [`Error::TaskEnded`], so it never runs half alive while reporting ready.
 pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    config.validate().map_err(Error::Config)?;
+    preflight(&config)?;
     metrics::install();
     metrics::gauge_set(metrics::CLIENT_QUEUE_CAPACITY, config.client.send_queue_len as f64);
     let lifecycle = lifecycle::Lifecycle::default();
-    let (hub, hub_handle) = hub::Hub::new(
-        hub::HubConfig {
-            max_topics_per_client: config.client.max_topics_per_client,
-        },
-        config.hub_queue_len,
-    );
-    let hub_task = tokio::spawn(hub.run());
+    let (hub, hub_handle) = hub::Hub::new(hub::HubConfig {
+        max_topics_per_client: config.client.max_topics_per_client,
+        queue_len: config.hub_queue_len,
+        queue_bytes: config.hub_queue_bytes,
+        deadline: config.admin_deadline,
+    });
+    let mut hub_task = tokio::spawn(hub.run());
 
     let stop = CancellationToken::new();
     let force = CancellationToken::new();
     let tracker = TaskTracker::new();
 
     let admin = admin::Server::new(&config, hub_handle.clone(), lifecycle.clone(), stop.clone())?;
-    let admin_task = tokio::spawn(admin.serve(listeners.admin));
+    let mut admin_task = tokio::spawn(admin.serve(listeners.admin));
     // Monitoring outlives the rest, so /readyz answers 503 through the shutdown.
     let metrics_stop = CancellationToken::new();
-    let metrics_task = tokio::spawn(metrics::http::serve(
+    let mut metrics_task = tokio::spawn(metrics::http::serve(
         listeners.metrics,
         lifecycle.clone(),
         metrics_stop.clone(),
     ));
     let ctx = Arc::new(ws::Context::new(
         hub_handle.clone(),
-        config.client.clone(),
-        config.ping_interval,
-        config.idle_timeout,
+        &config,
         lifecycle.clone(),
         tracker.clone(),
         force.clone(),
     ));
-    let ws_task = tokio::spawn(ws::serve(listeners.ws, ctx, stop.clone()));
+    let mut ws_task = tokio::spawn(ws::serve(listeners.ws, ctx.clone(), stop.clone()));
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "wshub running");
 
-    shutdown.await;
+    // Until asked to stop, or until a part that must run for good ends.
+    let died = tokio::select! {
+        _ = shutdown => None,
+        ended = &mut hub_task => Some(("hub", ended.err())),
+        ended = &mut admin_task => Some(("admin", ended.err())),
+        ended = &mut metrics_task => Some(("metrics", ended.err())),
+        ended = &mut ws_task => Some(("websocket listener", ended.err())),
+    };
+    if let Some((task, panic)) = &died {
+        tracing::error!(task, panic = ?panic, "a server task ended unexpectedly; shutting down");
+    }
+
+    let grace_end = tokio::time::Instant::now() + config.shutdown_grace;
+    let hard_end = grace_end + FORCE_WAIT;
     lifecycle.set_not_ready();
     stop.cancel();
-    let _ = ws_task.await;
-    let _ = hub_handle.shutdown().await;
+    if !ws_task.is_finished() {
+        let _ = tokio::time::timeout_at(grace_end, &mut ws_task).await;
+    }
+    if !hub_task.is_finished() {
+        let _ = tokio::time::timeout_at(grace_end, hub_handle.shutdown()).await;
+    }
     tracker.close();
-    if tokio::time::timeout(config.shutdown_grace, tracker.wait())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout_at(grace_end, tracker.wait()).await.is_err() {
         tracing::warn!(
-            remaining = tracker.len(),
+            clients = ctx.live.load(std::sync::atomic::Ordering::Relaxed),
             "shutdown grace ran out; dropping the remaining clients"
         );
         force.cancel();
-        let _ = tokio::time::timeout(FORCE_WAIT, tracker.wait()).await;
+        let _ = tokio::time::timeout_at(hard_end, tracker.wait()).await;
     }
-    let _ = admin_task.await;
+    // Admin streams were told to end at the start; a caller that stopped
+    // reading cannot hold the server past the hard end.
+    if !admin_task.is_finished() && tokio::time::timeout_at(hard_end, &mut admin_task).await.is_err() {
+        tracing::warn!("admin calls still open at the end of shutdown; dropping them");
+        admin_task.abort();
+    }
     metrics_stop.cancel();
-    let _ = metrics_task.await;
+    if !metrics_task.is_finished() && tokio::time::timeout_at(hard_end, &mut metrics_task).await.is_err() {
+        metrics_task.abort();
+    }
+    drop(ctx);
     drop(hub_handle);
-    let _ = tokio::time::timeout(FORCE_WAIT, hub_task).await;
+    if !hub_task.is_finished() && tokio::time::timeout_at(hard_end, &mut hub_task).await.is_err() {
+        hub_task.abort();
+    }
     tracing::info!("wshub stopped");
-    Ok(())
+    match died {
+        Some((task, _)) => Err(Error::TaskEnded(task)),
+        None => Ok(()),
+    }
 }

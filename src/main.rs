@@ -12,7 +12,8 @@ async fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    if let Err(e) = config.validate() {
+    // Flags and TLS files are checked before anything is bound or served.
+    if let Err(e) = wshub::preflight(&config) {
         eprintln!("wshub: {e}");
         return std::process::ExitCode::from(2);
     }
@@ -35,6 +36,10 @@ async fn main() -> std::process::ExitCode {
     );
     match wshub::run(listeners, config, wshub::shutdown::signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e @ wshub::Error::TaskEnded(_)) => {
+            eprintln!("wshub: {e}");
+            std::process::ExitCode::from(1)
+        }
         Err(e) => {
             eprintln!("wshub: {e}");
             std::process::ExitCode::from(2)

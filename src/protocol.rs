@@ -5,8 +5,6 @@
 //! text ([`RawValue`]) and is spliced into the outgoing frame unchanged.
 
 use std::borrow::Cow;
-use std::fmt;
-use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
@@ -15,37 +13,11 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 /// An encoded text frame; clones share the bytes.
 pub type Frame = Utf8Bytes;
 
-use crate::hub::ClientId;
+pub use crate::types::{ClientId, Topic, MAX_TOPIC_LEN};
 
-/// The longest topic name, in bytes.
-pub const MAX_TOPIC_LEN: usize = 128;
-
-/// A valid topic: 1–128 characters of `A-Za-z0-9_.:-`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Topic(Arc<str>);
-
-impl Topic {
-    pub fn parse(s: &str) -> Result<Topic, ErrorCode> {
-        let valid = (1..=MAX_TOPIC_LEN).contains(&s.len())
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
-        if valid {
-            Ok(Topic(s.into()))
-        } else {
-            Err(ErrorCode::InvalidTopic)
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Topic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+/// The deepest `data` may nest arrays and objects. A client decoder that
+/// recurses (most do) must never be handed more than this.
+pub const MAX_DATA_DEPTH: usize = 128;
 
 /// Error codes answered in `{"type":"error"}` frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,7 +115,13 @@ pub fn parse(text: &str) -> Result<Request<'_>, RequestError> {
     let fields: Fields = serde_json::from_str(text).map_err(|e| bad(format!("invalid JSON: {e}"), &None))?;
     let id = match fields.id {
         None => None,
-        Some(raw) if raw.get().starts_with('"') || serde_json::from_str::<serde_json::Number>(raw.get()).is_ok() => {
+        // Any JSON number is kept as sent, even one no f64 holds (1e400).
+        Some(raw)
+            if raw
+                .get()
+                .starts_with(['"', '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9']) =>
+        {
+            check_json(raw.get()).map_err(|e| bad(format!("`id`: {e}"), &None))?;
             Some(RequestId(raw.get().into()))
         }
         Some(_) => return Err(bad("`id` must be a string or a number", &None)),
@@ -159,8 +137,8 @@ pub fn parse(text: &str) -> Result<Request<'_>, RequestError> {
             };
         };
         let name: Cow<str> = serde_json::from_str(raw.get()).map_err(|_| bad("`topic` must be a string", &id))?;
-        Topic::parse(&name).map(Some).map_err(|code| RequestError {
-            code,
+        Topic::parse(&name).map(Some).map_err(|_| RequestError {
+            code: ErrorCode::InvalidTopic,
             message: "a topic is 1-128 characters of A-Za-z0-9_.:-".into(),
             id: id.clone(),
         })
@@ -177,6 +155,7 @@ pub fn parse(text: &str) -> Result<Request<'_>, RequestError> {
         "publish" => {
             let topic = topic(false)?;
             let data = fields.data.ok_or_else(|| bad("missing `data`", &id))?;
+            check_json(data.get()).map_err(|e| bad(format!("`data`: {e}"), &id))?;
             Ok(Request::Publish { topic, data, id })
         }
         "ping" => Ok(Request::Ping { id }),
@@ -188,11 +167,62 @@ pub fn parse(text: &str) -> Result<Request<'_>, RequestError> {
     }
 }
 
+/// Refuses what serde_json accepts but strict decoders (browsers'
+/// `JSON.parse` is lenient; others are not) reject or choke on: a string
+/// with an unpaired surrogate escape (`"\ud800"`), and nesting deeper than
+/// [`MAX_DATA_DEPTH`]. `text` is one valid JSON value.
+pub fn check_json(text: &str) -> Result<(), &'static str> {
+    const LONE: &str = "a string holds an unpaired surrogate escape";
+    let bytes = text.as_bytes();
+    let (mut depth, mut i, mut in_string, mut high) = (0usize, 0, false, false);
+    while let Some(&b) = bytes.get(i) {
+        i += 1;
+        if !in_string {
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > MAX_DATA_DEPTH {
+                        return Err("nested more than 128 levels deep");
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            continue;
+        }
+        let unit = match (b, bytes.get(i)) {
+            (b'\\', Some(b'u')) => {
+                let hex = text.get(i + 1..i + 5).and_then(|h| u16::from_str_radix(h, 16).ok());
+                i += 5;
+                hex.ok_or("invalid \\u escape")?
+            }
+            (b'\\', _) => {
+                i += 1;
+                0
+            }
+            (b'"', _) => {
+                in_string = false;
+                0
+            }
+            _ => 0,
+        };
+        match unit {
+            0xD800..=0xDBFF if !high => high = true,
+            0xDC00..=0xDFFF if high => high = false,
+            0xD800..=0xDFFF => return Err(LONE),
+            _ if high => return Err(LONE),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// `{"type":"message",...}`: built once per publish and shared by every
 /// recipient. Topic and sender are validated names, so they need no escaping.
 pub fn message(topic: Option<&Topic>, from: &str, data: &RawValue) -> Utf8Bytes {
     let data = data.get();
-    let mut s = String::with_capacity(48 + from.len() + topic.map_or(0, |t| t.0.len()) + data.len());
+    let mut s = String::with_capacity(48 + from.len() + topic.map_or(0, |t| t.as_str().len()) + data.len());
     s.push_str(r#"{"type":"message","#);
     if let Some(topic) = topic {
         s.push_str(r#""topic":""#);

@@ -12,7 +12,9 @@ async fn a_generated_python_client_drives_every_rpc() {
     let mut a = server.client().await;
     a.subscribe("py").await;
     let mut b = server.client().await;
-    let out = tokio::process::Command::new("python3")
+    // scripts/test points this at a virtual environment holding grpcio.
+    let python = std::env::var("WSHUB_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = tokio::process::Command::new(python)
         .arg("examples/python/admin_client.py")
         .args([server.admin.to_string(), a.id.clone(), b.id.clone()])
         .output()
@@ -20,7 +22,7 @@ async fn a_generated_python_client_drives_every_rpc() {
         .expect("python3 runs");
     assert!(
         out.status.success(),
-        "the Python client failed (scripts/test installs grpcio and grpcio-tools):\n{}",
+        "the Python client failed (scripts/test installs grpcio and grpcio-tools in target/venv):\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -6,13 +6,12 @@ use serde_json::value::RawValue;
 use super::pb;
 use super::AdminError;
 use crate::hub::{self, ClientId, Cursor, EventKind, Order};
-use crate::protocol::Topic;
+use crate::types::Topic;
 
 /// The largest page a ListClients call may ask for.
 pub const MAX_PAGE_SIZE: u32 = 1000;
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
-/// Close reasons must fit a control frame: 125 bytes less the 2-byte code.
-pub const MAX_REASON_BYTES: usize = 123;
+pub use crate::close::MAX_REASON_BYTES;
 
 /// An empty string means "no topic"; anything else must be a valid topic.
 pub fn optional_topic(topic: &str) -> Result<Option<Topic>, AdminError> {
@@ -64,9 +63,10 @@ pub fn decode_cursor(token: &str, order: Order) -> Result<Option<Cursor>, AdminE
         return Ok(None);
     }
     let bad = || AdminError::InvalidPageToken;
-    let cursor = match (order, token.split_at(1)) {
-        (Order::ConnectedAt, ("a", id)) => Cursor::After(ClientId(id.parse().map_err(|_| bad())?)),
-        (Order::QueueDepth, ("q", rest)) => {
+    // Tokens come from callers: any string, any characters.
+    let cursor = match (order, token.strip_prefix('a'), token.strip_prefix('q')) {
+        (Order::ConnectedAt, Some(id), _) => Cursor::After(ClientId(id.parse().map_err(|_| bad())?)),
+        (Order::QueueDepth, _, Some(rest)) => {
             let (depth, id) = rest.split_once('.').ok_or_else(bad)?;
             Cursor::AfterDepth(
                 depth.parse().map_err(|_| bad())?,
@@ -128,5 +128,30 @@ pub fn event(event: hub::Event) -> pb::Event {
         reason: event.reason,
         code: u32::from(event.code),
         at: Some(event.at.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_round_trip_and_any_string_is_refused_cleanly() {
+        for cursor in [Cursor::After(ClientId(7)), Cursor::AfterDepth(3, ClientId(9))] {
+            let order = match cursor {
+                Cursor::After(_) => Order::ConnectedAt,
+                Cursor::AfterDepth(..) => Order::QueueDepth,
+            };
+            assert_eq!(decode_cursor(&encode_cursor(cursor), order), Ok(Some(cursor)));
+        }
+        for token in ["é", "€12", "a", "q", "q1", "q.1", "a-1", "a1\u{0}", "\u{10FFFF}", "b1"] {
+            for order in [Order::ConnectedAt, Order::QueueDepth] {
+                assert_eq!(
+                    decode_cursor(token, order),
+                    Err(AdminError::InvalidPageToken),
+                    "{token:?}"
+                );
+            }
+        }
     }
 }

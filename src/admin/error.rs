@@ -24,7 +24,7 @@ pub enum AdminError {
     NoTarget,
     #[error("missing {0}")]
     Missing(&'static str),
-    #[error("deadline must not be negative")]
+    #[error("deadline must be between 0 and 24 hours")]
     InvalidDeadline,
     #[error("client {0} not found")]
     NotFound(String),
@@ -34,6 +34,8 @@ pub enum AdminError {
     DrainRunning,
     #[error("the hub is shutting down")]
     Unavailable,
+    #[error("the hub did not answer within the server's deadline of {0:?}")]
+    DeadlineExceeded(std::time::Duration),
 }
 
 impl From<HubError> for AdminError {
@@ -41,6 +43,7 @@ impl From<HubError> for AdminError {
         match e {
             HubError::ShuttingDown => AdminError::Unavailable,
             HubError::NotFound(id) => AdminError::NotFound(id.to_string()),
+            HubError::Timeout(deadline) => AdminError::DeadlineExceeded(deadline),
         }
     }
 }
@@ -63,6 +66,7 @@ impl From<AdminError> for Status {
             AdminError::Unauthenticated => Status::unauthenticated(message),
             AdminError::DrainRunning => Status::failed_precondition(message),
             AdminError::Unavailable => Status::unavailable(message),
+            AdminError::DeadlineExceeded(_) => Status::deadline_exceeded(message),
         }
     }
 }
@@ -89,6 +93,10 @@ mod tests {
             (AdminError::Unauthenticated, Code::Unauthenticated),
             (AdminError::DrainRunning, Code::FailedPrecondition),
             (HubError::ShuttingDown.into(), Code::Unavailable),
+            (
+                HubError::Timeout(std::time::Duration::from_secs(5)).into(),
+                Code::DeadlineExceeded,
+            ),
             (HubError::NotFound(crate::hub::ClientId(7)).into(), Code::NotFound),
         ];
         for (error, code) in cases {

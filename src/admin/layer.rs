@@ -1,5 +1,6 @@
-//! A tower layer around the gRPC server that counts every admin call by
-//! method and status code and times it, so no RPC repeats that code.
+//! Tower layers around the gRPC server: [`MetricsLayer`] counts every admin
+//! call by method and status code and times it, so no RPC repeats that
+//! code; [`CatchPanicLayer`] turns a panic in a handler into `INTERNAL`.
 //!
 //! The status is read from the response headers: a failed unary call is a
 //! trailers-only response carrying `grpc-status` there; a response without
@@ -78,6 +79,61 @@ where
                 metrics::admin_request(method, code_name(code), start.elapsed());
             }
             response
+        })
+    }
+}
+
+/// Answers `INTERNAL` for a call whose handler panicked, instead of letting
+/// the panic reset the HTTP/2 stream; logs it and counts it
+/// (`wshub_admin_panics_total`). Handlers validate every field, so a panic
+/// is a bug in wshub, never an answer to bad input.
+#[derive(Debug, Clone, Copy)]
+pub struct CatchPanicLayer;
+
+impl<S> Layer<S> for CatchPanicLayer {
+    type Service = CatchPanic<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        CatchPanic { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CatchPanic<S> {
+    inner: S,
+}
+
+impl<S, B, RB> Service<http::Request<B>> for CatchPanic<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+    RB: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let path = request.uri().path().to_string();
+        let call = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.inner.call(request)));
+        Box::pin(async move {
+            let outcome = match call {
+                Ok(call) => futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(call)).await,
+                Err(panic) => Err(panic),
+            };
+            outcome.unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(method = %path, panic = %what, "admin handler panicked; answered INTERNAL");
+                metrics::admin_panic();
+                Ok(tonic::Status::internal("internal error").into_http())
+            })
         })
     }
 }

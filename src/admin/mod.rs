@@ -42,6 +42,26 @@ pub struct Server {
     stop: CancellationToken,
 }
 
+/// Reads and checks the admin TLS material (certificate, key, client CA),
+/// so a bad file stops the process before anything is served.
+pub fn load_tls(config: &Config) -> Result<Option<ServerTlsConfig>, crate::Error> {
+    let (Some(cert), Some(key)) = (&config.admin_tls_cert, &config.admin_tls_key) else {
+        return Ok(None);
+    };
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| crate::Error::AdminTls(format!("cannot read {}: {e}", p.display())))
+    };
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+    if let Some(ca) = &config.admin_tls_client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    // Builds the TLS acceptor now: this is where bad PEM is found.
+    tonic::transport::Server::builder()
+        .tls_config(tls.clone())
+        .map_err(|e| crate::Error::AdminTls(format!("{e} ({} / {})", cert.display(), key.display())))?;
+    Ok(Some(tls))
+}
+
 impl Server {
     pub fn new(
         config: &Config,
@@ -49,19 +69,7 @@ impl Server {
         lifecycle: Lifecycle,
         stop: CancellationToken,
     ) -> Result<Self, crate::Error> {
-        let tls = match (&config.admin_tls_cert, &config.admin_tls_key) {
-            (Some(cert), Some(key)) => {
-                let read = |p: &std::path::Path| {
-                    std::fs::read(p).map_err(|e| crate::Error::AdminTls(format!("cannot read {}: {e}", p.display())))
-                };
-                let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
-                if let Some(ca) = &config.admin_tls_client_ca {
-                    tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
-                }
-                Some(tls)
-            }
-            _ => None,
-        };
+        let tls = load_tls(config)?;
         let service = AdminService::new(hub, config.client.max_message_bytes, lifecycle.clone(), stop.clone());
         let token = config.admin_token.clone().filter(|t| !t.is_empty());
         Ok(Self {
@@ -74,7 +82,9 @@ impl Server {
     }
 
     /// Serves until the stop token is cancelled. Open streams (WatchEvents,
-    /// Drain) end with it, so the server stops promptly.
+    /// Drain) end with it; a caller that stopped reading can still hold the
+    /// connection, so [`crate::run`] bounds the wait. Returning before the
+    /// stop token is cancelled is a failure: the caller supervises it.
     pub async fn serve(self, listener: TcpListener) {
         let (reporter, health) = tonic_health::server::health_reporter();
         reporter.set_service_status(SERVICE_NAME, ServingStatus::Serving).await;
@@ -112,6 +122,7 @@ impl Server {
         }
         let result = builder
             .layer(layer::MetricsLayer)
+            .layer(layer::CatchPanicLayer)
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

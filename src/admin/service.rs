@@ -6,9 +6,10 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures_util::Stream;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-use tokio_stream::wrappers::{BroadcastStream, ReceiverStream};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
@@ -16,13 +17,18 @@ use super::convert::{self, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_REASON_BYTES};
 use super::pb::{self, admin_server::Admin};
 use super::AdminError;
 use crate::close::{code, Closing, DisconnectReason};
-use crate::hub::{HubHandle, KickTarget, ListQuery};
+use crate::hub::{Event, HubHandle, KickTarget, ListQuery};
 use crate::lifecycle::Lifecycle;
 use crate::{metrics, protocol};
 
 /// Drain defaults: the pace and how long it may take.
 const DEFAULT_DRAIN_RATE: u32 = 100;
 const DEFAULT_DRAIN_DEADLINE: Duration = Duration::from_secs(300);
+/// The longest drain deadline accepted: a day.
+const MAX_DRAIN_DEADLINE: Duration = Duration::from_secs(24 * 3600);
+/// A watcher that lags again within this long of its last lag has stayed
+/// behind: its stream ends (RESOURCE_EXHAUSTED) rather than lag forever.
+const LAG_WINDOW: Duration = Duration::from_secs(10);
 /// Progress messages a Drain stream buffers; a caller that reads slower misses intermediate ones.
 const DRAIN_PROGRESS_BUFFER: usize = 64;
 
@@ -158,29 +164,22 @@ impl Admin for AdminService {
 
     /// Events come from the hub's bounded broadcast ring: a watcher that
     /// falls behind never slows the hub; it gets one `lagged` event for each
-    /// gap (with the number missed in `code`) and the misses are counted.
+    /// gap (with the number missed in `code`) and the misses are counted. A
+    /// watcher that lags again within [`LAG_WINDOW`] has stayed behind: its
+    /// stream ends with RESOURCE_EXHAUSTED. Every stream ends at shutdown.
     async fn watch_events(
         &self,
         request: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         let kinds: Vec<i32> = request.into_inner().kinds;
         let events = self.hub.watch().await.map_err(AdminError::from)?;
-        let stream = tokio_stream::StreamExt::filter_map(BroadcastStream::new(events), move |item| match item {
-            Ok(event) => {
-                let event = convert::event(event);
-                (kinds.is_empty() || kinds.contains(&event.kind)).then_some(Ok(event))
-            }
-            Err(BroadcastStreamRecvError::Lagged(missed)) => {
-                metrics::events_lagged(missed);
-                Some(Ok(pb::Event {
-                    kind: pb::EventKind::Unspecified as i32,
-                    reason: "lagged".into(),
-                    code: u32::try_from(missed).unwrap_or(u32::MAX),
-                    at: Some(std::time::SystemTime::now().into()),
-                    ..Default::default()
-                }))
-            }
-        });
+        let watch = Watch {
+            events,
+            kinds,
+            last_lag: None,
+            ended: false,
+        };
+        let stream = futures_util::stream::unfold(watch, Watch::next);
         let stream = futures_util::StreamExt::take_until(stream, self.stop.clone().cancelled_owned());
         Ok(Response::new(Box::pin(stream)))
     }
@@ -196,7 +195,10 @@ impl Admin for AdminService {
         };
         let deadline = match request.deadline {
             None => DEFAULT_DRAIN_DEADLINE,
-            Some(d) => Duration::try_from(d).map_err(|_| AdminError::InvalidDeadline)?,
+            Some(d) => match Duration::try_from(d) {
+                Ok(d) if d <= MAX_DRAIN_DEADLINE => d,
+                _ => return Err(AdminError::InvalidDeadline.into()),
+            },
         };
         if !self.lifecycle.begin_drain() {
             return Err(AdminError::DrainRunning.into());
@@ -206,6 +208,53 @@ impl Admin for AdminService {
         let (tx, rx) = mpsc::channel(DRAIN_PROGRESS_BUFFER);
         tokio::spawn(drain(self.hub.clone(), rate, deadline, tx, self.stop.clone()));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// One WatchEvents stream's state.
+struct Watch {
+    events: broadcast::Receiver<Event>,
+    kinds: Vec<i32>,
+    last_lag: Option<Instant>,
+    ended: bool,
+}
+
+impl Watch {
+    async fn next(mut self) -> Option<(Result<pb::Event, Status>, Watch)> {
+        if self.ended {
+            return None;
+        }
+        loop {
+            match self.events.recv().await {
+                Ok(event) => {
+                    let event = convert::event(event);
+                    if self.kinds.is_empty() || self.kinds.contains(&event.kind) {
+                        return Some((Ok(event), self));
+                    }
+                }
+                Err(RecvError::Closed) => return None,
+                Err(RecvError::Lagged(missed)) => {
+                    metrics::events_lagged(missed);
+                    let now = Instant::now();
+                    if self.last_lag.is_some_and(|at| now - at < LAG_WINDOW) {
+                        self.ended = true;
+                        let status = Status::resource_exhausted(format!(
+                            "this watcher fell behind twice within {LAG_WINDOW:?}; reconnect"
+                        ));
+                        return Some((Err(status), self));
+                    }
+                    self.last_lag = Some(now);
+                    let lagged = pb::Event {
+                        kind: pb::EventKind::Unspecified as i32,
+                        reason: "lagged".into(),
+                        code: u32::try_from(missed).unwrap_or(u32::MAX),
+                        at: Some(std::time::SystemTime::now().into()),
+                        ..Default::default()
+                    };
+                    return Some((Ok(lagged), self));
+                }
+            }
+        }
     }
 }
 

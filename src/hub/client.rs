@@ -2,9 +2,7 @@
 //! the bounded send queue (messages and bytes), and the close decision.
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
@@ -14,27 +12,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::close::Closing;
-
-/// A client's id: `c-<n>`, unique for the life of the process. Clients and
-/// operators treat it as opaque.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ClientId(pub u64);
-
-impl fmt::Display for ClientId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "c-{}", self.0)
-    }
-}
-
-impl FromStr for ClientId {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        s.strip_prefix("c-")
-            .and_then(|n| n.parse().ok())
-            .map(ClientId)
-            .ok_or(())
-    }
-}
+pub use crate::types::ClientId;
 
 /// What the writer task takes off a client's queue.
 #[derive(Debug)]
@@ -57,7 +35,8 @@ struct Queue {
     bytes: usize,
     /// Deepest `depth` since connecting.
     high_water: usize,
-    /// The writer has ended; nothing more is accepted.
+    /// The connection is closing (a close marker is queued) or the writer
+    /// has ended: nothing more is accepted.
     closed: bool,
 }
 
@@ -67,8 +46,9 @@ pub struct Shared {
     pub id: ClientId,
     pub remote_addr: SocketAddr,
     pub connected_at: SystemTime,
-    /// Cancelled to stop the connection at once (eviction, forced shutdown,
-    /// end of the reader or writer); a child of the server's force token.
+    /// Cancelled the moment the connection starts closing, whatever the
+    /// cause, so the reader stops taking requests at once; a child of the
+    /// server's force token, so a forced shutdown cancels it too.
     pub token: CancellationToken,
     /// Why the connection ends; the first cause recorded wins.
     closing: OnceLock<Closing>,
@@ -135,12 +115,6 @@ impl Shared {
         self.closing.get()
     }
 
-    /// Records `closing` and stops the connection now, without flushing its queue.
-    pub fn abort(&self, closing: Closing) {
-        self.set_closing(closing);
-        self.token.cancel();
-    }
-
     fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
         // The lock is never held across anything that can panic; recover anyway.
         self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -169,25 +143,58 @@ impl Shared {
         Ok(depth)
     }
 
-    /// Closes the client with `closing` after what is already queued; if
-    /// the queue is full (the client is not keeping up), closes it at once.
-    pub fn close_after_flush(&self, closing: Closing) {
+    /// Starts closing with `closing` after what is already queued: nothing
+    /// more is accepted, the writer sends the close frame once the queue is
+    /// written, and the reader stops taking requests. False if the
+    /// connection was already closing (the first cause wins).
+    pub fn close(&self, closing: Closing) -> bool {
         if !self.set_closing(closing) {
-            return;
+            return false;
         }
-        let queued = {
+        self.seal(false);
+        true
+    }
+
+    /// Evicts a slow consumer: what is queued is discarded and the close
+    /// frame (4008) goes next. The only way any layer evicts a client.
+    /// Returns the number of messages discarded, or `None` if the
+    /// connection was already closing.
+    pub fn evict(&self) -> Option<usize> {
+        if !self.set_closing(Closing::slow_consumer()) {
+            return None;
+        }
+        Some(self.seal(true))
+    }
+
+    /// Queues the close marker and refuses everything after it; with
+    /// `discard`, drops what was queued first (returns how many).
+    fn seal(&self, discard: bool) -> usize {
+        let discarded = {
             let mut q = self.queue();
-            let room = !q.closed && q.depth < self.max_len;
-            if room {
+            let mut discarded = 0;
+            if discard {
+                for item in std::mem::take(&mut q.items) {
+                    if let Outbound::Text(text) = item {
+                        discarded += 1;
+                        q.depth = q.depth.saturating_sub(1);
+                        q.bytes = q.bytes.saturating_sub(text.len());
+                    }
+                }
+            }
+            if !q.closed {
+                q.closed = true;
                 q.items.push_back(Outbound::Close);
             }
-            room
+            discarded
         };
-        if queued {
-            self.ready.notify_one();
-        } else {
-            self.token.cancel();
-        }
+        self.ready.notify_one();
+        self.token.cancel();
+        discarded
+    }
+
+    /// Whether the connection has started closing (or was forced closed).
+    pub fn is_closing(&self) -> bool {
+        self.token.is_cancelled()
     }
 
     pub fn queue_stats(&self) -> QueueStats {

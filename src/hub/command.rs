@@ -5,14 +5,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, oneshot, OwnedSemaphorePermit};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::client::{ClientId, ClientTx, Shared};
 use super::HubError;
 use crate::close::{Closing, DisconnectReason};
-use crate::metrics::Source;
-use crate::protocol::{RequestId, Topic};
+use crate::protocol::RequestId;
+use crate::types::{Source, Topic};
 
 /// One request to the hub. Queries answer through `respond`; the asker may
 /// have gone, so the hub ignores a failed answer.
@@ -88,6 +88,9 @@ pub struct Publish {
     pub request: Option<RequestId>,
     pub exclude: HashSet<ClientId>,
     pub respond: Option<oneshot::Sender<Delivery>>,
+    /// The share of the hub channel's byte budget this publish holds until
+    /// the hub has fanned it out (set by [`super::HubHandle`]).
+    pub budget: Option<OwnedSemaphorePermit>,
 }
 
 /// What a fan-out did.

@@ -1,50 +1,109 @@
 //! The cheap, cloneable way to reach the hub. Each method is one command
-//! into the hub's bounded channel; when the channel is full the caller
-//! waits (callers bound the wait with their own deadline).
+//! into one of the hub's two bounded channels:
+//!
+//! - the data channel carries clients' requests. It is bounded in commands
+//!   and, for publishes, in bytes: a reader that finds it full waits, and
+//!   while it waits it does not read its socket, so TCP pushes back on a
+//!   client that publishes faster than the hub fans out.
+//! - the control channel carries admin calls. It is small and the hub reads
+//!   it first, so an operator reaches the hub however hard clients flood it;
+//!   every call on it has a deadline covering both the send and the answer.
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, Semaphore, TryAcquireError};
 
 use super::*;
-use crate::metrics::Source;
 use crate::protocol::Frame;
+use crate::types::Source;
 
 #[derive(Debug, Clone)]
 pub struct HubHandle {
-    tx: mpsc::Sender<Command>,
+    data: mpsc::Sender<Command>,
+    /// Bytes of publishes the data channel may still take.
+    budget: Arc<Semaphore>,
+    budget_total: usize,
+    control: mpsc::Sender<Command>,
+    /// How long a control call may wait for the hub, in all.
+    deadline: Duration,
 }
 
 impl HubHandle {
-    pub(super) fn new(tx: mpsc::Sender<Command>) -> Self {
-        Self { tx }
+    pub(super) fn new(
+        data: mpsc::Sender<Command>,
+        budget_total: usize,
+        control: mpsc::Sender<Command>,
+        deadline: Duration,
+    ) -> Self {
+        Self {
+            data,
+            budget: Arc::new(Semaphore::new(budget_total.min(Semaphore::MAX_PERMITS))),
+            budget_total: budget_total.min(Semaphore::MAX_PERMITS),
+            control,
+            deadline,
+        }
     }
 
-    /// Sends a command the hub answers; `HubError::ShuttingDown` if the hub is gone.
+    /// What a command costs of the byte budget: a publish its frame, anything else nothing.
+    fn cost(&self, command: &Command) -> u32 {
+        match command {
+            Command::Publish(p) if p.budget.is_none() && p.source == Source::Client => {
+                p.frame.len().min(self.budget_total).try_into().unwrap_or(u32::MAX)
+            }
+            _ => 0,
+        }
+    }
+
+    /// Sends a client's command, waiting while the data channel is full
+    /// (in commands or bytes). `ShuttingDown` if the hub is gone.
+    pub async fn send(&self, mut command: Command) -> Result<(), HubError> {
+        let cost = self.cost(&command);
+        if let (Command::Publish(p), true) = (&mut command, cost > 0) {
+            let permit = self.budget.clone().acquire_many_owned(cost).await;
+            p.budget = Some(permit.map_err(|_| HubError::ShuttingDown)?);
+        }
+        self.data.send(command).await.map_err(|_| HubError::ShuttingDown)
+    }
+
+    /// Sends a client's command if the data channel has room now. A full
+    /// channel hands the command back (large, by design) so the caller can wait.
+    #[allow(clippy::result_large_err)]
+    pub fn try_send(&self, mut command: Command) -> Result<(), mpsc::error::TrySendError<Command>> {
+        let cost = self.cost(&command);
+        if let (Command::Publish(p), true) = (&mut command, cost > 0) {
+            match self.budget.clone().try_acquire_many_owned(cost) {
+                Ok(permit) => p.budget = Some(permit),
+                Err(TryAcquireError::NoPermits) => return Err(mpsc::error::TrySendError::Full(command)),
+                Err(TryAcquireError::Closed) => return Err(mpsc::error::TrySendError::Closed(command)),
+            }
+        }
+        self.data.try_send(command)
+    }
+
+    /// Sends a control command and waits for its answer, both within the deadline.
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, HubError> {
         let (respond, answer) = oneshot::channel();
-        self.send(make(respond)).await?;
-        answer.await.map_err(|_| HubError::ShuttingDown)
+        let command = make(respond);
+        let exchange = async {
+            self.control.send(command).await.map_err(|_| HubError::ShuttingDown)?;
+            answer.await.map_err(|_| HubError::ShuttingDown)
+        };
+        tokio::time::timeout(self.deadline, exchange)
+            .await
+            .map_err(|_| HubError::Timeout(self.deadline))?
     }
 
-    /// Sends a command without waiting for an answer; waits while the
-    /// hub's channel is full.
-    pub async fn send(&self, command: Command) -> Result<(), HubError> {
-        self.tx.send(command).await.map_err(|_| HubError::ShuttingDown)
-    }
-
-    /// Sends a command if the hub's channel has room now. A full channel
-    /// hands the command back (large, by design) so the caller can wait.
-    #[allow(clippy::result_large_err)]
-    pub fn try_send(&self, command: Command) -> Result<(), mpsc::error::TrySendError<Command>> {
-        self.tx.try_send(command)
-    }
-
+    /// Registers a connection (data channel: its turn comes after the
+    /// requests already queued, like any client's).
     pub async fn register(&self, client: ClientTx) -> Result<(), HubError> {
-        self.ask(|respond| Command::Register { client, respond }).await?
+        let (respond, answer) = oneshot::channel();
+        self.send(Command::Register { client, respond }).await?;
+        answer.await.map_err(|_| HubError::ShuttingDown)?
     }
 
+    /// A connection ended. Never dropped: the registry must hear of it.
     pub async fn unregister(&self, shared: Arc<Shared>, reason: DisconnectReason) {
         let _ = self.send(Command::Unregister { shared, reason }).await;
     }
@@ -65,6 +124,7 @@ impl HubHandle {
                 request: None,
                 exclude,
                 respond: Some(respond),
+                budget: None,
             })
         })
         .await

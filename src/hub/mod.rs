@@ -1,17 +1,21 @@
 //! The hub: one actor task that owns who is connected and who listens to
 //! what. Everything else holds a [`HubHandle`] and sends it [`Command`]s
-//! over one bounded channel; there is no lock around the registry.
+//! over bounded channels; there is no lock around the registry.
 //!
-//! The hub never waits on a client: fan-out `try_push`es into each client's
-//! bounded queue, and a client whose queue is full is evicted (close 4008).
+//! The hub never waits on a client: fan-out (`fanout.rs`) `try_push`es into
+//! each client's bounded queue, and a client whose queue is full is evicted
+//! (close 4008). Once the hub has removed a client, nothing that client
+//! sends has any effect: its connection is closing and the hub ignores
+//! commands from ids it does not list.
 
 mod client;
 mod command;
+mod fanout;
 mod handle;
 mod query;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{broadcast, mpsc};
 
@@ -20,8 +24,8 @@ pub use command::*;
 pub use handle::HubHandle;
 
 use crate::close::{Closing, DisconnectReason};
-use crate::metrics::{self, DropReason, Handles};
-use crate::protocol::{self, ErrorCode, RequestError, RequestId, Topic};
+use crate::metrics::{self, Handles};
+use crate::types::Topic;
 
 /// Errors the hub answers with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,16 +34,26 @@ pub enum HubError {
     ShuttingDown,
     #[error("client {0} not found")]
     NotFound(ClientId),
+    #[error("the hub did not answer within {0:?}")]
+    Timeout(Duration),
 }
 
-/// Limits the hub enforces per client.
+/// The hub's limits.
 #[derive(Debug, Clone)]
 pub struct HubConfig {
     pub max_topics_per_client: usize,
+    /// Commands the data channel holds.
+    pub queue_len: usize,
+    /// Bytes of client publishes the data channel holds.
+    pub queue_bytes: usize,
+    /// How long an admin call may wait for the hub.
+    pub deadline: Duration,
 }
 
 /// Events kept for admin watchers that fall behind, before they lag.
 const EVENT_BUFFER: usize = 4096;
+/// Admin commands waiting for the hub; callers beyond it wait (with their deadline).
+const CONTROL_QUEUE_LEN: usize = 64;
 
 /// One registered client.
 struct Entry {
@@ -49,7 +63,10 @@ struct Entry {
 
 /// The hub actor.
 pub struct Hub {
+    /// Clients' requests.
     rx: mpsc::Receiver<Command>,
+    /// Admin calls: read before `rx`.
+    control: mpsc::Receiver<Command>,
     config: HubConfig,
     /// Clients by id; ids grow with connection time, so this is also oldest-first.
     clients: BTreeMap<ClientId, Entry>,
@@ -70,13 +87,16 @@ pub struct Hub {
 
 impl Hub {
     /// A hub and the handle to reach it; run the hub with [`Hub::run`].
-    pub fn new(config: HubConfig, queue_len: usize) -> (Hub, HubHandle) {
-        let (tx, rx) = mpsc::channel(queue_len);
+    pub fn new(config: HubConfig) -> (Hub, HubHandle) {
+        let (tx, rx) = mpsc::channel(config.queue_len);
+        let (control_tx, control) = mpsc::channel(CONTROL_QUEUE_LEN);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let metrics = metrics::handles();
-        metrics::gauge_set(metrics::HUB_QUEUE_CAPACITY, queue_len as f64);
+        metrics::gauge_set(metrics::HUB_QUEUE_CAPACITY, config.queue_len as f64);
+        let handle = HubHandle::new(tx, config.queue_bytes, control_tx, config.deadline);
         let hub = Hub {
             rx,
+            control,
             config,
             clients: BTreeMap::new(),
             topics: HashMap::new(),
@@ -89,20 +109,28 @@ impl Hub {
             evict: Vec::new(),
             metrics,
         };
-        (hub, HubHandle::new(tx))
+        (hub, handle)
     }
 
-    /// Runs until every handle is dropped and the channel is empty.
+    /// Runs until every handle is dropped and both channels are empty.
     pub async fn run(mut self) {
         let mut sample = tokio::time::interval(metrics::QUEUE_SAMPLE_INTERVAL);
         sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        let (mut control_open, mut data_open) = (true, true);
+        while control_open || data_open {
             tokio::select! {
-                command = self.rx.recv() => match command {
+                // Admin first, then the sampler, then clients: a flood of
+                // client requests delays neither operators nor metrics.
+                biased;
+                command = self.control.recv(), if control_open => match command {
                     Some(command) => self.handle(command),
-                    None => break,
+                    None => control_open = false,
                 },
                 _ = sample.tick() => self.sample_queues(),
+                command = self.rx.recv(), if data_open => match command {
+                    Some(command) => self.handle(command),
+                    None => data_open = false,
+                },
             }
         }
         tracing::debug!("hub stopped");
@@ -180,18 +208,16 @@ impl Hub {
         Ok(())
     }
 
-    /// A connection ended. If the hub still lists it (the client left on
-    /// its own), it is removed now; either way the disconnect is announced once.
+    /// A connection ended. If the hub still lists it, it left on its own
+    /// (or its connection evicted it: a write timed out, or its queue could
+    /// not take its own reply); it is removed now. The disconnect is
+    /// announced once either way.
     fn unregister(&mut self, shared: &Shared, reason: DisconnectReason) {
         self.retired_sent += shared.messages_sent.load(std::sync::atomic::Ordering::Relaxed);
         self.retired_received += shared.messages_received.load(std::sync::atomic::Ordering::Relaxed);
         let code = shared.closing().map_or(0, Closing::code);
-        let was_listed = self.remove(shared.id).is_some();
-        if was_listed && reason == DisconnectReason::SlowConsumer {
-            // Its queue overflowed with a reply of its own, outside a fan-out:
-            // an eviction all the same, counted and announced like one.
-            self.evictions += 1;
-            self.emit(EventKind::Evicted, shared.id, None, reason.as_str(), code);
+        if self.remove(shared.id).is_some() && reason == DisconnectReason::SlowConsumer {
+            self.evicted(shared);
         }
         self.emit(EventKind::Disconnected, shared.id, None, reason.as_str(), code);
     }
@@ -218,139 +244,8 @@ impl Hub {
         if let Some(kind) = event {
             self.emit(kind, id, None, closing.reason.as_str(), closing.code());
         }
-        entry.tx.close_after_flush(closing);
+        entry.tx.close(closing);
         true
-    }
-
-    /// Removes a client whose queue is full and closes it at once with 4008.
-    fn evict(&mut self, id: ClientId) {
-        let Some(entry) = self.remove(id) else { return };
-        self.evictions += 1;
-        let queue = entry.tx.queue_stats();
-        tracing::info!(client_id = %id, depth = queue.depth, bytes = queue.bytes, "evicting slow consumer");
-        let closing = Closing::slow_consumer();
-        self.emit(EventKind::Evicted, id, None, closing.reason.as_str(), closing.code());
-        entry.tx.abort(closing);
-    }
-
-    /// Queues a frame for one client, evicting it if its queue is full.
-    fn push(&mut self, id: ClientId, frame: protocol::Frame) -> bool {
-        let Some(entry) = self.clients.get(&id) else {
-            return false;
-        };
-        match entry.tx.try_push(frame) {
-            Ok(_) => true,
-            Err(PushError::Closed) => {
-                self.metrics.dropped(DropReason::Closing, 1);
-                false
-            }
-            Err(PushError::Full) => {
-                self.metrics.dropped(DropReason::SlowConsumer, 1);
-                self.evict(id);
-                false
-            }
-        }
-    }
-
-    fn reply(&mut self, id: ClientId, result: Result<(), RequestError>, request: Option<RequestId>) {
-        let frame = match (result, request) {
-            (Ok(()), Some(request)) => protocol::ack(&request),
-            (Ok(()), None) => return,
-            (Err(e), _) => {
-                metrics::client_error(e.code.as_str());
-                protocol::error(&e)
-            }
-        };
-        self.push(id, frame);
-    }
-
-    fn subscribe(&mut self, id: ClientId, topic: Topic, request: Option<RequestId>) {
-        let Some(entry) = self.clients.get_mut(&id) else { return };
-        let result = if entry.topics.contains(&topic) {
-            Ok(())
-        } else if entry.topics.len() >= self.config.max_topics_per_client {
-            Err(RequestError {
-                code: ErrorCode::TooManyTopics,
-                message: format!("at most {} topics per client", self.config.max_topics_per_client).into(),
-                id: request.clone(),
-            })
-        } else {
-            entry.topics.insert(topic.clone());
-            self.topics
-                .entry(topic.clone())
-                .or_default()
-                .insert(id, entry.tx.clone());
-            self.metrics.topics.set(self.topics.len() as f64);
-            self.emit(EventKind::Subscribed, id, Some(topic), "", 0);
-            Ok(())
-        };
-        self.reply(id, result, request);
-    }
-
-    fn unsubscribe(&mut self, id: ClientId, topic: Topic, request: Option<RequestId>) {
-        let Some(entry) = self.clients.get_mut(&id) else { return };
-        if entry.topics.remove(&topic) {
-            if let Some(members) = self.topics.get_mut(&topic) {
-                members.remove(&id);
-                if members.is_empty() {
-                    self.topics.remove(&topic);
-                }
-            }
-            self.metrics.topics.set(self.topics.len() as f64);
-            self.emit(EventKind::Unsubscribed, id, Some(topic), "", 0);
-        }
-        self.reply(id, Ok(()), request);
-    }
-
-    fn publish(&mut self, publish: Publish) {
-        let Publish {
-            topic,
-            frame,
-            source,
-            from,
-            request,
-            exclude,
-            respond,
-        } = publish;
-        let mut delivery = Delivery::default();
-        let mut closed = 0;
-        {
-            let mut deliver = |id: &ClientId, tx: &ClientTx| {
-                if exclude.contains(id) {
-                    return;
-                }
-                match tx.try_push(frame.clone()) {
-                    Ok(_) => delivery.recipients += 1,
-                    Err(PushError::Closed) => closed += 1,
-                    Err(PushError::Full) => {
-                        delivery.dropped += 1;
-                        self.evict.push(*id);
-                    }
-                }
-            };
-            match &topic {
-                Some(topic) => {
-                    if let Some(members) = self.topics.get(topic) {
-                        members.iter().for_each(|(id, tx)| deliver(id, tx));
-                    }
-                }
-                None => self.clients.iter().for_each(|(id, entry)| deliver(id, &entry.tx)),
-            }
-        }
-        self.metrics.broadcast(source, delivery.recipients as usize);
-        self.metrics.dropped(DropReason::SlowConsumer, delivery.dropped);
-        self.metrics.dropped(DropReason::Closing, closed);
-        let mut evict = std::mem::take(&mut self.evict);
-        for id in evict.drain(..) {
-            self.evict(id);
-        }
-        self.evict = evict;
-        if let Some(from) = from {
-            self.reply(from, Ok(()), request);
-        }
-        if let Some(respond) = respond {
-            let _ = respond.send(delivery);
-        }
     }
 
     fn kick(&mut self, target: &KickTarget, closing: Closing) -> u64 {
@@ -371,45 +266,6 @@ impl Hub {
             }
         }
         kicked
-    }
-
-    fn stats(&self) -> Stats {
-        let (sent, received) = self.clients.values().fold((0, 0), |(s, r), e| {
-            let shared = &e.tx;
-            (
-                s + shared.messages_sent.load(std::sync::atomic::Ordering::Relaxed),
-                r + shared.messages_received.load(std::sync::atomic::Ordering::Relaxed),
-            )
-        });
-        Stats {
-            clients: self.clients.len() as u64,
-            topics: self.topics.len() as u64,
-            hub_queue_depth: self.rx.len() as u32,
-            hub_queue_capacity: self.rx.max_capacity() as u32,
-            messages_sent: self.retired_sent + sent,
-            messages_received: self.retired_received + received,
-            slow_consumer_evictions: self.evictions,
-            uptime: self.started.elapsed(),
-        }
-    }
-
-    /// Samples every client's queue into the depth histogram, the deepest
-    /// queue and the bytes queued; one pass per tick, nothing per delivery.
-    fn sample_queues(&self) {
-        let mut counts: BTreeMap<usize, usize> = BTreeMap::new();
-        let mut bytes = 0;
-        for entry in self.clients.values() {
-            let queue = entry.tx.queue_stats();
-            *counts.entry(queue.depth).or_default() += 1;
-            bytes += queue.bytes;
-        }
-        for (depth, n) in &counts {
-            self.metrics.client_queue_depth.record_many(*depth as f64, *n);
-        }
-        let max = counts.keys().next_back().copied().unwrap_or(0);
-        self.metrics.client_queue_depth_max.set(max as f64);
-        self.metrics.client_queue_bytes.set(bytes as f64);
-        self.metrics.hub_queue_depth.set(self.rx.len() as f64);
     }
 
     fn emit(&self, kind: EventKind, client_id: ClientId, topic: Option<Topic>, reason: &str, code: u16) {

@@ -1,9 +1,10 @@
-//! Read-only views of the registry for operators: one client, or a
-//! filtered page of clients in a stable order.
+//! Read-only views of the registry for operators and metrics: one client,
+//! a filtered page of clients in a stable order, totals, queue samples.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::{ClientId, ClientInfo, ClientPage, Cursor, Entry, Hub, ListQuery, Order};
+use super::{ClientId, ClientInfo, ClientPage, Cursor, Entry, Hub, ListQuery, Order, Stats};
 
 impl Hub {
     pub(super) fn info(entry: &Entry) -> ClientInfo {
@@ -89,5 +90,43 @@ impl Hub {
             next,
             total,
         }
+    }
+
+    pub(super) fn stats(&self) -> Stats {
+        let (sent, received) = self.clients.values().fold((0, 0), |(s, r), e| {
+            (
+                s + e.tx.messages_sent.load(Relaxed),
+                r + e.tx.messages_received.load(Relaxed),
+            )
+        });
+        Stats {
+            clients: self.clients.len() as u64,
+            topics: self.topics.len() as u64,
+            hub_queue_depth: self.rx.len() as u32,
+            hub_queue_capacity: self.rx.max_capacity() as u32,
+            messages_sent: self.retired_sent + sent,
+            messages_received: self.retired_received + received,
+            slow_consumer_evictions: self.evictions,
+            uptime: self.started.elapsed(),
+        }
+    }
+
+    /// Samples every client's queue into the depth histogram, the deepest
+    /// queue and the bytes queued; one pass per tick, nothing per delivery.
+    pub(super) fn sample_queues(&self) {
+        let mut counts: BTreeMap<usize, u64> = BTreeMap::new();
+        let mut bytes = 0;
+        for entry in self.clients.values() {
+            let queue = entry.tx.queue_stats();
+            *counts.entry(queue.depth).or_default() += 1;
+            bytes += queue.bytes;
+        }
+        for (depth, n) in &counts {
+            self.metrics.client_queue_depth.record_many(*depth as u64, *n);
+        }
+        let max = counts.keys().next_back().copied().unwrap_or(0);
+        self.metrics.client_queue_depth_max.set(max as f64);
+        self.metrics.client_queue_bytes.set(bytes as f64);
+        self.metrics.hub_queue_depth.set(self.rx.len() as f64);
     }
 }

@@ -8,8 +8,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::close::code;
-use crate::metrics::Source;
 use crate::protocol::Frame;
+use crate::types::Source;
 
 /// A client whose writer is the test: `queued` shows what was queued.
 fn client(n: u64, queue_len: usize) -> (ClientTx, ClientTx) {
@@ -40,6 +40,7 @@ fn publish(topic: Option<&str>, text: &'static str) -> Command {
         request: None,
         exclude: HashSet::new(),
         respond: None,
+        budget: None,
     })
 }
 
@@ -55,13 +56,22 @@ fn texts(rx: &mut ClientTx) -> Vec<String> {
 
 /// A running hub (8 topics per client, a command channel of `queue_len`).
 fn start(queue_len: usize) -> (HubHandle, tokio::task::JoinHandle<()>) {
-    let (hub, handle) = Hub::new(
-        HubConfig {
-            max_topics_per_client: 8,
-        },
+    let (hub, handle) = Hub::new(HubConfig {
+        max_topics_per_client: 8,
         queue_len,
-    );
+        queue_bytes: 1 << 20,
+        deadline: std::time::Duration::from_secs(10),
+    });
     (handle, tokio::spawn(hub.run()))
+}
+
+/// Stats asked through the data channel: answered after every client
+/// command sent before it (admin calls take the control channel and may
+/// overtake them).
+async fn stats_after(handle: &HubHandle) -> Stats {
+    let (respond, answer) = tokio::sync::oneshot::channel();
+    handle.send(Command::Stats { respond }).await.unwrap();
+    answer.await.unwrap()
 }
 
 async fn register(handle: &HubHandle, tx: &ClientTx) {
@@ -92,7 +102,7 @@ async fn routes_by_topic_and_to_everyone() {
     ] {
         handle.send(command).await.unwrap();
     }
-    let stats = handle.stats().await.unwrap();
+    let stats = stats_after(&handle).await;
     assert_eq!((stats.clients, stats.topics), (2, 0));
     drop(handle);
     task.await.unwrap();
@@ -173,7 +183,7 @@ async fn unregister_returns_the_registry_to_empty() {
     for command in commands {
         handle.send(command).await.unwrap();
     }
-    let stats = handle.stats().await.unwrap();
+    let stats = stats_after(&handle).await;
     drop(handle);
     task.await.unwrap();
     assert_eq!((stats.clients, stats.topics), (0, 0));

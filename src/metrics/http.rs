@@ -54,7 +54,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     state.process.collect();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        super::install().render(),
+        super::render(),
     )
 }
 

@@ -4,15 +4,18 @@
 //! The exporter is metrics-exporter-prometheus, installed once per process
 //! ([`install`]); [`http`] serves `/metrics`, `/healthz` and `/readyz`.
 
+mod histogram;
 pub mod http;
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{describe_counter, describe_gauge, describe_histogram, Counter, Gauge, Histogram, Unit};
+use metrics::{describe_counter, describe_gauge, describe_histogram, Counter, Gauge, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::close::DisconnectReason;
+pub use crate::types::Source;
+pub use histogram::FixedHistogram;
 
 pub const CLIENTS: &str = "wshub_clients";
 pub const TOPICS: &str = "wshub_topics";
@@ -36,6 +39,7 @@ pub const CLIENT_ERRORS_TOTAL: &str = "wshub_client_errors_total";
 pub const ADMIN_REQUESTS_TOTAL: &str = "wshub_admin_requests_total";
 pub const ADMIN_REQUEST_DURATION_SECONDS: &str = "wshub_admin_request_duration_seconds";
 pub const ADMIN_EVENTS_LAGGED_TOTAL: &str = "wshub_admin_events_lagged_total";
+pub const ADMIN_PANICS_TOTAL: &str = "wshub_admin_panics_total";
 pub const BUILD_INFO: &str = "wshub_build_info";
 
 /// How often the hub samples every client's queue (depth histogram, max, bytes).
@@ -50,27 +54,20 @@ pub enum DropReason {
     Closing,
 }
 
-/// Where a broadcast came from.
-#[derive(Debug, Clone, Copy)]
-pub enum Source {
-    Client,
-    Admin,
-}
-
 /// Registered handles for everything recorded on a hot path.
 pub struct Handles {
     pub clients: Gauge,
     pub topics: Gauge,
     pub connections: Counter,
     pub hub_queue_depth: Gauge,
-    pub client_queue_depth: Histogram,
+    pub client_queue_depth: FixedHistogram,
     pub client_queue_depth_max: Gauge,
     pub client_queue_bytes: Gauge,
     pub messages_received: Counter,
     pub messages_sent: Counter,
     pub bytes_received: Counter,
     pub bytes_sent: Counter,
-    pub broadcast_recipients: Histogram,
+    pub broadcast_recipients: FixedHistogram,
     disconnects: Vec<Counter>,
     broadcasts: [Counter; 2],
     dropped: [Counter; 2],
@@ -85,7 +82,7 @@ impl Handles {
 
     pub fn broadcast(&self, source: Source, recipients: usize) {
         self.broadcasts[source as usize].increment(1);
-        self.broadcast_recipients.record(recipients as f64);
+        self.broadcast_recipients.record(recipients as u64);
     }
 
     pub fn dropped(&self, reason: DropReason, n: u64) {
@@ -103,27 +100,12 @@ static HANDLES: OnceLock<Handles> = OnceLock::new();
 pub fn install() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let buckets = |m: &str| Matcher::Full(m.to_string());
-        let builder = PrometheusBuilder::new()
-            .set_buckets_for_metric(
-                buckets(CLIENT_QUEUE_DEPTH),
-                &[
-                    0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 192.0, 256.0, 512.0, 1024.0,
-                ],
-            )
-            .and_then(|b| {
-                b.set_buckets_for_metric(
-                    buckets(BROADCAST_RECIPIENTS),
-                    &[0.0, 1.0, 10.0, 100.0, 1000.0, 5000.0, 10000.0, 20000.0, 50000.0],
-                )
-            })
-            .and_then(|b| {
-                b.set_buckets_for_metric(
-                    buckets(ADMIN_REQUEST_DURATION_SECONDS),
-                    &[
-                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-                    ],
-                )
-            });
+        let builder = PrometheusBuilder::new().set_buckets_for_metric(
+            buckets(ADMIN_REQUEST_DURATION_SECONDS),
+            &[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+            ],
+        );
         // The bucket lists above are non-empty, so the builder cannot fail;
         // a recorder already installed by an embedding program is reused.
         let handle = match builder.map(|b| b.install_recorder()) {
@@ -144,14 +126,24 @@ pub fn handles() -> &'static Handles {
             topics: metrics::gauge!(TOPICS),
             connections: metrics::counter!(CONNECTIONS_TOTAL),
             hub_queue_depth: metrics::gauge!(HUB_QUEUE_DEPTH),
-            client_queue_depth: metrics::histogram!(CLIENT_QUEUE_DEPTH),
+            client_queue_depth: FixedHistogram::new(
+                CLIENT_QUEUE_DEPTH,
+                "Per-client send-queue depth (messages), sampled for every client once a second.",
+                &[
+                    0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 192.0, 256.0, 512.0, 1024.0,
+                ],
+            ),
             client_queue_depth_max: metrics::gauge!(CLIENT_QUEUE_DEPTH_MAX),
             client_queue_bytes: metrics::gauge!(CLIENT_QUEUE_BYTES),
             messages_received: metrics::counter!(MESSAGES_RECEIVED_TOTAL),
             messages_sent: metrics::counter!(MESSAGES_SENT_TOTAL),
             bytes_received: metrics::counter!(BYTES_RECEIVED_TOTAL),
             bytes_sent: metrics::counter!(BYTES_SENT_TOTAL),
-            broadcast_recipients: metrics::histogram!(BROADCAST_RECIPIENTS),
+            broadcast_recipients: FixedHistogram::new(
+                BROADCAST_RECIPIENTS,
+                "Clients each publish was queued for.",
+                &[0.0, 1.0, 10.0, 100.0, 1000.0, 5000.0, 10000.0, 20000.0, 50000.0],
+            ),
             disconnects: DisconnectReason::ALL
                 .iter()
                 .map(|r| metrics::counter!(DISCONNECTS_TOTAL, "reason" => r.as_str()))
@@ -169,10 +161,12 @@ pub fn handles() -> &'static Handles {
 }
 
 /// Every `reason` of `wshub_handshake_failures_total`.
-pub const HANDSHAKE_REASONS: [&str; 6] = [
+pub const HANDSHAKE_REASONS: [&str; 8] = [
     "not_found",
     "upgrade_required",
+    "unsupported_version",
     "bad_request",
+    "headers_too_large",
     "unavailable",
     "timeout",
     "io",
@@ -193,6 +187,11 @@ pub fn events_lagged(n: u64) {
     metrics::counter!(ADMIN_EVENTS_LAGGED_TOTAL).increment(n);
 }
 
+/// An admin handler panicked (a bug) and was answered INTERNAL.
+pub fn admin_panic() {
+    metrics::counter!(ADMIN_PANICS_TOTAL).increment(1);
+}
+
 /// One finished admin RPC.
 pub fn admin_request(method: &str, code: &'static str, elapsed: Duration) {
     let method = method.to_string();
@@ -211,10 +210,6 @@ fn describe() {
     describe_counter!(DISCONNECTS_TOTAL, "Connections ended, by reason.");
     describe_gauge!(HUB_QUEUE_DEPTH, "Commands waiting in the hub's channel.");
     describe_gauge!(HUB_QUEUE_CAPACITY, "Capacity of the hub's command channel.");
-    describe_histogram!(
-        CLIENT_QUEUE_DEPTH,
-        "Per-client send-queue depth (messages), sampled for every client once a second."
-    );
     describe_gauge!(
         CLIENT_QUEUE_DEPTH_MAX,
         "Deepest client send queue at the last sample (messages)."
@@ -241,7 +236,6 @@ fn describe() {
         "Payload bytes written to client sockets."
     );
     describe_counter!(BROADCASTS_TOTAL, "Publishes fanned out by the hub, by source.");
-    describe_histogram!(BROADCAST_RECIPIENTS, "Clients each publish was queued for.");
     describe_counter!(
         DROPPED_MESSAGES_TOTAL,
         "Messages not delivered to a client they were addressed to, by reason."
@@ -263,6 +257,10 @@ fn describe() {
         ADMIN_EVENTS_LAGGED_TOTAL,
         "Events WatchEvents subscribers missed because they did not keep up."
     );
+    describe_counter!(
+        ADMIN_PANICS_TOTAL,
+        "Admin calls whose handler panicked (a bug), answered INTERNAL."
+    );
     describe_gauge!(BUILD_INFO, "Always 1; the version label says which wshub runs.");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     // Every series with a fixed label set exists from the start, at zero, so
@@ -274,6 +272,16 @@ fn describe() {
         metrics::counter!(CLIENT_ERRORS_TOTAL, "code" => code.as_str()).absolute(0);
     }
     metrics::counter!(ADMIN_EVENTS_LAGGED_TOTAL).absolute(0);
+    metrics::counter!(ADMIN_PANICS_TOTAL).absolute(0);
+}
+
+/// Everything `/metrics` serves: the exporter's metrics and the fixed histograms.
+pub fn render() -> String {
+    let mut text = install().render();
+    let handles = handles();
+    handles.broadcast_recipients.render(&mut text);
+    handles.client_queue_depth.render(&mut text);
+    text
 }
 
 /// Sets an unlabelled gauge (for values set once or rarely).

@@ -1,6 +1,6 @@
 //! One connection from accept to unregister: handshake, register with the
-//! hub, run the reader here and the writer in its own task, then report why
-//! it ended.
+//! hub, run the reader here and the writer in its own task, then end it
+//! within a bound and report why it ended.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -9,21 +9,24 @@ use std::time::Duration;
 
 use futures_util::stream::SplitStream;
 use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
+use super::writer::Sink;
 use super::{handshake, reader, writer, Context};
 use crate::close::{Closing, DisconnectReason};
 use crate::hub::{ClientId, Shared};
 use crate::{metrics, protocol};
 
-/// The longest a client may take to send its HTTP upgrade request.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// After the server sends a close frame, how long it waits for the client's reply.
-const CLOSE_LINGER: Duration = Duration::from_secs(1);
+/// After our close frame, the most a client's leftover bytes are read and
+/// discarded before the socket is closed, so the kernel answers no reset.
+const LINGER_BYTES: usize = 1 << 20;
+const LINGER_TIME: Duration = Duration::from_secs(2);
 
 pub type Ws = WebSocketStream<TcpStream>;
 
@@ -32,7 +35,7 @@ pub async fn handle(ctx: Arc<Context>, mut stream: TcpStream, addr: SocketAddr) 
     // Boxed so the handshake's buffers are freed once it is done, instead
     // of staying part of this task's state for the life of the connection.
     let handshake = Box::pin(handshake::accept(&mut stream, &ctx.lifecycle));
-    let leftover = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+    let leftover = match tokio::time::timeout(ctx.handshake_timeout, handshake).await {
         Ok(Ok(leftover)) => leftover,
         Ok(Err(reason)) => return metrics::handshake_failure(reason),
         Err(_) => return metrics::handshake_failure("timeout"),
@@ -61,35 +64,67 @@ pub async fn handle(ctx: Arc<Context>, mut stream: TcpStream, addr: SocketAddr) 
     let (sink, stream) = ws.split();
     let writer = ctx
         .tracker
-        .spawn(writer::run(sink, shared.clone(), ctx.ping_interval).instrument(span.clone()));
+        .spawn(writer::run(sink, shared.clone(), ctx.ping_interval, ctx.write_timeout).instrument(span.clone()));
     run(ctx, stream, shared, writer).instrument(span).await;
 }
 
 /// Everything after the handshake. Set-up and tear-down futures are boxed,
 /// so only the steady state (the reader loop) is held in the task for the
 /// life of the connection.
-async fn run(ctx: Arc<Context>, mut stream: SplitStream<Ws>, shared: Arc<Shared>, writer: JoinHandle<()>) {
+async fn run(ctx: Arc<Context>, mut stream: SplitStream<Ws>, shared: Arc<Shared>, writer: JoinHandle<Option<Sink>>) {
     let handles = metrics::handles();
     handles.connections.increment(1);
+    ctx.live.fetch_add(1, Relaxed);
     // The queue is new and holds at least one message: this cannot fail.
     let _ = shared.try_push(protocol::welcome(shared.id, ctx.ping_interval.as_millis()));
     if Box::pin(ctx.hub.register(shared.clone())).await.is_err() {
         // The hub is shutting down: say so after the welcome, then end.
-        shared.close_after_flush(Closing::shutdown());
+        shared.close(Closing::shutdown());
     }
     tracing::debug!("connected");
 
     reader::run(&mut stream, &ctx, &shared).await;
-    shared.token.cancel();
-    let _ = writer.await;
-    if shared.closing().is_some_and(|c| c.frame.is_some()) {
-        // We closed first: give the client a moment to answer our close frame.
-        let linger = async { while let Some(Ok(_)) = stream.next().await {} };
-        let _ = Box::pin(tokio::time::timeout(CLOSE_LINGER, linger)).await;
-    }
+    Box::pin(finish(&ctx, stream, &shared, writer)).await;
 
     let reason = shared.closing().map_or(DisconnectReason::ReadError, |c| c.reason);
     handles.disconnect(reason);
     tracing::debug!(reason = reason.as_str(), "disconnected");
+    ctx.live.fetch_sub(1, Relaxed);
     Box::pin(ctx.hub.unregister(shared, reason)).await;
+}
+
+/// Ends the connection within `--close-timeout` of its closing: when the
+/// server closes, the writer flushes what was queued and the close frame,
+/// then the TCP stream is half-closed and what the client still sends is
+/// discarded (bounded), so it ends with a FIN rather than a reset.
+async fn finish(ctx: &Context, stream: SplitStream<Ws>, shared: &Shared, mut writer: JoinHandle<Option<Sink>>) {
+    let ours = shared.closing().is_some_and(|c| c.frame.is_some());
+    if !ours || ctx.force.is_cancelled() {
+        writer.abort();
+        let _ = writer.await;
+        return;
+    }
+    let deadline = Instant::now() + ctx.close_timeout;
+    let sink = tokio::select! {
+        written = &mut writer => written.ok().flatten(),
+        _ = tokio::time::sleep_until(deadline) => None,
+        _ = ctx.force.cancelled() => None,
+    };
+    writer.abort();
+    let Some(sink) = sink else { return };
+    let Ok(mut ws) = stream.reunite(sink) else { return };
+    let tcp = ws.get_mut();
+    let _ = tcp.shutdown().await;
+    let discard = async {
+        let mut buf = [0u8; 4096];
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let until = deadline.min(Instant::now() + LINGER_TIME);
+    let _ = tokio::time::timeout_at(until, discard).await;
 }

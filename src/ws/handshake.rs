@@ -15,7 +15,7 @@ use crate::lifecycle::Lifecycle;
 pub const WS_PATH: &str = "/ws";
 /// Largest request head accepted.
 const MAX_HEAD: usize = 8 * 1024;
-const MAX_HEADERS: usize = 32;
+const MAX_HEADERS: usize = 64;
 
 /// Why a request was not upgraded: the label of `wshub_handshake_failures_total`.
 pub type Refusal = &'static str;
@@ -59,15 +59,15 @@ pub async fn accept(stream: &mut TcpStream, lifecycle: &Lifecycle) -> Result<Vec
                 };
             }
             Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,
-            Ok(httparse::Status::Partial) => {
+            Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
                 respond(
                     stream,
                     "431 Request Header Fields Too Large",
                     "",
-                    "request head too large\n",
+                    "request head too large: at most 8 KiB and 64 header lines\n",
                 )
                 .await;
-                return Err("bad_request");
+                return Err("headers_too_large");
             }
             Err(_) => {
                 respond(stream, "400 Bad Request", "", "malformed HTTP request\n").await;
@@ -87,23 +87,30 @@ enum Answer {
     },
 }
 
+/// Decides the answer to a complete request, per RFC 6455 §4.2.1 and
+/// RFC 9112: first what is not a WebSocket request at all, then what is a
+/// malformed one, then whether this node takes clients now.
 fn decide(req: &httparse::Request, accepting: bool) -> Answer {
-    let header = |name: &str| {
+    // Header lines may repeat (`Connection: keep-alive` then `Connection:
+    // Upgrade`): a list-valued header is all its lines joined.
+    fn values<'h>(req: &'h httparse::Request, name: &'h str) -> impl Iterator<Item = &'h str> + 'h {
         req.headers
             .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .and_then(|h| std::str::from_utf8(h.value).ok())
-            .unwrap_or("")
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| std::str::from_utf8(h.value).unwrap_or(""))
+    }
+    let single = |name| values(req, name).next();
+    let has_token = |name, token: &str| {
+        values(req, name).any(|value| value.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
     };
-    let has_token = |value: &str, token: &str| value.split(',').any(|t| t.trim().eq_ignore_ascii_case(token));
-    let path = req.path.unwrap_or("").split('?').next().unwrap_or("");
     let refuse = |status, extra, body, reason| Answer::Refuse {
         status,
         extra,
         body,
         reason,
     };
-    if path != WS_PATH {
+    let bad = |body| refuse("400 Bad Request", "", body, "bad_request");
+    if path(req.path.unwrap_or("")) != WS_PATH {
         return refuse(
             "404 Not Found",
             "",
@@ -119,7 +126,13 @@ fn decide(req: &httparse::Request, accepting: bool) -> Answer {
             "bad_request",
         );
     }
-    if !has_token(header("upgrade"), "websocket") || !has_token(header("connection"), "upgrade") {
+    if req.version != Some(1) {
+        return bad("a WebSocket upgrade needs HTTP/1.1\n");
+    }
+    if single("host").is_none_or(|h| h.trim().is_empty()) {
+        return bad("missing Host header\n");
+    }
+    if !has_token("upgrade", "websocket") || !has_token("connection", "upgrade") {
         return refuse(
             "426 Upgrade Required",
             "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n",
@@ -127,17 +140,17 @@ fn decide(req: &httparse::Request, accepting: bool) -> Answer {
             "upgrade_required",
         );
     }
-    if header("sec-websocket-version") != "13" {
+    if single("sec-websocket-version").map(str::trim) != Some("13") {
         return refuse(
             "426 Upgrade Required",
             "Sec-WebSocket-Version: 13\r\n",
             "unsupported WebSocket version; use 13\n",
-            "bad_request",
+            "unsupported_version",
         );
     }
-    let key = header("sec-websocket-key");
-    if key.is_empty() {
-        return refuse("400 Bad Request", "", "missing Sec-WebSocket-Key\n", "bad_request");
+    let key = single("sec-websocket-key").unwrap_or("").trim();
+    if values(req, "sec-websocket-key").count() != 1 || !is_key(key) {
+        return bad("Sec-WebSocket-Key must be one base64-encoded 16-byte value\n");
     }
     if !accepting {
         return refuse(
@@ -150,6 +163,26 @@ fn decide(req: &httparse::Request, accepting: bool) -> Answer {
     Answer::Upgrade(key.to_string())
 }
 
+/// The path of a request target in origin form (`/ws?x`) or absolute form
+/// (`http://host:port/ws`), without its query.
+fn path(target: &str) -> &str {
+    let target = match target.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") => {
+            rest.find('/').map_or("/", |slash| &rest[slash..])
+        }
+        _ => target,
+    };
+    target.split(['?', '#']).next().unwrap_or("")
+}
+
+/// Whether `key` is base64 of exactly 16 bytes: 22 characters of the
+/// alphabet, the last carrying only 2 bits (so one of `AQgw`), then `==`.
+fn is_key(key: &str) -> bool {
+    let b = key.as_bytes();
+    let alphabet = |c: &u8| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/';
+    b.len() == 24 && b[..21].iter().all(alphabet) && b"AQgw".contains(&b[21]) && &b[22..] == b"=="
+}
+
 async fn respond(stream: &mut TcpStream, status: &str, extra: &str, body: &str) {
     let response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n{body}",
@@ -157,4 +190,27 @@ async fn respond(stream: &mut TcpStream, status: &str, extra: &str, body: &str) 
     );
     let _ = stream.write_all(response.as_bytes()).await;
     let _ = stream.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_base64_of_16_bytes() {
+        assert!(is_key("dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(!is_key("dGhlIHNhbXBsZSBub25jZR=="), "trailing bits set");
+        assert!(!is_key("dGhlIHNhbXBsZSBub25jZQ="));
+        assert!(!is_key("not base64 at all, no!!!"));
+        assert!(!is_key(""));
+    }
+
+    #[test]
+    fn targets_in_origin_and_absolute_form() {
+        assert_eq!(path("/ws"), "/ws");
+        assert_eq!(path("/ws?token=x"), "/ws");
+        assert_eq!(path("http://example.com:8080/ws"), "/ws");
+        assert_eq!(path("HTTP://example.com"), "/");
+        assert_eq!(path("/other"), "/other");
+    }
 }

@@ -9,7 +9,7 @@ mod handshake;
 mod reader;
 mod writer;
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,9 +20,25 @@ use tokio_util::task::TaskTracker;
 
 pub use handshake::WS_PATH;
 
-use crate::config::ClientLimits;
+use crate::config::{ClientLimits, Config};
 use crate::hub::HubHandle;
 use crate::lifecycle::Lifecycle;
+
+/// Why a connection's task stops early; each is a cause the connection
+/// records in its [`crate::close::Closing`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the hub has stopped")]
+    HubGone,
+    #[error("the connection is closing")]
+    Closing,
+    #[error("the client's queue cannot take its own reply")]
+    SlowConsumer,
+    #[error("the socket took nothing within the write timeout")]
+    WriteTimeout,
+    #[error(transparent)]
+    WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
+}
 
 /// tungstenite's read buffer per connection, also the most one read takes.
 /// tungstenite zero-fills it on the first read, so all of it is resident
@@ -37,17 +53,28 @@ const READ_BUFFER: usize = 512;
 /// of small frames is still a few writes (docs/performance.md).
 const WRITE_BUFFER: usize = 1024;
 
+/// The longest a client may take to send its HTTP upgrade request.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What every connection needs; shared by all of them.
 pub struct Context {
     pub hub: HubHandle,
     pub limits: ClientLimits,
     pub ping_interval: Duration,
     pub idle_timeout: Duration,
+    /// From the moment a connection starts closing, how long it may take
+    /// to flush its queue and close frame before the socket is dropped.
+    pub close_timeout: Duration,
+    /// The longest one socket write may take before the client is evicted.
+    pub write_timeout: Duration,
     pub lifecycle: Lifecycle,
     /// Connection tasks, so shutdown can wait for them.
     pub tracker: TaskTracker,
     /// Parent of every client's token: cancelled when the shutdown grace runs out.
     pub force: CancellationToken,
+    pub handshake_timeout: Duration,
+    /// Connections past their handshake and not yet ended (for shutdown's count).
+    pub live: AtomicUsize,
     next_id: AtomicU64,
     ws_config: WebSocketConfig,
 }
@@ -55,13 +82,12 @@ pub struct Context {
 impl Context {
     pub fn new(
         hub: HubHandle,
-        limits: ClientLimits,
-        ping_interval: Duration,
-        idle_timeout: Duration,
+        config: &Config,
         lifecycle: Lifecycle,
         tracker: TaskTracker,
         force: CancellationToken,
     ) -> Self {
+        let limits = config.client.clone();
         let ws_config = WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER)
             .write_buffer_size(WRITE_BUFFER)
@@ -71,11 +97,15 @@ impl Context {
         Self {
             hub,
             limits,
-            ping_interval,
-            idle_timeout,
+            ping_interval: config.ping_interval,
+            idle_timeout: config.idle_timeout,
+            close_timeout: config.close_timeout,
+            write_timeout: config.write_timeout,
             lifecycle,
             tracker,
             force,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+            live: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             ws_config,
         }

@@ -1,28 +1,33 @@
 //! The reader task's loop: frames from the socket become hub commands.
 //! Replies the reader owes (pong, errors) go through the client's own
 //! queue, so the writer stays the only one writing to the socket.
+//!
+//! The loop ends the moment the connection starts closing, whoever closed
+//! it: a closing client's requests are never read, so they have no effect.
 
 use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 
 use futures_util::stream::SplitStream;
 use futures_util::StreamExt;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::connection::Ws;
-use super::Context;
+use super::{Context, Error};
 use crate::close::{code, Closing, DisconnectReason};
-use std::future::Future;
-use std::pin::Pin;
-
 use crate::hub::{Command, HubError, Publish, PushError, Shared};
-use crate::metrics::{self, DropReason, Source};
+use crate::metrics::{self, DropReason};
 use crate::protocol::{self, ErrorCode, Frame, Request, RequestError};
-use tokio::sync::mpsc::error::TrySendError;
+use crate::types::Source;
 
 /// Reads until the client leaves, breaks a rule, goes silent, or the
-/// connection is stopped; the reason is recorded in `shared`.
+/// connection starts closing; on return the cause is recorded in `shared`.
 pub async fn run(stream: &mut SplitStream<Ws>, ctx: &Context, shared: &Shared) {
     let handles = metrics::handles();
     let from = shared.id.to_string();
@@ -32,7 +37,7 @@ pub async fn run(stream: &mut SplitStream<Ws>, ctx: &Context, shared: &Shared) {
     loop {
         let next = tokio::select! {
             biased;
-            _ = shared.token.cancelled() => return,
+            _ = shared.token.cancelled() => break,
             _ = &mut idle => {
                 // The timer is reset lazily: only when it fires is the last
                 // activity checked, so frames do not each touch the timer.
@@ -41,25 +46,25 @@ pub async fn run(stream: &mut SplitStream<Ws>, ctx: &Context, shared: &Shared) {
                     idle.as_mut().reset(deadline);
                     continue;
                 }
-                return shared.abort(Closing::with_frame(DisconnectReason::PingTimeout, code::NORMAL, "ping timeout"));
+                shared.close(Closing::with_frame(DisconnectReason::PingTimeout, code::NORMAL, "ping timeout"));
+                break;
             }
             next = stream.next() => next,
         };
+        if shared.is_closing() {
+            // Closed while this frame arrived: it has no effect.
+            break;
+        }
         last_seen = Instant::now();
         let message = match next {
-            None => return close_quietly(shared, DisconnectReason::ClientClose),
-            Some(Ok(message)) => message,
-            Some(Err(WsError::Capacity(_))) => {
-                return shared.abort(Closing::with_frame(
-                    DisconnectReason::TooLarge,
-                    code::TOO_LARGE,
-                    "message too large",
-                ));
+            None => {
+                shared.set_closing(Closing::silent(DisconnectReason::ClientClose));
+                break;
             }
-            Some(Err(WsError::ConnectionClosed)) => return close_quietly(shared, DisconnectReason::ClientClose),
+            Some(Ok(message)) => message,
             Some(Err(e)) => {
-                tracing::debug!(error = %e, "read failed");
-                return close_quietly(shared, DisconnectReason::ReadError);
+                fail(shared, &e);
+                break;
             }
         };
         match message {
@@ -67,45 +72,79 @@ pub async fn run(stream: &mut SplitStream<Ws>, ctx: &Context, shared: &Shared) {
                 handles.messages_received.increment(1);
                 handles.bytes_received.increment(text.len() as u64);
                 shared.messages_received.fetch_add(1, Relaxed);
-                match handle_request(text.as_str(), ctx, shared, &from) {
-                    Ok(None) => {}
-                    // The hub's channel is full: wait for room (rare, boxed).
-                    Ok(Some(wait)) => {
-                        if wait.await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(()) => return,
+                let waited = match handle_request(text.as_str(), ctx, shared, &from) {
+                    Ok(None) => Ok(()),
+                    // The hub is full: wait for room (rare, boxed). The
+                    // socket is not read meanwhile: TCP pushes back.
+                    Ok(Some(wait)) => wait.await.map_err(|_| Error::HubGone),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = waited {
+                    tracing::debug!(error = %e, "reader stops");
+                    break;
                 }
             }
             Message::Binary(_) => {
-                return shared.abort(Closing::with_frame(
+                shared.close(Closing::with_frame(
                     DisconnectReason::ProtocolError,
                     code::UNSUPPORTED_DATA,
                     "binary frames are not supported",
                 ));
+                break;
             }
-            // tungstenite queues the close reply; reading on flushes it and then ends.
-            Message::Close(_) => {
-                shared.set_closing(Closing::silent(DisconnectReason::ClientClose));
+            Message::Close(frame) => {
+                // tungstenite queued the close reply (1002 for an invalid
+                // code); reading on flushes it and sees the client hang up.
+                let reason = match frame {
+                    Some(f) if f.code == CloseCode::Protocol => DisconnectReason::ProtocolError,
+                    _ => DisconnectReason::ClientClose,
+                };
+                shared.set_closing(Closing::silent(reason));
+                let rest = async { while let Some(Ok(_)) = stream.next().await {} };
+                let _ = Box::pin(tokio::time::timeout(ctx.close_timeout, rest)).await;
+                break;
             }
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
         }
     }
+    // A forced stop records no cause of its own: it is the shutdown's.
+    shared.set_closing(Closing::shutdown());
 }
 
-fn close_quietly(shared: &Shared, reason: DisconnectReason) {
-    shared.set_closing(Closing::silent(reason));
+/// Fails the connection as RFC 6455 §7.1.7 asks: a close frame whose code
+/// says what was wrong (1002 protocol, 1007 invalid UTF-8, 1009 too large).
+/// A socket that ended or failed gets nothing: there is no one to tell.
+fn fail(shared: &Shared, e: &WsError) {
+    let closing = match e {
+        WsError::Capacity(_) => Closing::with_frame(DisconnectReason::TooLarge, code::TOO_LARGE, "message too large"),
+        WsError::Utf8(_) => Closing::with_frame(DisconnectReason::ProtocolError, code::INVALID_DATA, "invalid UTF-8"),
+        // The client hung up without a close frame.
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => Closing::silent(DisconnectReason::ReadError),
+        WsError::Protocol(p) => {
+            let mut reason = format!("protocol error: {p}");
+            reason.truncate(crate::close::MAX_REASON_BYTES);
+            Closing::with_frame(DisconnectReason::ProtocolError, code::PROTOCOL_ERROR, reason)
+        }
+        WsError::ConnectionClosed | WsError::AlreadyClosed => Closing::silent(DisconnectReason::ClientClose),
+        other => {
+            tracing::debug!(error = %other, "read failed");
+            Closing::silent(DisconnectReason::ReadError)
+        }
+    };
+    if closing.frame.is_some() {
+        shared.close(closing);
+    } else {
+        shared.set_closing(closing);
+    }
 }
 
 /// The rare wait for room in the hub's channel.
 type Wait<'a> = Pin<Box<dyn Future<Output = Result<(), HubError>> + Send + 'a>>;
 
-/// Handles one request without waiting; `Err` means the connection must
-/// stop, `Some` that the command waits for room in the hub's channel.
-/// Not async, so the reader's state (kept for the life of the connection)
-/// holds none of it.
-fn handle_request<'a>(text: &str, ctx: &'a Context, shared: &Shared, from: &str) -> Result<Option<Wait<'a>>, ()> {
+/// Handles one request without waiting; `Err` means the reader must stop,
+/// `Some` that the command waits for room in the hub's channel. Not async,
+/// so the reader's state (kept for the life of the connection) holds none of it.
+fn handle_request<'a>(text: &str, ctx: &'a Context, shared: &Shared, from: &str) -> Result<Option<Wait<'a>>, Error> {
     let command = match protocol::parse(text) {
         Err(e) => return reply_error(shared, &e).map(|()| None),
         Ok(Request::Ping { id }) => return reply(shared, protocol::pong(id.as_ref())).map(|()| None),
@@ -135,30 +174,31 @@ fn handle_request<'a>(text: &str, ctx: &'a Context, shared: &Shared, from: &str)
             request: id,
             exclude: HashSet::new(),
             respond: None,
+            budget: None,
         }),
     };
     match ctx.hub.try_send(command) {
         Ok(()) => Ok(None),
-        Err(TrySendError::Closed(_)) => Err(()),
+        Err(TrySendError::Closed(_)) => Err(Error::HubGone),
         Err(TrySendError::Full(command)) => Ok(Some(Box::pin(ctx.hub.send(command)))),
     }
 }
 
-fn reply_error(shared: &Shared, e: &RequestError) -> Result<(), ()> {
+fn reply_error(shared: &Shared, e: &RequestError) -> Result<(), Error> {
     metrics::client_error(e.code.as_str());
     reply(shared, protocol::error(e))
 }
 
 /// Queues a reply to this client. A client whose queue cannot take its own
 /// reply is too slow and is evicted like any other.
-fn reply(shared: &Shared, frame: Frame) -> Result<(), ()> {
+fn reply(shared: &Shared, frame: Frame) -> Result<(), Error> {
     match shared.try_push(frame) {
         Ok(_) => Ok(()),
-        Err(PushError::Closed) => Err(()),
+        Err(PushError::Closed) => Err(Error::Closing),
         Err(PushError::Full) => {
-            metrics::handles().dropped(DropReason::SlowConsumer, 1);
-            shared.abort(Closing::slow_consumer());
-            Err(())
+            let discarded = shared.evict().unwrap_or(0) as u64;
+            metrics::handles().dropped(DropReason::SlowConsumer, 1 + discarded);
+            Err(Error::SlowConsumer)
         }
     }
 }

@@ -1,71 +1,78 @@
 //! The writer task: the only owner of the socket's sink. It takes
 //! everything queued at once, feeds it all and flushes once, so a burst is
-//! one write.
+//! one write. Every write has a deadline: a client whose socket takes
+//! nothing for `--write-timeout` is evicted as a slow consumer.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::SplitSink;
 use futures_util::SinkExt;
-use tokio::time::{interval_at, Instant, MissedTickBehavior};
+use tokio::time::{interval_at, timeout, Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
+use tokio_tungstenite::tungstenite::{Bytes, Message};
 
 use super::connection::Ws;
+use super::Error;
 use crate::close::{Closing, DisconnectReason};
 use crate::hub::{Outbound, Shared};
 use crate::metrics;
 
-/// How long a close frame may take to reach a client that is being dropped.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+pub type Sink = SplitSink<Ws, Message>;
 
-type Sink = SplitSink<Ws, Message>;
-
-pub async fn run(mut sink: Sink, shared: Arc<Shared>, ping_interval: Duration) {
-    let token = shared.token.clone();
-    // One cancellation point around the whole loop keeps the task's state
-    // small; a write stuck on a full socket is cancelled with it.
-    let ended = tokio::select! {
-        biased;
-        _ = token.cancelled() => None,
-        ended = write_loop(&mut sink, &shared, ping_interval) => Some(ended),
-    };
+/// Writes until the queued close marker is written; then hands the sink
+/// back so the connection can end the TCP stream cleanly. `None` when the
+/// socket failed or timed out: there is nothing clean left to do.
+pub async fn run(
+    mut sink: Sink,
+    shared: Arc<Shared>,
+    ping_interval: Duration,
+    write_timeout: Duration,
+) -> Option<Sink> {
+    let ended = write_loop(&mut sink, &shared, ping_interval, write_timeout).await;
+    shared.close_queue();
     match ended {
-        // The close frame is sent: nothing more to write.
-        Some(Ok(())) => {}
-        Some(Err(e)) => {
-            tracing::debug!(error = %e, "write failed");
-            shared.set_closing(Closing::silent(DisconnectReason::ReadError));
-        }
-        // Stopped before reaching a queued close marker (evicted, timed
-        // out, forced): send the close frame owed, best effort and bounded.
-        None => {
-            if let Some(message) = close_message(&shared) {
-                let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, sink.send(message))).await;
+        Ok(()) => return Some(sink),
+        Err(Error::WriteTimeout) => {
+            tracing::debug!(?write_timeout, "write timed out; evicting");
+            if let Some(discarded) = shared.evict() {
+                metrics::handles().dropped(metrics::DropReason::SlowConsumer, discarded as u64);
             }
         }
+        Err(e) => {
+            tracing::debug!(error = %e, "write failed");
+            shared.set_closing(Closing::silent(DisconnectReason::ReadError));
+            shared.token.cancel();
+        }
     }
-    shared.close_queue();
-    token.cancel();
+    None
 }
 
 /// Writes batches and pings until the queued close marker is written.
-async fn write_loop(sink: &mut Sink, shared: &Shared, ping_interval: Duration) -> Result<(), WsError> {
+async fn write_loop(
+    sink: &mut Sink,
+    shared: &Shared,
+    ping_interval: Duration,
+    write_timeout: Duration,
+) -> Result<(), Error> {
     let mut ping = interval_at(Instant::now() + ping_interval, ping_interval);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         let batch = tokio::select! {
             batch = shared.take() => batch,
             _ = ping.tick() => {
-                Box::pin(sink.send(Message::Ping(Bytes::new()))).await?;
+                let send = Box::pin(sink.send(Message::Ping(Bytes::new())));
+                timeout(write_timeout, send).await.map_err(|_| Error::WriteTimeout)??;
                 continue;
             }
         };
         // Boxed per batch (not per frame): an idle connection's task then
         // holds none of the write's state.
-        if let Written::Closed = Box::pin(write_batch(sink, batch, shared)).await? {
+        let write = Box::pin(write_batch(sink, batch, shared));
+        if let Written::Closed = timeout(write_timeout, write).await.map_err(|_| Error::WriteTimeout)?? {
             return Ok(());
         }
     }
@@ -76,11 +83,7 @@ enum Written {
     Closed,
 }
 
-async fn write_batch(
-    sink: &mut Sink,
-    batch: std::collections::VecDeque<Outbound>,
-    shared: &Shared,
-) -> Result<Written, WsError> {
+async fn write_batch(sink: &mut Sink, batch: VecDeque<Outbound>, shared: &Shared) -> Result<Written, Error> {
     let (mut frames, mut bytes) = (0, 0);
     let mut result = Written::More;
     for item in batch {

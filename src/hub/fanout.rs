@@ -1,0 +1,161 @@
+//! Fan-out and per-client replies: the hub's hot path. Frames are
+//! `try_push`ed into client queues; a full queue evicts its client, through
+//! the one eviction path ([`Shared::evict`], counted in [`Hub::evicted`]).
+
+use super::*;
+use crate::metrics::DropReason;
+use crate::protocol::{self, ErrorCode, RequestError, RequestId};
+
+impl Hub {
+    /// Counts, logs and announces an eviction: the one place for all of
+    /// them, whether the hub's fan-out or the client's own connection
+    /// (a write timeout, its own reply overflowing) found it too slow.
+    pub(super) fn evicted(&mut self, shared: &Shared) {
+        self.evictions += 1;
+        let queue = shared.queue_stats();
+        tracing::info!(client_id = %shared.id, depth = queue.depth, bytes = queue.bytes, "evicted slow consumer");
+        let code = shared.closing().map_or(0, Closing::code);
+        self.emit(
+            EventKind::Evicted,
+            shared.id,
+            None,
+            DisconnectReason::SlowConsumer.as_str(),
+            code,
+        );
+    }
+
+    /// Removes a client whose queue is full and evicts it (close 4008 next).
+    fn evict(&mut self, id: ClientId) {
+        let Some(entry) = self.remove(id) else { return };
+        let discarded = entry.tx.evict().unwrap_or(0);
+        self.metrics.dropped(DropReason::SlowConsumer, discarded as u64);
+        self.evicted(&entry.tx);
+    }
+
+    /// Queues a frame for one client, evicting it if its queue is full.
+    pub(super) fn push(&mut self, id: ClientId, frame: protocol::Frame) -> bool {
+        let Some(entry) = self.clients.get(&id) else {
+            return false;
+        };
+        match entry.tx.try_push(frame) {
+            Ok(_) => true,
+            Err(PushError::Closed) => {
+                self.metrics.dropped(DropReason::Closing, 1);
+                false
+            }
+            Err(PushError::Full) => {
+                self.metrics.dropped(DropReason::SlowConsumer, 1);
+                self.evict(id);
+                false
+            }
+        }
+    }
+
+    fn reply(&mut self, id: ClientId, result: Result<(), RequestError>, request: Option<RequestId>) {
+        let frame = match (result, request) {
+            (Ok(()), Some(request)) => protocol::ack(&request),
+            (Ok(()), None) => return,
+            (Err(e), _) => {
+                metrics::client_error(e.code.as_str());
+                protocol::error(&e)
+            }
+        };
+        self.push(id, frame);
+    }
+
+    pub(super) fn subscribe(&mut self, id: ClientId, topic: Topic, request: Option<RequestId>) {
+        let Some(entry) = self.clients.get_mut(&id) else { return };
+        let result = if entry.topics.contains(&topic) {
+            Ok(())
+        } else if entry.topics.len() >= self.config.max_topics_per_client {
+            Err(RequestError {
+                code: ErrorCode::TooManyTopics,
+                message: format!("at most {} topics per client", self.config.max_topics_per_client).into(),
+                id: request.clone(),
+            })
+        } else {
+            entry.topics.insert(topic.clone());
+            self.topics
+                .entry(topic.clone())
+                .or_default()
+                .insert(id, entry.tx.clone());
+            self.metrics.topics.set(self.topics.len() as f64);
+            self.emit(EventKind::Subscribed, id, Some(topic), "", 0);
+            Ok(())
+        };
+        self.reply(id, result, request);
+    }
+
+    pub(super) fn unsubscribe(&mut self, id: ClientId, topic: Topic, request: Option<RequestId>) {
+        let Some(entry) = self.clients.get_mut(&id) else { return };
+        if entry.topics.remove(&topic) {
+            if let Some(members) = self.topics.get_mut(&topic) {
+                members.remove(&id);
+                if members.is_empty() {
+                    self.topics.remove(&topic);
+                }
+            }
+            self.metrics.topics.set(self.topics.len() as f64);
+            self.emit(EventKind::Unsubscribed, id, Some(topic), "", 0);
+        }
+        self.reply(id, Ok(()), request);
+    }
+
+    pub(super) fn publish(&mut self, publish: Publish) {
+        let Publish {
+            topic,
+            frame,
+            source,
+            from,
+            request,
+            exclude,
+            respond,
+            budget: _budget,
+        } = publish;
+        if from.is_some_and(|id| !self.clients.contains_key(&id)) {
+            // Its sender was removed (kicked, drained, evicted) after it
+            // read the request: a closing client's publish reaches no one.
+            self.metrics.dropped(DropReason::Closing, 1);
+            return;
+        }
+        let mut delivery = Delivery::default();
+        let mut closed = 0;
+        {
+            let mut deliver = |id: &ClientId, tx: &ClientTx| {
+                if exclude.contains(id) {
+                    return;
+                }
+                match tx.try_push(frame.clone()) {
+                    Ok(_) => delivery.recipients += 1,
+                    Err(PushError::Closed) => closed += 1,
+                    Err(PushError::Full) => {
+                        delivery.dropped += 1;
+                        self.evict.push(*id);
+                    }
+                }
+            };
+            match &topic {
+                Some(topic) => {
+                    if let Some(members) = self.topics.get(topic) {
+                        members.iter().for_each(|(id, tx)| deliver(id, tx));
+                    }
+                }
+                None => self.clients.iter().for_each(|(id, entry)| deliver(id, &entry.tx)),
+            }
+        }
+        self.metrics.broadcast(source, delivery.recipients as usize);
+        self.metrics.dropped(DropReason::SlowConsumer, delivery.dropped);
+        self.metrics.dropped(DropReason::Closing, closed);
+        let mut evict = std::mem::take(&mut self.evict);
+        for id in evict.drain(..) {
+            self.evict(id);
+        }
+        self.evict = evict;
+        if let Some(from) = from {
+            self.reply(from, Ok(()), request);
+        }
+        if let Some(respond) = respond {
+            let _ = respond.send(delivery);
+        }
+    }
+}
