@@ -338,4 +338,50 @@ mod tests {
             r#"{"type":"message","from":"admin","data":{"b": 1.50,"a":[true]}}"#
         );
     }
+
+    #[test]
+    fn ids_keep_any_json_number_as_sent() {
+        let Ok(Request::Ping { id: Some(id) }) = parse(r#"{"type":"ping","id":1e400}"#) else {
+            panic!("1e400 is a JSON number")
+        };
+        assert_eq!(pong(Some(&id)).as_str(), r#"{"type":"pong","id":1e400}"#);
+        assert_eq!(code(r#"{"type":"ping","id":true}"#), ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn data_strict_decoders_refuse_is_refused() {
+        assert!(check_json(r#""\ud83d\ude00""#).is_ok(), "a surrogate pair");
+        assert!(check_json(r#""\ud800""#).is_err(), "a lone high surrogate");
+        assert!(check_json(r#""\udc00x""#).is_err(), "a lone low surrogate");
+        assert!(check_json(r#""\ud800\u0041""#).is_err(), "high then not low");
+        assert!(
+            check_json(r#"["\\ud800"]"#).is_ok(),
+            "an escaped backslash, not an escape"
+        );
+        assert!(check_json(r#"{"a":"[[[{{{"}"#).is_ok(), "brackets inside strings");
+        let nested = |n| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        assert!(check_json(&nested(MAX_DATA_DEPTH)).is_ok());
+        assert!(check_json(&nested(MAX_DATA_DEPTH + 1)).is_err());
+    }
+
+    proptest::proptest! {
+        /// Any text yields a request or an error, never a panic; a request's
+        /// data always passes the strict checks.
+        #[test]
+        fn any_text_parses_or_is_refused(text in ".{0,256}") {
+            if let Ok(Request::Publish { data, .. }) = parse(&text) {
+                proptest::prop_assert!(check_json(data.get()).is_ok());
+            }
+        }
+
+        #[test]
+        fn any_json_shaped_text_parses_or_is_refused(
+            kind in proptest::prop_oneof!["\"subscribe\"", "\"publish\"", "\"ping\"", "[^\"]{0,8}"],
+            value in "[\\[\\]{}\":,\\\\ud80\\-e0-9a-z ]{0,64}",
+        ) {
+            let text = format!(r#"{{"type":{kind},"topic":{value},"data":{value},"id":{value}}}"#);
+            let _ = parse(&text);
+            let _ = check_json(&value);
+        }
+    }
 }

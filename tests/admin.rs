@@ -28,7 +28,7 @@ async fn next_event(events: &mut tonic::Streaming<pb::Event>) -> pb::Event {
         .expect("event")
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcast_reaches_the_right_clients() {
     let server = TestServer::spawn().await;
     let mut admin = server.admin().await;
@@ -71,7 +71,7 @@ async fn broadcast_reaches_the_right_clients() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kick_closes_with_the_given_code_and_reason() {
     let server = TestServer::spawn().await;
     let mut admin = server.admin().await;
@@ -99,7 +99,7 @@ async fn kick_closes_with_the_given_code_and_reason() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_pages_walk_every_client_once_while_clients_come_and_go() {
     let server = TestServer::spawn().await;
     let mut admin = server.admin().await;
@@ -162,7 +162,7 @@ async fn list_pages_walk_every_client_once_while_clients_come_and_go() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_by_queue_depth_shows_the_stalled_client_first() {
     let server = TestServer::with(|c| {
         c.client.send_queue_len = 1024;
@@ -213,7 +213,7 @@ async fn order_by_queue_depth_shows_the_stalled_client_first() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_events_sees_the_life_of_clients() {
     let server = TestServer::with(|c| {
         c.client.send_queue_len = 4;
@@ -272,7 +272,7 @@ async fn watch_events_sees_the_life_of_clients() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_closes_everyone_with_1012_at_the_asked_rate() {
     let server = TestServer::spawn().await;
     let mut admin = server.admin().await;
@@ -317,7 +317,7 @@ async fn drain_closes_everyone_with_1012_at_the_asked_rate() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_the_documented_codes() {
     let server = TestServer::with(|c| c.client.max_message_bytes = 1000).await;
     let mut admin = server.admin().await;
@@ -372,10 +372,37 @@ async fn bad_requests_get_the_documented_codes() {
             })
             .await
             .unwrap_err(),
+        // A multi-byte first character once panicked the token decoder.
+        admin
+            .list_clients(pb::ListClientsRequest {
+                page_token: "é1".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
+        // A deadline past what an Instant holds once left the node not ready for good.
+        admin
+            .drain(pb::DrainRequest {
+                rate_per_second: 1,
+                deadline: Some(prost_types::Duration {
+                    seconds: i64::MAX,
+                    nanos: 0,
+                }),
+            })
+            .await
+            .map(|_| ())
+            .unwrap_err(),
     ];
     for status in invalid {
         assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     }
+    // Refused, not started: the node still takes clients, and nothing panicked.
+    assert_eq!(server.get("/readyz").await.0, 200);
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(
+        metrics.lines().any(|l| l == "wshub_admin_panics_total 0"),
+        "no handler panicked"
+    );
     let missing = [
         admin
             .get_client(pb::GetClientRequest {
@@ -402,7 +429,7 @@ async fn bad_requests_get_the_documented_codes() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_is_required_when_configured() {
     let server = TestServer::with(|c| c.admin_token = Some("s3cret".into())).await;
     let mut admin = server.admin().await;
@@ -422,7 +449,7 @@ async fn a_token_is_required_when_configured() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflection_lists_the_admin_service() {
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
@@ -449,7 +476,7 @@ async fn reflection_lists_the_admin_service() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_to_start_on_a_public_admin_address_without_a_token() {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_wshub"))
         .args([
@@ -468,7 +495,7 @@ async fn refuses_to_start_on_a_public_admin_address_without_a_token() {
     assert!(stderr.contains("without --admin-token"), "{stderr}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wshubctl_drives_a_live_server() {
     let server = TestServer::spawn().await;
     let mut client = server.client().await;
@@ -514,7 +541,7 @@ async fn wshubctl_drives_a_live_server() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watcher_that_falls_behind_is_told_it_lagged() {
     let server = TestServer::spawn().await;
     // A small HTTP/2 window, so the transport buffers little for a watcher

@@ -8,7 +8,7 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use wshub::admin::pb;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn welcome_frame_comes_first() {
     let server = TestServer::spawn().await;
     let client = server.client().await;
@@ -17,7 +17,7 @@ async fn welcome_frame_comes_first() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_without_topic_reaches_everyone_including_sender() {
     let server = TestServer::spawn().await;
     let mut clients = Vec::new();
@@ -47,7 +47,7 @@ async fn publish_without_topic_reaches_everyone_including_sender() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topics_route_to_subscribers_only() {
     let server = TestServer::spawn().await;
     let mut subscriber = server.client().await;
@@ -78,7 +78,7 @@ async fn topics_route_to_subscribers_only() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_error_code_is_answered_and_the_connection_stays_open() {
     let server = TestServer::with(|c| c.client.max_topics_per_client = 2).await;
     let mut client = server.client().await;
@@ -115,7 +115,7 @@ async fn every_error_code_is_answered_and_the_connection_stays_open() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_can_be_disabled() {
     let server = TestServer::with(|c| c.client.client_publish = false).await;
     let mut client = server.client().await;
@@ -126,7 +126,7 @@ async fn publish_can_be_disabled() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_frame_closes_with_1003() {
     let server = TestServer::spawn().await;
     let mut client = server.client().await;
@@ -135,7 +135,7 @@ async fn binary_frame_closes_with_1003() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_frame_closes_with_1009() {
     let server = TestServer::with(|c| c.client.max_message_bytes = 1024).await;
     let mut client = server.client().await;
@@ -144,7 +144,7 @@ async fn oversized_frame_closes_with_1009() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumer_is_evicted_while_a_reader_gets_everything() {
     let server = TestServer::with(|c| {
         c.client.send_queue_len = 64;
@@ -192,7 +192,7 @@ async fn slow_consumer_is_evicted_while_a_reader_gets_everything() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_connects_and_disconnects_leave_the_registry_empty() {
     let server = TestServer::spawn().await;
     let mut events = server.watch(&[pb::EventKind::Disconnected]).await;
@@ -223,7 +223,7 @@ async fn a_thousand_connects_and_disconnects_leave_the_registry_empty() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_every_client_with_1001_after_flushing() {
     let mut server = TestServer::spawn().await;
     let mut clients = Vec::new();
@@ -244,7 +244,7 @@ async fn shutdown_closes_every_client_with_1001_after_flushing() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_client_times_out_and_a_ponging_client_stays() {
     let server = TestServer::with(|c| {
         c.ping_interval = std::time::Duration::from_millis(50);
@@ -266,7 +266,7 @@ async fn silent_client_times_out_and_a_ponging_client_stays() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_http_gets_404_and_426() {
     let server = TestServer::spawn().await;
     let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -276,5 +276,89 @@ async fn plain_http_gets_404_and_426() {
     assert_eq!(TestServer::http_status(server.ws, "garbage\r\n\r\n").await, 400);
     // The server still serves WebSocket clients afterwards.
     server.client().await.ping().await;
+    server.stop().await;
+}
+
+/// An upgrade request with the given request line and extra header lines.
+fn upgrade(line: &str, headers: &str) -> String {
+    format!(
+        "{line}\r\n{headers}Upgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handshake_follows_rfc_6455_section_4_2_1() {
+    let server = TestServer::spawn().await;
+    let status = |request: String| async move { TestServer::http_status(server.ws, &request).await };
+    let host = "Host: x\r\n";
+    assert_eq!(status(upgrade("GET /ws HTTP/1.1", host)).await, 101);
+    // Absolute-form target (RFC 9112 §3.2.2), and repeated header lines joined.
+    let absolute = format!("GET http://{}/ws HTTP/1.1", server.ws);
+    assert_eq!(status(upgrade(&absolute, host)).await, 101);
+    let split = "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\nConnection: Upgrade\r\n\
+                 Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    assert_eq!(status(split.to_string()).await, 101);
+    // Malformed requests: 400.
+    assert_eq!(status(upgrade("GET /ws HTTP/1.0", host)).await, 400, "HTTP/1.0");
+    assert_eq!(status(upgrade("GET /ws HTTP/1.1", "")).await, 400, "no Host");
+    let bad_key = upgrade("GET /ws HTTP/1.1", host).replace("dGhlIHNhbXBsZSBub25jZQ==", "short");
+    assert_eq!(status(bad_key).await, 400, "a key that is not 16 bytes of base64");
+    // A version we do not speak: 426 naming the one we do.
+    let version = upgrade("GET /ws HTTP/1.1", host).replace("Version: 13", "Version: 8");
+    assert_eq!(status(version).await, 426);
+    // Too many or too large headers: 431.
+    let many: String = (0..100).map(|i| format!("X-{i}: y\r\n")).collect();
+    assert_eq!(
+        status(upgrade("GET /ws HTTP/1.1", &(host.to_string() + &many))).await,
+        431
+    );
+    let large = format!("{host}X-Big: {}\r\n", "y".repeat(9000));
+    assert_eq!(status(upgrade("GET /ws HTTP/1.1", &large)).await, 431);
+    server.client().await.ping().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_echo_as_sent_and_data_that_strict_decoders_refuse_is_refused() {
+    let server = TestServer::spawn().await;
+    let mut client = server.client().await;
+    // 1e400 is a valid JSON number that no f64 holds: echoed as sent.
+    client.send_text(r#"{"type":"ping","id":1e400}"#).await;
+    match tokio::time::timeout(common::WAIT, client.ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+    {
+        Message::Text(text) => assert_eq!(text.as_str(), r#"{"type":"pong","id":1e400}"#),
+        other => panic!("expected the pong, got {other:?}"),
+    }
+    // A lone surrogate escape: valid to serde_json, refused by strict decoders.
+    client.send_text(r#"{"type":"publish","data":"\ud800","id":"s"}"#).await;
+    let refused = client.recv().await;
+    assert_eq!(
+        (refused["code"].as_str(), refused["id"].as_str()),
+        (Some("bad_request"), Some("s"))
+    );
+    let deep = format!(
+        r#"{{"type":"publish","data":{}1{},"id":"d"}}"#,
+        "[".repeat(129),
+        "]".repeat(129)
+    );
+    client.send_text(&deep).await;
+    let refused = client.recv().await;
+    assert_eq!(
+        (refused["code"].as_str(), refused["id"].as_str()),
+        (Some("bad_request"), Some("d"))
+    );
+    let ok = format!(
+        r#"{{"type":"publish","topic":"t","data":{}1{},"id":"ok"}}"#,
+        "[".repeat(120),
+        "]".repeat(120)
+    );
+    client.send_text(&ok).await;
+    assert_eq!(client.recv().await, json!({"type":"ack","id":"ok"}));
     server.stop().await;
 }

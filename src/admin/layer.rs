@@ -159,3 +159,24 @@ fn code_name(code: Code) -> &'static str {
         Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_internal() {
+        let inner = tower::service_fn(|_: http::Request<()>| async {
+            if true {
+                panic!("a bug");
+            }
+            Ok::<_, std::convert::Infallible>(http::Response::new(tonic::body::Body::default()))
+        });
+        let mut service = CatchPanicLayer.layer(inner);
+        let response = service.call(http::Request::new(())).await.unwrap();
+        assert_eq!(
+            response.headers().get("grpc-status").map(|v| v.as_bytes()),
+            Some(&b"13"[..])
+        );
+    }
+}

@@ -233,3 +233,85 @@ impl Shared {
         q.items = VecDeque::new();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::close::{code, DisconnectReason};
+
+    fn shared(max_len: usize, max_bytes: usize) -> Shared {
+        Shared::new(
+            ClientId(1),
+            "127.0.0.1:1".parse().unwrap(),
+            CancellationToken::new(),
+            max_len,
+            max_bytes,
+        )
+    }
+
+    fn taken(s: &Shared) -> Vec<Outbound> {
+        futures_util::FutureExt::now_or_never(s.take())
+            .map(Vec::from)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_message_limit_holds_and_written_frees_room() {
+        let s = shared(2, 1 << 20);
+        assert_eq!(s.try_push("a".into()), Ok(1));
+        assert_eq!(s.try_push("b".into()), Ok(2));
+        assert_eq!(s.try_push("c".into()), Err(PushError::Full));
+        // Taken by the writer but not yet written: still counted.
+        assert_eq!(taken(&s).len(), 2);
+        assert_eq!(s.try_push("c".into()), Err(PushError::Full));
+        s.written(2, 2);
+        assert_eq!(s.try_push("c".into()), Ok(1));
+        assert_eq!(s.queue_stats().high_water, 2);
+    }
+
+    #[test]
+    fn the_byte_limit_holds_but_one_large_frame_always_fits_an_empty_queue() {
+        let s = shared(100, 10);
+        assert_eq!(s.try_push("x".repeat(50).into()), Ok(1), "alone in the queue");
+        assert_eq!(s.try_push("y".into()), Err(PushError::Full));
+        s.written(1, 50);
+        assert_eq!(s.try_push("123456".into()), Ok(1));
+        assert_eq!(s.try_push("12345".into()), Err(PushError::Full), "6 + 5 > 10");
+        assert_eq!(s.try_push("1234".into()), Ok(2));
+        assert_eq!((s.queue_stats().depth, s.queue_stats().bytes), (2, 10));
+    }
+
+    #[test]
+    fn close_keeps_the_queue_then_refuses_everything() {
+        let s = shared(4, 1 << 20);
+        s.try_push("a".into()).unwrap();
+        let kick = Closing::with_frame(DisconnectReason::Kicked, 4000, "bye");
+        assert!(s.close(kick));
+        assert!(s.is_closing(), "the reader stops at once");
+        assert!(!s.close(Closing::shutdown()), "the first cause wins");
+        assert_eq!(s.try_push("b".into()), Err(PushError::Closed));
+        assert!(matches!(&taken(&s)[..], [Outbound::Text(t), Outbound::Close] if t.as_str() == "a"));
+        assert_eq!(s.closing().map(Closing::code), Some(4000));
+    }
+
+    #[test]
+    fn evict_discards_the_queue_and_counts_it() {
+        let s = shared(4, 1 << 20);
+        s.try_push("a".into()).unwrap();
+        s.try_push("b".into()).unwrap();
+        assert_eq!(s.evict(), Some(2));
+        assert_eq!(s.evict(), None, "evicted once");
+        assert!(matches!(&taken(&s)[..], [Outbound::Close]));
+        assert_eq!((s.queue_stats().depth, s.queue_stats().bytes), (0, 0));
+        assert_eq!(s.closing().map(Closing::code), Some(code::SLOW_CONSUMER));
+    }
+
+    #[test]
+    fn after_the_writer_ends_nothing_is_queued() {
+        let s = shared(4, 1 << 20);
+        s.try_push("a".into()).unwrap();
+        s.close_queue();
+        assert_eq!(s.try_push("b".into()), Err(PushError::Closed));
+        assert!(taken(&s).is_empty());
+    }
+}

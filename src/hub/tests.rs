@@ -246,3 +246,55 @@ async fn list_pages_walk_every_client_once() {
     drop(handle);
     task.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_removed_client_has_no_effect() {
+    let (kicked, _kicked_rx) = client(1, 8);
+    let (other, mut other_rx) = client(2, 8);
+    let (handle, task) = start(64);
+    register(&handle, &kicked).await;
+    register(&handle, &other).await;
+    let closing = Closing::with_frame(DisconnectReason::Kicked, 4000, "");
+    assert_eq!(handle.kick(KickTarget::Client(ClientId(1)), closing).await, Ok(1));
+    // What it had already read arrives after its removal: dropped, no reply.
+    let mut late = publish(None, "ghost");
+    if let Command::Publish(p) = &mut late {
+        p.from = Some(ClientId(1));
+    }
+    handle.send(late).await.unwrap();
+    handle
+        .send(Command::Subscribe {
+            id: ClientId(1),
+            topic: Topic::parse("t").unwrap(),
+            request: match crate::protocol::parse(r#"{"type":"ping","id":1}"#) {
+                Ok(crate::protocol::Request::Ping { id }) => id,
+                _ => unreachable!(),
+            },
+        })
+        .await
+        .unwrap();
+    let stats = stats_after(&handle).await;
+    drop(handle);
+    task.await.unwrap();
+    assert_eq!((stats.clients, stats.topics), (1, 0));
+    assert!(texts(&mut other_rx).is_empty(), "its publish reached no one");
+    assert!(matches!(&queued(&kicked)[..], [Outbound::Close]), "and it got no reply");
+}
+
+#[tokio::test]
+async fn admin_calls_overtake_a_full_client_channel() {
+    // One runtime thread: the hub runs only when this test waits, so the
+    // one-slot data channel is full when the admin call arrives.
+    let (handle, task) = start(1);
+    handle.send(publish(None, "one")).await.unwrap();
+    let full = handle.try_send(publish(None, "two"));
+    assert!(matches!(full, Err(tokio::sync::mpsc::error::TrySendError::Full(_))));
+    let stats = handle.stats().await.unwrap();
+    assert_eq!(
+        (stats.hub_queue_depth, stats.hub_queue_capacity),
+        (1, 1),
+        "answered while the client's command still waited"
+    );
+    drop(handle);
+    task.await.unwrap();
+}

@@ -2,6 +2,8 @@
 //! gRPC clients, and helpers that await events instead of sleeping.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -108,16 +110,24 @@ impl TestServer {
         result.expect("run task").expect("run ok");
     }
 
-    /// A plain HTTP GET on a listener; returns the status code.
+    /// Sends a raw HTTP request on a listener; returns the status code
+    /// (read from the status line: a 101 leaves the connection open).
     pub async fn http_status(addr: SocketAddr, request: &str) -> u16 {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = TcpStream::connect(addr).await.unwrap();
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut response = Vec::new();
-        tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
-            .await
-            .expect("response")
-            .unwrap();
+        while !response.windows(2).any(|w| w == b"\r\n") {
+            let mut chunk = [0u8; 1024];
+            let n = tokio::time::timeout(WAIT, stream.read(&mut chunk))
+                .await
+                .expect("response")
+                .unwrap();
+            if n == 0 {
+                break;
+            }
+            response.extend_from_slice(&chunk[..n]);
+        }
         let text = String::from_utf8_lossy(&response);
         text.split(' ')
             .nth(1)
@@ -238,4 +248,124 @@ pub async fn channel(addr: SocketAddr) -> Channel {
         .connect()
         .await
         .expect("grpc connect")
+}
+
+/// The real `wshub` binary on port-0 listeners, with extra flags.
+pub struct Binary {
+    pub child: tokio::process::Child,
+    pub ws: SocketAddr,
+    pub admin: SocketAddr,
+    pub metrics: SocketAddr,
+}
+
+impl Binary {
+    pub async fn spawn(args: &[&str]) -> Binary {
+        use std::process::Stdio;
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wshub"))
+            .args([
+                "--ws-addr",
+                "127.0.0.1:0",
+                "--admin-addr",
+                "127.0.0.1:0",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        // The "listening" log line names the bound addresses.
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let line = loop {
+            let line = tokio::time::timeout(WAIT, lines.next_line())
+                .await
+                .unwrap()
+                .unwrap()
+                .expect("a log line");
+            if line.contains("listening") {
+                break line;
+            }
+        };
+        let addr = |key: &str| -> SocketAddr {
+            line.split(&format!(" {key}="))
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("{key} address in {line:?}"))
+        };
+        let (ws, admin, metrics) = (addr("ws"), addr("admin"), addr("metrics"));
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Binary {
+            child,
+            ws,
+            admin,
+            metrics,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.ws)
+    }
+
+    pub async fn admin(&self) -> AdminClient<Channel> {
+        AdminClient::connect(format!("http://{}", self.admin))
+            .await
+            .expect("admin connect")
+    }
+
+    /// Resident memory of the process, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.child.id().expect("running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS")
+    }
+
+    pub async fn sigterm(&self) {
+        let pid = self.child.id().unwrap().to_string();
+        let kill = tokio::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .unwrap();
+        assert!(kill.success());
+    }
+}
+
+/// A WatchEvents stream on a channel with a small HTTP/2 window, so the
+/// transport buffers little for a watcher that does not read.
+pub async fn small_window_watch(admin: SocketAddr) -> tonic::Streaming<pb::Event> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{admin}"))
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    AdminClient::new(channel)
+        .watch_events(pb::WatchEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Waits for the event of `kind` about client `id`.
+pub async fn event_for(events: &mut tonic::Streaming<pb::Event>, kind: pb::EventKind, id: &str) -> pb::Event {
+    loop {
+        let event = tokio::time::timeout(WAIT, events.message())
+            .await
+            .expect("an event in time")
+            .expect("stream ok")
+            .expect("stream open");
+        if event.kind == kind as i32 && event.client_id == id {
+            return event;
+        }
+    }
 }
