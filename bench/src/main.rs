@@ -78,6 +78,18 @@ enum Scenario {
     },
     /// Burst, with the messages injected through the admin Broadcast RPC.
     Admin(BurstArgs),
+    /// Admin GetStats latency, first on a quiet node, then while one client
+    /// publishes to all N clients as fast as it can (needs --admin).
+    Flood {
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// How long each phase (quiet, flood) calls GetStats.
+        #[arg(long, default_value = "5s", value_parser = wshub::config::parse_duration)]
+        duration: Duration,
+        /// Bytes per message, about.
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+    },
 }
 
 #[derive(clap::Args, Clone, Copy)]
@@ -161,6 +173,11 @@ async fn run(cli: Cli) -> Result<(), String> {
         Scenario::Idle { clients, hold } => idle(&cli, clients, hold).await?,
         Scenario::Burst(a) => burst(&cli, a.clients, a.messages, a.size, false).await?,
         Scenario::Admin(a) => burst(&cli, a.clients, a.messages, a.size, true).await?,
+        Scenario::Flood {
+            clients,
+            duration,
+            size,
+        } => flood(&cli, clients, duration, size).await?,
         Scenario::Steady(args) => {
             let mut report = Report::new("steady", cli.target);
             let run = steady(&cli, &args, 0).await?;
@@ -325,6 +342,91 @@ async fn burst(cli: &Cli, n: usize, messages: u64, size: usize, via_admin: bool)
         report.add("server_rss_after_burst_kib", a);
         report.add("rss_after_burst_vs_idle", format!("{:.2}", a as f64 / i as f64));
     }
+    Ok(report)
+}
+
+/// Calls GetStats back to back for `duration`: (latency histogram in µs,
+/// errors, deepest hub queue seen).
+async fn get_stats_for(
+    admin: &mut wshub::admin::pb::admin_client::AdminClient<tonic::transport::Channel>,
+    duration: Duration,
+) -> (Histogram<u64>, u64, u32) {
+    let mut hist = Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid bounds");
+    let (mut errors, mut deepest) = (0, 0);
+    let end = Instant::now() + duration;
+    while Instant::now() < end {
+        let start = Instant::now();
+        match admin.get_stats(wshub::admin::pb::GetStatsRequest {}).await {
+            Ok(stats) => {
+                let _ = hist.record(start.elapsed().as_micros().max(1) as u64);
+                deepest = deepest.max(stats.into_inner().hub_queue_depth);
+            }
+            Err(e) => {
+                errors += 1;
+                eprintln!("GetStats failed: {e}");
+            }
+        }
+    }
+    (hist, errors, deepest)
+}
+
+async fn flood(cli: &Cli, n: usize, duration: Duration, size: usize) -> Result<Report, String> {
+    let addr = cli.admin.clone().ok_or("the flood scenario needs --admin")?;
+    let mut admin = wshub::admin::pb::admin_client::AdminClient::connect(format!("http://{addr}"))
+        .await
+        .map_err(|e| format!("admin connect: {e}"))?;
+    let (conns, _) = connect_all(cli, n).await?;
+    let (receivers, _sinks) = spawn_receivers(conns);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (quiet, quiet_errors, _) = get_stats_for(&mut admin, duration).await;
+
+    let mut sink = publisher(cli).await?;
+    let stop = CancellationToken::new();
+    let publishing = {
+        let (stop, target) = (stop.clone(), cli.target);
+        tokio::spawn(async move {
+            let mut seq = 0;
+            while !stop.is_cancelled() {
+                for _ in 0..64 {
+                    let text = client::payload(target, seq, size, None);
+                    if sink.feed(Message::text(text)).await.is_err() {
+                        return seq;
+                    }
+                    seq += 1;
+                }
+                if sink.flush().await.is_err() {
+                    return seq;
+                }
+            }
+            seq
+        })
+    };
+    let start = Instant::now();
+    let (flooded, flood_errors, deepest) = get_stats_for(&mut admin, duration).await;
+    stop.cancel();
+    let elapsed = start.elapsed();
+    let published = publishing.await.map_err(|e| e.to_string())?;
+    let (_, deliveries, _) = receivers.finish().await;
+
+    let mut report = Report::new("flood", cli.target);
+    report.add("clients", n);
+    report.add("published", published);
+    report.add(
+        "publishes_per_s",
+        format!("{:.0}", published as f64 / elapsed.as_secs_f64()),
+    );
+    report.add("deliveries", deliveries);
+    report.add("quiet_calls", quiet.len());
+    report.add("quiet_errors", quiet_errors);
+    for (name, q) in [("quiet_p50_ms", 0.5), ("quiet_p99_ms", 0.99)] {
+        report.add(name, format!("{:.3}", quiet.value_at_quantile(q) as f64 / 1000.0));
+    }
+    report.add("flood_calls", flooded.len());
+    report.add("flood_errors", flood_errors);
+    for (name, q) in [("flood_p50_ms", 0.5), ("flood_p99_ms", 0.99), ("flood_max_ms", 1.0)] {
+        report.add(name, format!("{:.3}", flooded.value_at_quantile(q) as f64 / 1000.0));
+    }
+    report.add("deepest_hub_queue", deepest);
     Ok(report)
 }
 

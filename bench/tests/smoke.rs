@@ -1,9 +1,39 @@
 //! A smoke test of the benchmark itself: a few clients, a few messages,
 //! against the real server; every message must arrive.
 
-mod common;
+use std::net::SocketAddr;
 
-use common::TestServer;
+use tokio::sync::oneshot;
+
+/// The real server, in process, on port-0 listeners.
+struct TestServer {
+    ws: SocketAddr,
+    admin: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), wshub::Error>>,
+}
+
+impl TestServer {
+    async fn spawn() -> TestServer {
+        let config = wshub::Config::ephemeral();
+        let listeners = wshub::Listeners::bind(&config).await.expect("bind");
+        let (ws, admin) = (
+            listeners.ws.local_addr().unwrap(),
+            listeners.admin.local_addr().unwrap(),
+        );
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(wshub::run(listeners, config, async {
+            let _ = stopped.await;
+        }));
+        TestServer { ws, admin, stop, task }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(30), self.task).await;
+        ended.expect("run returns in time").expect("run task").expect("run ok");
+    }
+}
 
 async fn bench(server: &TestServer, args: &[&str]) -> serde_json::Value {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_wshub-bench"))
@@ -67,5 +97,12 @@ async fn every_scenario_runs_and_loses_nothing() {
         (Some("1"), Some("0")),
         "{stall}"
     );
+    let flood = bench(&server, &["flood", "--clients", "3", "--duration", "300ms"]).await;
+    assert_eq!(
+        (flood["quiet_errors"].as_str(), flood["flood_errors"].as_str()),
+        (Some("0"), Some("0")),
+        "{flood}"
+    );
+    assert_ne!(flood["published"].as_str(), Some("0"), "{flood}");
     server.stop().await;
 }
