@@ -576,5 +576,22 @@ async fn a_watcher_that_falls_behind_is_told_it_lagged() {
     };
     assert_eq!(lagged.kind, pb::EventKind::Unspecified as i32);
     assert!(lagged.code > 0, "the lag event says how many were missed");
+    // It falls behind again at once: it has stayed behind, and its stream ends.
+    for i in 0..10_000 {
+        let kind = if i % 2 == 0 { "subscribe" } else { "unsubscribe" };
+        client.send(json!({"type": kind, "topic": "churn"})).await;
+    }
+    client.ping().await;
+    let ended = loop {
+        match tokio::time::timeout(common::WAIT, events.message())
+            .await
+            .expect("in time")
+        {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended without saying why"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ended.code(), tonic::Code::ResourceExhausted, "{ended:?}");
     server.stop().await;
 }

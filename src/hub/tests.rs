@@ -298,3 +298,49 @@ async fn admin_calls_overtake_a_full_client_channel() {
     drop(handle);
     task.await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_admin_call_to_a_hub_that_does_not_answer_has_a_deadline() {
+    // A hub that is never run: the call must not wait for ever.
+    let (_hub, handle) = Hub::new(HubConfig {
+        max_topics_per_client: 8,
+        queue_len: 8,
+        queue_bytes: 1 << 20,
+        deadline: std::time::Duration::from_secs(5),
+    });
+    let started = tokio::time::Instant::now();
+    assert_eq!(
+        handle.stats().await.map(|_| ()),
+        Err(HubError::Timeout(std::time::Duration::from_secs(5)))
+    );
+    assert_eq!(started.elapsed(), std::time::Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn client_publishes_are_bounded_in_bytes_until_the_hub_takes_them() {
+    let (hub, handle) = Hub::new(HubConfig {
+        max_topics_per_client: 8,
+        queue_len: 1000,
+        queue_bytes: 100,
+        deadline: std::time::Duration::from_secs(5),
+    });
+    let sixty = "x".repeat(60);
+    let command = || {
+        let Command::Publish(mut p) = publish(None, "") else {
+            unreachable!()
+        };
+        p.frame = Frame::from(sixty.clone());
+        Command::Publish(p)
+    };
+    assert!(handle.try_send(command()).is_ok());
+    // 60 + 60 > 100 bytes: the second waits, however many commands fit.
+    assert!(matches!(
+        handle.try_send(command()),
+        Err(tokio::sync::mpsc::error::TrySendError::Full(_))
+    ));
+    let task = tokio::spawn(hub.run());
+    // Once the hub has fanned the first out, its bytes are free again.
+    handle.send(command()).await.unwrap();
+    drop(handle);
+    task.await.unwrap();
+}
