@@ -544,22 +544,9 @@ async fn wshubctl_drives_a_live_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watcher_that_falls_behind_is_told_it_lagged() {
     let server = TestServer::spawn().await;
-    // A small HTTP/2 window, so the transport buffers little for a watcher
-    // that does not read (the client's default window holds ~2 MB).
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.admin))
-        .unwrap()
-        .initial_stream_window_size(65_535)
-        .initial_connection_window_size(65_535)
-        .connect()
-        .await
-        .unwrap();
-    let mut admin = pb::admin_client::AdminClient::new(channel);
-    // Opened and not read: the hub keeps a bounded ring for it.
-    let mut events = admin
-        .watch_events(pb::WatchEventsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    // Opened and not read, on a small HTTP/2 window (the client's default
+    // holds ~2 MB): the hub keeps a bounded ring for it.
+    let mut events = common::small_window_watch(server.admin).await;
     let mut client = server.client().await;
     // Far more events than the hub's ring and the stream's buffers hold.
     for i in 0..10_000 {

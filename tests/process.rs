@@ -1,54 +1,20 @@
-//! The real binary: started on port 0, stopped with SIGTERM.
+//! The real binary: started on port 0, stopped with SIGTERM; refused at
+//! start when its TLS material is bad.
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use common::WsClient;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use common::{Binary, WsClient};
 
 #[tokio::test]
 async fn sigterm_closes_clients_with_1001_and_exits_0() {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wshub"))
-        .args([
-            "--ws-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ])
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    // The "listening" log line names the bound addresses.
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let ws_addr = loop {
-        let line = tokio::time::timeout(common::WAIT, lines.next_line())
-            .await
-            .unwrap()
-            .unwrap()
-            .expect("a log line");
-        if let Some(rest) = line.split(" ws=").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let mut client = WsClient::connect(&format!("ws://{ws_addr}/ws")).await;
+    let mut server = Binary::spawn(&[]).await;
+    let mut client = WsClient::connect(&server.url()).await;
     client.ping().await;
-
-    let pid = child.id().unwrap().to_string();
-    let kill = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(kill.success());
+    server.sigterm().await;
     assert_eq!(client.closed().await, (1001, "server shutting down".to_string()));
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+    let status = tokio::time::timeout(Duration::from_secs(20), server.child.wait())
         .await
         .expect("exits in time")
         .unwrap();

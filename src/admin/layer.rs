@@ -1,6 +1,9 @@
-//! Tower layers around the gRPC server: [`MetricsLayer`] counts every admin
-//! call by method and status code and times it, so no RPC repeats that
-//! code; [`CatchPanicLayer`] turns a panic in a handler into `INTERNAL`.
+//! The tower layer at the RPC edge, around every call of the gRPC server:
+//! it counts each admin call by method and status code and times it, so no
+//! RPC repeats that code, and it answers `INTERNAL` for a call whose
+//! handler panicked instead of letting the panic reset the HTTP/2 stream
+//! (logged, and counted in `wshub_admin_panics_total`). Handlers validate
+//! every field, so a panic is a bug in wshub, never an answer to bad input.
 //!
 //! The status is read from the response headers: a failed unary call is a
 //! trailers-only response carrying `grpc-status` there; a response without
@@ -8,10 +11,12 @@
 //! response headers, which for streams is their start.
 
 use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use futures_util::FutureExt;
 use tonic::Code;
 use tower::{Layer, Service};
 
@@ -49,63 +54,6 @@ impl<S, B, RB> Service<http::Request<B>> for MetricsService<S>
 where
     S: Service<http::Request<B>, Response = http::Response<RB>>,
     S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let method = request
-            .uri()
-            .path()
-            .strip_prefix(ADMIN_PREFIX)
-            .map(|m| METHODS.iter().copied().find(|known| *known == m).unwrap_or("unknown"));
-        let start = Instant::now();
-        let call = self.inner.call(request);
-        Box::pin(async move {
-            let response = call.await;
-            if let Some(method) = method {
-                let code = match &response {
-                    Ok(r) => r
-                        .headers()
-                        .get("grpc-status")
-                        .map_or(Code::Ok, |v| Code::from_bytes(v.as_bytes())),
-                    Err(_) => Code::Internal,
-                };
-                metrics::admin_request(method, code_name(code), start.elapsed());
-            }
-            response
-        })
-    }
-}
-
-/// Answers `INTERNAL` for a call whose handler panicked, instead of letting
-/// the panic reset the HTTP/2 stream; logs it and counts it
-/// (`wshub_admin_panics_total`). Handlers validate every field, so a panic
-/// is a bug in wshub, never an answer to bad input.
-#[derive(Debug, Clone, Copy)]
-pub struct CatchPanicLayer;
-
-impl<S> Layer<S> for CatchPanicLayer {
-    type Service = CatchPanic<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        CatchPanic { inner }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct CatchPanic<S> {
-    inner: S,
-}
-
-impl<S, B, RB> Service<http::Request<B>> for CatchPanic<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<RB>>,
-    S::Future: Send + 'static,
     RB: Default + Send + 'static,
 {
     type Response = S::Response;
@@ -117,23 +65,38 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let path = request.uri().path().to_string();
-        let call = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.inner.call(request)));
+        let path = request.uri().path();
+        let method = path
+            .strip_prefix(ADMIN_PREFIX)
+            .map(|m| METHODS.iter().copied().find(|known| *known == m).unwrap_or("unknown"));
+        let start = Instant::now();
+        let call = catch_unwind(AssertUnwindSafe(|| self.inner.call(request)));
         Box::pin(async move {
             let outcome = match call {
-                Ok(call) => futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(call)).await,
+                Ok(call) => AssertUnwindSafe(call).catch_unwind().await,
                 Err(panic) => Err(panic),
             };
-            outcome.unwrap_or_else(|panic| {
+            let response = outcome.unwrap_or_else(|panic| {
                 let what = panic
                     .downcast_ref::<&str>()
                     .map(|s| s.to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
-                tracing::error!(method = %path, panic = %what, "admin handler panicked; answered INTERNAL");
+                tracing::error!(method = method.unwrap_or("other"), panic = %what, "admin handler panicked; answered INTERNAL");
                 metrics::admin_panic();
                 Ok(tonic::Status::internal("internal error").into_http())
-            })
+            });
+            if let Some(method) = method {
+                let code = match &response {
+                    Ok(r) => r
+                        .headers()
+                        .get("grpc-status")
+                        .map_or(Code::Ok, |v| Code::from_bytes(v.as_bytes())),
+                    Err(_) => Code::Internal,
+                };
+                metrics::admin_request(method, code_name(code), start.elapsed());
+            }
+            response
         })
     }
 }
@@ -172,7 +135,7 @@ mod tests {
             }
             Ok::<_, std::convert::Infallible>(http::Response::new(tonic::body::Body::default()))
         });
-        let mut service = CatchPanicLayer.layer(inner);
+        let mut service = MetricsLayer.layer(inner);
         let response = service.call(http::Request::new(())).await.unwrap();
         assert_eq!(
             response.headers().get("grpc-status").map(|v| v.as_bytes()),

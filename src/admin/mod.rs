@@ -122,7 +122,6 @@ impl Server {
         }
         let result = builder
             .layer(layer::MetricsLayer)
-            .layer(layer::CatchPanicLayer)
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

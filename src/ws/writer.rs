@@ -64,15 +64,15 @@ async fn write_loop(
         let batch = tokio::select! {
             batch = shared.take() => batch,
             _ = ping.tick() => {
-                let send = Box::pin(sink.send(Message::Ping(Bytes::new())));
-                timeout(write_timeout, send).await.map_err(|_| Error::WriteTimeout)??;
+                let send = Box::pin(timeout(write_timeout, sink.send(Message::Ping(Bytes::new()))));
+                send.await.map_err(|_| Error::WriteTimeout)??;
                 continue;
             }
         };
-        // Boxed per batch (not per frame): an idle connection's task then
-        // holds none of the write's state.
-        let write = Box::pin(write_batch(sink, batch, shared));
-        if let Written::Closed = timeout(write_timeout, write).await.map_err(|_| Error::WriteTimeout)?? {
+        // Boxed per batch (not per frame), deadline included: an idle
+        // connection's task then holds none of the write's state.
+        let write = Box::pin(timeout(write_timeout, write_batch(sink, batch, shared)));
+        if let Written::Closed = write.await.map_err(|_| Error::WriteTimeout)?? {
             return Ok(());
         }
     }
