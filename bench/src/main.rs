@@ -346,8 +346,28 @@ async fn burst(cli: &Cli, n: usize, messages: u64, size: usize, via_admin: bool)
 }
 
 /// Calls GetStats back to back for `duration`: (latency histogram in µs,
-/// errors, deepest hub queue seen).
-async fn get_stats_for(
+/// errors, deepest hub queue seen). It runs on a thread and runtime of its
+/// own, so the receivers' work in this process does not delay its calls.
+async fn get_stats_for(addr: &str, duration: Duration) -> Result<(Histogram<u64>, u64, u32), String> {
+    let addr = addr.to_string();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+        let result = match runtime {
+            Ok(runtime) => runtime.block_on(async {
+                let mut admin = wshub::admin::pb::admin_client::AdminClient::connect(format!("http://{addr}"))
+                    .await
+                    .map_err(|e| format!("admin connect: {e}"))?;
+                Ok(get_stats_loop(&mut admin, duration).await)
+            }),
+            Err(e) => Err(e.to_string()),
+        };
+        let _ = tx.send(result);
+    });
+    rx.await.map_err(|e| e.to_string())?
+}
+
+async fn get_stats_loop(
     admin: &mut wshub::admin::pb::admin_client::AdminClient<tonic::transport::Channel>,
     duration: Duration,
 ) -> (Histogram<u64>, u64, u32) {
@@ -372,13 +392,10 @@ async fn get_stats_for(
 
 async fn flood(cli: &Cli, n: usize, duration: Duration, size: usize) -> Result<Report, String> {
     let addr = cli.admin.clone().ok_or("the flood scenario needs --admin")?;
-    let mut admin = wshub::admin::pb::admin_client::AdminClient::connect(format!("http://{addr}"))
-        .await
-        .map_err(|e| format!("admin connect: {e}"))?;
     let (conns, _) = connect_all(cli, n).await?;
     let (receivers, _sinks) = spawn_receivers(conns);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (quiet, quiet_errors, _) = get_stats_for(&mut admin, duration).await;
+    let (quiet, quiet_errors, _) = get_stats_for(&addr, duration).await?;
 
     let mut sink = publisher(cli).await?;
     let stop = CancellationToken::new();
@@ -402,7 +419,7 @@ async fn flood(cli: &Cli, n: usize, duration: Duration, size: usize) -> Result<R
         })
     };
     let start = Instant::now();
-    let (flooded, flood_errors, deepest) = get_stats_for(&mut admin, duration).await;
+    let (flooded, flood_errors, deepest) = get_stats_for(&addr, duration).await?;
     stop.cancel();
     let elapsed = start.elapsed();
     let published = publishing.await.map_err(|e| e.to_string())?;

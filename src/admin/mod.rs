@@ -11,7 +11,6 @@ mod service;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic_health::ServingStatus;
@@ -126,7 +125,12 @@ impl Server {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(admin)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), self.stop.cancelled_owned())
+            // TCP_NODELAY: without it a small answer can wait for the
+            // peer's delayed ACK (~40 ms), which showed as admin p99.
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                self.stop.cancelled_owned(),
+            )
             .await;
         if let Err(e) = result {
             tracing::error!(error = %e, "admin server failed");
