@@ -12,14 +12,7 @@ async fn a_generated_python_client_drives_every_rpc() {
     let mut a = server.client().await;
     a.subscribe("py").await;
     let mut b = server.client().await;
-    // scripts/test makes a virtual environment holding grpcio in target/venv
-    // and names its interpreter in WSHUB_TEST_PYTHON.
-    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/venv/bin/python");
-    let python = std::env::var("WSHUB_TEST_PYTHON").unwrap_or_else(|_| {
-        let found = std::path::Path::new(venv).exists();
-        if found { venv } else { "python3" }.to_string()
-    });
-    let out = tokio::process::Command::new(python)
+    let out = tokio::process::Command::new(common::python())
         .arg("examples/python/admin_client.py")
         .args([server.admin.to_string(), a.id.clone(), b.id.clone()])
         .output()

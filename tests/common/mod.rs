@@ -250,6 +250,17 @@ pub async fn channel(addr: SocketAddr) -> Channel {
         .expect("grpc connect")
 }
 
+/// The Python that runs the tests' Python clients: scripts/test makes a
+/// virtual environment in target/venv (grpcio, websockets) and names its
+/// interpreter in WSHUB_TEST_PYTHON.
+pub fn python() -> String {
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/venv/bin/python");
+    std::env::var("WSHUB_TEST_PYTHON").unwrap_or_else(|_| {
+        let found = std::path::Path::new(venv).exists();
+        if found { venv } else { "python3" }.to_string()
+    })
+}
+
 /// The real `wshub` binary on port-0 listeners, with extra flags.
 pub struct Binary {
     pub child: tokio::process::Child,
