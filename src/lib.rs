@@ -115,6 +115,7 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
         queue_len: config.hub_queue_len,
         queue_bytes: config.hub_queue_bytes,
         deadline: config.admin_deadline,
+        write_timeout: config.write_timeout,
     });
     let mut hub_task = tokio::spawn(hub.run());
 

@@ -60,6 +60,16 @@ pub struct Shared {
     max_bytes: usize,
     pub messages_sent: AtomicU64,
     pub messages_received: AtomicU64,
+    /// When the write in progress began ([`clock_ms`]), 0 when the writer
+    /// is not writing: the hub's sampler evicts a client whose write has
+    /// not finished within `--write-timeout`, so no write needs a timer.
+    write_since: AtomicU64,
+}
+
+/// Milliseconds since the first call, never 0: the clock of `write_since`.
+fn clock_ms() -> u64 {
+    static START: OnceLock<std::time::Instant> = OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64 + 1
 }
 
 /// Why a frame was not queued.
@@ -103,6 +113,7 @@ impl Shared {
             max_bytes,
             messages_sent: AtomicU64::new(0),
             messages_received: AtomicU64::new(0),
+            write_since: AtomicU64::new(0),
         }
     }
 
@@ -190,6 +201,20 @@ impl Shared {
         self.ready.notify_one();
         self.token.cancel();
         discarded
+    }
+
+    /// The writer starts (`true`) or finishes (`false`) a socket write.
+    pub fn writing(&self, busy: bool) {
+        let since = if busy { clock_ms() } else { 0 };
+        self.write_since.store(since, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long the write in progress has been blocked, if one is.
+    pub fn write_stalled_for(&self) -> Option<std::time::Duration> {
+        match self.write_since.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            since => Some(std::time::Duration::from_millis(clock_ms().saturating_sub(since))),
+        }
     }
 
     /// Whether the connection has started closing (or was forced closed).

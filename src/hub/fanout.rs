@@ -24,8 +24,9 @@ impl Hub {
         );
     }
 
-    /// Removes a client whose queue is full and evicts it (close 4008 next).
-    fn evict(&mut self, id: ClientId) {
+    /// Removes a client that is too slow (its queue is full, or its socket
+    /// write timed out) and evicts it (close 4008 next).
+    pub(super) fn evict(&mut self, id: ClientId) {
         let Some(entry) = self.remove(id) else { return };
         let discarded = entry.tx.evict().unwrap_or(0);
         self.metrics.dropped(DropReason::SlowConsumer, discarded as u64);

@@ -48,6 +48,8 @@ pub struct HubConfig {
     pub queue_bytes: usize,
     /// How long an admin call may wait for the hub.
     pub deadline: Duration,
+    /// A client whose socket write has not finished in this long is evicted.
+    pub write_timeout: Duration,
 }
 
 /// Events kept for admin watchers that fall behind, before they lag.

@@ -113,14 +113,29 @@ impl Hub {
 
     /// Samples every client's queue into the depth histogram, the deepest
     /// queue and the bytes queued; one pass per tick, nothing per delivery.
-    pub(super) fn sample_queues(&self) {
+    /// The same pass evicts every client whose socket write has been
+    /// blocked for `--write-timeout`: its socket takes nothing.
+    pub(super) fn sample_queues(&mut self) {
         let mut counts: BTreeMap<usize, u64> = BTreeMap::new();
         let mut bytes = 0;
-        for entry in self.clients.values() {
+        let mut stalled = std::mem::take(&mut self.evict);
+        for (id, entry) in &self.clients {
             let queue = entry.tx.queue_stats();
             *counts.entry(queue.depth).or_default() += 1;
             bytes += queue.bytes;
+            if entry
+                .tx
+                .write_stalled_for()
+                .is_some_and(|t| t >= self.config.write_timeout)
+            {
+                stalled.push(*id);
+            }
         }
+        for id in stalled.drain(..) {
+            tracing::debug!(client_id = %id, "socket write timed out");
+            self.evict(id);
+        }
+        self.evict = stalled;
         for (depth, n) in &counts {
             self.metrics.client_queue_depth.record_many(*depth as u64, *n);
         }

@@ -61,6 +61,7 @@ fn start(queue_len: usize) -> (HubHandle, tokio::task::JoinHandle<()>) {
         queue_len,
         queue_bytes: 1 << 20,
         deadline: std::time::Duration::from_secs(10),
+        write_timeout: std::time::Duration::from_secs(10),
     });
     (handle, tokio::spawn(hub.run()))
 }
@@ -307,6 +308,7 @@ async fn an_admin_call_to_a_hub_that_does_not_answer_has_a_deadline() {
         queue_len: 8,
         queue_bytes: 1 << 20,
         deadline: std::time::Duration::from_secs(5),
+        write_timeout: std::time::Duration::from_secs(10),
     });
     let started = tokio::time::Instant::now();
     assert_eq!(
@@ -323,6 +325,7 @@ async fn client_publishes_are_bounded_in_bytes_until_the_hub_takes_them() {
         queue_len: 1000,
         queue_bytes: 100,
         deadline: std::time::Duration::from_secs(5),
+        write_timeout: std::time::Duration::from_secs(10),
     });
     let sixty = "x".repeat(60);
     let command = || {

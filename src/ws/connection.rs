@@ -64,7 +64,7 @@ pub async fn handle(ctx: Arc<Context>, mut stream: TcpStream, addr: SocketAddr) 
     let (sink, stream) = ws.split();
     let writer = ctx
         .tracker
-        .spawn(writer::run(sink, shared.clone(), ctx.ping_interval, ctx.write_timeout).instrument(span.clone()));
+        .spawn(writer::run(sink, shared.clone(), ctx.ping_interval).instrument(span.clone()));
     run(ctx, stream, shared, writer).instrument(span).await;
 }
 

@@ -34,8 +34,6 @@ pub enum Error {
     Closing,
     #[error("the client's queue cannot take its own reply")]
     SlowConsumer,
-    #[error("the socket took nothing within the write timeout")]
-    WriteTimeout,
     #[error(transparent)]
     WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
 }
@@ -65,8 +63,6 @@ pub struct Context {
     /// From the moment a connection starts closing, how long it may take
     /// to flush its queue and close frame before the socket is dropped.
     pub close_timeout: Duration,
-    /// The longest one socket write may take before the client is evicted.
-    pub write_timeout: Duration,
     pub lifecycle: Lifecycle,
     /// Connection tasks, so shutdown can wait for them.
     pub tracker: TaskTracker,
@@ -100,7 +96,6 @@ impl Context {
             ping_interval: config.ping_interval,
             idle_timeout: config.idle_timeout,
             close_timeout: config.close_timeout,
-            write_timeout: config.write_timeout,
             lifecycle,
             tracker,
             force,

@@ -1,7 +1,9 @@
 //! The writer task: the only owner of the socket's sink. It takes
 //! everything queued at once, feeds it all and flushes once, so a burst is
-//! one write. Every write has a deadline: a client whose socket takes
-//! nothing for `--write-timeout` is evicted as a slow consumer.
+//! one write. Every write has a deadline without a timer of its own: the
+//! writer marks when a write starts and ends, and the hub's once-a-second
+//! sampler evicts a client whose write has not ended within
+//! `--write-timeout` (see `Hub::sample_queues`).
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
@@ -10,7 +12,7 @@ use std::time::Duration;
 
 use futures_util::stream::SplitSink;
 use futures_util::SinkExt;
-use tokio::time::{interval_at, timeout, Instant, MissedTickBehavior};
+use tokio::time::{interval_at, Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
@@ -25,54 +27,42 @@ pub type Sink = SplitSink<Ws, Message>;
 
 /// Writes until the queued close marker is written; then hands the sink
 /// back so the connection can end the TCP stream cleanly. `None` when the
-/// socket failed or timed out: there is nothing clean left to do.
-pub async fn run(
-    mut sink: Sink,
-    shared: Arc<Shared>,
-    ping_interval: Duration,
-    write_timeout: Duration,
-) -> Option<Sink> {
-    let ended = write_loop(&mut sink, &shared, ping_interval, write_timeout).await;
+/// socket failed: there is nothing clean left to do.
+pub async fn run(mut sink: Sink, shared: Arc<Shared>, ping_interval: Duration) -> Option<Sink> {
+    let ended = write_loop(&mut sink, &shared, ping_interval).await;
+    shared.writing(false);
     shared.close_queue();
     match ended {
-        Ok(()) => return Some(sink),
-        Err(Error::WriteTimeout) => {
-            tracing::debug!(?write_timeout, "write timed out; evicting");
-            if let Some(discarded) = shared.evict() {
-                metrics::handles().dropped(metrics::DropReason::SlowConsumer, discarded as u64);
-            }
-        }
+        Ok(()) => Some(sink),
         Err(e) => {
             tracing::debug!(error = %e, "write failed");
             shared.set_closing(Closing::silent(DisconnectReason::ReadError));
             shared.token.cancel();
+            None
         }
     }
-    None
 }
 
 /// Writes batches and pings until the queued close marker is written.
-async fn write_loop(
-    sink: &mut Sink,
-    shared: &Shared,
-    ping_interval: Duration,
-    write_timeout: Duration,
-) -> Result<(), Error> {
+async fn write_loop(sink: &mut Sink, shared: &Shared, ping_interval: Duration) -> Result<(), Error> {
     let mut ping = interval_at(Instant::now() + ping_interval, ping_interval);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         let batch = tokio::select! {
             batch = shared.take() => batch,
             _ = ping.tick() => {
-                let send = Box::pin(timeout(write_timeout, sink.send(Message::Ping(Bytes::new()))));
-                send.await.map_err(|_| Error::WriteTimeout)??;
+                shared.writing(true);
+                Box::pin(sink.send(Message::Ping(Bytes::new()))).await?;
+                shared.writing(false);
                 continue;
             }
         };
-        // Boxed per batch (not per frame), deadline included: an idle
-        // connection's task then holds none of the write's state.
-        let write = Box::pin(timeout(write_timeout, write_batch(sink, batch, shared)));
-        if let Written::Closed = write.await.map_err(|_| Error::WriteTimeout)?? {
+        // Boxed per batch (not per frame): an idle connection's task then
+        // holds none of the write's state.
+        shared.writing(true);
+        let written = Box::pin(write_batch(sink, batch, shared)).await?;
+        shared.writing(false);
+        if let Written::Closed = written {
             return Ok(());
         }
     }

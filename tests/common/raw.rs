@@ -118,13 +118,17 @@ impl RawClient {
         }
     }
 
-    /// Answers the server's close and reads until the socket ends.
+    /// Answers the server's close, reads until the socket ends, and (as a
+    /// browser does) closes its own side.
     pub async fn finish(&mut self) -> End {
         let _ = self.send(true, 0, CLOSE, true, &1000u16.to_be_bytes()).await;
         loop {
             match self.frame().await {
                 Ok(_) => continue,
-                Err(end) => return end,
+                Err(end) => {
+                    let _ = self.stream.shutdown().await;
+                    return end;
+                }
             }
         }
     }
