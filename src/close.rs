@@ -60,6 +60,54 @@ impl DisconnectReason {
     }
 }
 
+/// Why an HTTP request on the WebSocket port was not upgraded: the `reason`
+/// of `wshub_handshake_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// 404: a path other than `/ws`.
+    NotFound,
+    /// 426: not a WebSocket request.
+    UpgradeRequired,
+    /// 426: a WebSocket version other than 13.
+    UnsupportedVersion,
+    /// 400 (and 405): a malformed request.
+    BadRequest,
+    /// 431: a request head too large.
+    HeadersTooLarge,
+    /// 503: draining or shutting down.
+    Unavailable,
+    /// No complete request in time.
+    Timeout,
+    /// The socket failed or closed during the handshake.
+    Io,
+}
+
+impl HandshakeFailure {
+    pub const ALL: [HandshakeFailure; 8] = [
+        Self::NotFound,
+        Self::UpgradeRequired,
+        Self::UnsupportedVersion,
+        Self::BadRequest,
+        Self::HeadersTooLarge,
+        Self::Unavailable,
+        Self::Timeout,
+        Self::Io,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotFound => "not_found",
+            Self::UpgradeRequired => "upgrade_required",
+            Self::UnsupportedVersion => "unsupported_version",
+            Self::BadRequest => "bad_request",
+            Self::HeadersTooLarge => "headers_too_large",
+            Self::Unavailable => "unavailable",
+            Self::Timeout => "timeout",
+            Self::Io => "io",
+        }
+    }
+}
+
 /// How the server ends a connection: the reason it counts and, when the
 /// server speaks first, the close frame it sends.
 #[derive(Debug, Clone, PartialEq, Eq)]

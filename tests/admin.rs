@@ -372,6 +372,14 @@ async fn bad_requests_get_the_documented_codes() {
             })
             .await
             .unwrap_err(),
+        // Data a strict client decoder would refuse is refused here too.
+        admin
+            .broadcast(pb::BroadcastRequest {
+                data: r#""\ud800""#.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
         // A multi-byte first character once panicked the token decoder.
         admin
             .list_clients(pb::ListClientsRequest {

@@ -31,7 +31,10 @@ pub fn json_data(data: &str, limit: usize) -> Result<&RawValue, AdminError> {
             limit,
         });
     }
-    serde_json::from_str(data).map_err(|e| AdminError::InvalidJson(e.to_string()))
+    let data: &RawValue = serde_json::from_str(data).map_err(|e| AdminError::InvalidJson(e.to_string()))?;
+    // The same rule as for clients' data: nothing a strict decoder refuses.
+    crate::protocol::check_json(data.get()).map_err(|e| AdminError::InvalidJson(e.to_string()))?;
+    Ok(data)
 }
 
 /// A client id from a request; one that cannot name a client is not found.

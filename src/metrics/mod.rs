@@ -160,21 +160,9 @@ pub fn handles() -> &'static Handles {
     })
 }
 
-/// Every `reason` of `wshub_handshake_failures_total`.
-pub const HANDSHAKE_REASONS: [&str; 8] = [
-    "not_found",
-    "upgrade_required",
-    "unsupported_version",
-    "bad_request",
-    "headers_too_large",
-    "unavailable",
-    "timeout",
-    "io",
-];
-
-/// A refused handshake, by one of [`HANDSHAKE_REASONS`].
-pub fn handshake_failure(reason: &'static str) {
-    metrics::counter!(HANDSHAKE_FAILURES_TOTAL, "reason" => reason).increment(1);
+/// A refused handshake.
+pub fn handshake_failure(reason: crate::close::HandshakeFailure) {
+    metrics::counter!(HANDSHAKE_FAILURES_TOTAL, "reason" => reason.as_str()).increment(1);
 }
 
 /// An error frame answered to a client, by protocol error code.
@@ -265,8 +253,8 @@ fn describe() {
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     // Every series with a fixed label set exists from the start, at zero, so
     // rates and alerts see the first event rather than a series appearing.
-    for reason in HANDSHAKE_REASONS {
-        metrics::counter!(HANDSHAKE_FAILURES_TOTAL, "reason" => reason).absolute(0);
+    for reason in crate::close::HandshakeFailure::ALL {
+        metrics::counter!(HANDSHAKE_FAILURES_TOTAL, "reason" => reason.as_str()).absolute(0);
     }
     for code in crate::protocol::ErrorCode::ALL {
         metrics::counter!(CLIENT_ERRORS_TOTAL, "code" => code.as_str()).absolute(0);

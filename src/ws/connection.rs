@@ -38,7 +38,7 @@ pub async fn handle(ctx: Arc<Context>, mut stream: TcpStream, addr: SocketAddr) 
     let leftover = match tokio::time::timeout(ctx.handshake_timeout, handshake).await {
         Ok(Ok(leftover)) => leftover,
         Ok(Err(reason)) => return metrics::handshake_failure(reason),
-        Err(_) => return metrics::handshake_failure("timeout"),
+        Err(_) => return metrics::handshake_failure(crate::close::HandshakeFailure::Timeout),
     };
     let ws = Box::pin(WebSocketStream::from_partially_read(
         stream,

@@ -17,8 +17,7 @@ pub const WS_PATH: &str = "/ws";
 const MAX_HEAD: usize = 8 * 1024;
 const MAX_HEADERS: usize = 64;
 
-/// Why a request was not upgraded: the label of `wshub_handshake_failures_total`.
-pub type Refusal = &'static str;
+pub use crate::close::HandshakeFailure as Refusal;
 
 /// Reads and answers the request; on an upgrade returns the bytes read past
 /// the request head (frames a client sent early).
@@ -26,9 +25,9 @@ pub async fn accept(stream: &mut TcpStream, lifecycle: &Lifecycle) -> Result<Vec
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
-        let n = stream.read(&mut chunk).await.map_err(|_| "io")?;
+        let n = stream.read(&mut chunk).await.map_err(|_| Refusal::Io)?;
         if n == 0 {
-            return Err("io");
+            return Err(Refusal::Io);
         }
         buf.extend_from_slice(&chunk[..n]);
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -44,7 +43,7 @@ pub async fn accept(stream: &mut TcpStream, lifecycle: &Lifecycle) -> Result<Vec
                             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
                             derive_accept_key(key.as_bytes())
                         );
-                        stream.write_all(response.as_bytes()).await.map_err(|_| "io")?;
+                        stream.write_all(response.as_bytes()).await.map_err(|_| Refusal::Io)?;
                         Ok(buf.split_off(head_len))
                     }
                     Answer::Refuse {
@@ -67,11 +66,11 @@ pub async fn accept(stream: &mut TcpStream, lifecycle: &Lifecycle) -> Result<Vec
                     "request head too large: at most 8 KiB and 64 header lines\n",
                 )
                 .await;
-                return Err("headers_too_large");
+                return Err(Refusal::HeadersTooLarge);
             }
             Err(_) => {
                 respond(stream, "400 Bad Request", "", "malformed HTTP request\n").await;
-                return Err("bad_request");
+                return Err(Refusal::BadRequest);
             }
         }
     }
@@ -109,13 +108,13 @@ fn decide(req: &httparse::Request, accepting: bool) -> Answer {
         body,
         reason,
     };
-    let bad = |body| refuse("400 Bad Request", "", body, "bad_request");
+    let bad = |body| refuse("400 Bad Request", "", body, Refusal::BadRequest);
     if path(req.path.unwrap_or("")) != WS_PATH {
         return refuse(
             "404 Not Found",
             "",
             "not found; WebSocket clients connect to /ws\n",
-            "not_found",
+            Refusal::NotFound,
         );
     }
     if req.method != Some("GET") {
@@ -123,7 +122,7 @@ fn decide(req: &httparse::Request, accepting: bool) -> Answer {
             "405 Method Not Allowed",
             "Allow: GET\r\n",
             "use GET with a WebSocket upgrade\n",
-            "bad_request",
+            Refusal::BadRequest,
         );
     }
     if req.version != Some(1) {
@@ -137,7 +136,7 @@ fn decide(req: &httparse::Request, accepting: bool) -> Answer {
             "426 Upgrade Required",
             "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n",
             "this endpoint speaks WebSocket only\n",
-            "upgrade_required",
+            Refusal::UpgradeRequired,
         );
     }
     if single("sec-websocket-version").map(str::trim) != Some("13") {
@@ -145,7 +144,7 @@ fn decide(req: &httparse::Request, accepting: bool) -> Answer {
             "426 Upgrade Required",
             "Sec-WebSocket-Version: 13\r\n",
             "unsupported WebSocket version; use 13\n",
-            "unsupported_version",
+            Refusal::UnsupportedVersion,
         );
     }
     let key = single("sec-websocket-key").unwrap_or("").trim();
@@ -157,7 +156,7 @@ fn decide(req: &httparse::Request, accepting: bool) -> Answer {
             "503 Service Unavailable",
             "Retry-After: 5\r\n",
             "not accepting clients (draining or shutting down)\n",
-            "unavailable",
+            Refusal::Unavailable,
         );
     }
     Answer::Upgrade(key.to_string())
