@@ -369,8 +369,23 @@ mod tests {
         /// data always passes the strict checks.
         #[test]
         fn any_text_parses_or_is_refused(text in ".{0,256}") {
-            if let Ok(Request::Publish { data, .. }) = parse(&text) {
-                proptest::prop_assert!(check_json(data.get()).is_ok());
+            match parse(&text) {
+                Ok(Request::Publish { data, .. }) => proptest::prop_assert!(check_json(data.get()).is_ok()),
+                Ok(_) => {}
+                // The refusal is itself a well-formed error frame.
+                Err(e) => {
+                    let frame: serde_json::Value = serde_json::from_str(error(&e).as_str()).unwrap();
+                    proptest::prop_assert_eq!(&frame["type"], "error");
+                    proptest::prop_assert_eq!(&frame["code"], e.code.as_str());
+                }
+            }
+        }
+
+        /// Any bytes that are UTF-8 (a text frame's payload) behave the same.
+        #[test]
+        fn any_bytes_parse_or_are_refused(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+            if let Ok(text) = std::str::from_utf8(&bytes) {
+                let _ = parse(text).map_err(|e| error(&e));
             }
         }
 

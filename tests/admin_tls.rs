@@ -61,7 +61,7 @@ async fn tls_client(
     Ok(AdminClient::new(channel))
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_serves_over_tls() {
     let pki = Pki::new("server");
     let (cert, key, _, _) = pki.leaf("localhost");
@@ -83,7 +83,7 @@ async fn admin_serves_over_tls() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_certificates_are_required_with_a_client_ca() {
     let pki = Pki::new("mtls");
     let (cert, key, _, _) = pki.leaf("localhost");

@@ -6,7 +6,7 @@ mod common;
 use common::TestServer;
 use serde_json::json;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_generated_python_client_drives_every_rpc() {
     let server = TestServer::spawn().await;
     let mut a = server.client().await;

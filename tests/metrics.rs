@@ -57,7 +57,7 @@ async fn disconnected(events: &mut tonic::Streaming<pb::Event>, id: &str) -> pb:
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workload_moves_the_metrics_and_every_dashboard_metric_exists() {
     let _turn = SERIAL.lock().await;
     let server = TestServer::with(|c| {
@@ -187,12 +187,12 @@ async fn a_workload_moves_the_metrics_and_every_dashboard_metric_exists() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alert_rules_pass_promtool() {
     promtool(&["check", "rules", "grafana/alerts/wshub.rules.yml"], None).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_turns_503_during_shutdown() {
     let _turn = SERIAL.lock().await;
     let mut server = TestServer::spawn().await;

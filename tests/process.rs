@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{Binary, WsClient};
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_clients_with_1001_and_exits_0() {
     let mut server = Binary::spawn(&[]).await;
     let mut client = WsClient::connect(&server.url()).await;
@@ -21,7 +21,7 @@ async fn sigterm_closes_clients_with_1001_and_exits_0() {
     assert_eq!(status.code(), Some(0));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_admin_tls_files_stop_the_process_before_it_serves() {
     let dir = std::env::temp_dir().join(format!("wshub-bad-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
