@@ -41,7 +41,7 @@ pub enum AdminError {
 impl From<HubError> for AdminError {
     fn from(e: HubError) -> Self {
         match e {
-            HubError::ShuttingDown => AdminError::Unavailable,
+            HubError::ShuttingDown | HubError::Refused(_) => AdminError::Unavailable,
             HubError::NotFound(id) => AdminError::NotFound(id.to_string()),
             HubError::Timeout(deadline) => AdminError::DeadlineExceeded(deadline),
         }

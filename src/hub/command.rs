@@ -11,16 +11,19 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use super::client::{ClientId, ClientTx, Shared};
 use super::HubError;
 use crate::close::{Closing, DisconnectReason};
-use crate::protocol::RequestId;
+use crate::protocol::{Frame, RequestId};
 use crate::types::{Source, Topic};
 
 /// One request to the hub. Queries answer through `respond`; the asker may
 /// have gone, so the hub ignores a failed answer.
 #[derive(Debug)]
 pub enum Command {
-    /// A connection finished its handshake; its welcome frame is already queued.
+    /// A connection finished its handshake. The hub queues `welcome` as
+    /// its first frame as it registers it, so a client that has its welcome
+    /// is already known to operators, and no message can come before it.
     Register {
         client: ClientTx,
+        welcome: Frame,
         respond: oneshot::Sender<Result<(), HubError>>,
     },
     /// A connection's tasks have ended.

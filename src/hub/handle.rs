@@ -95,11 +95,16 @@ impl HubHandle {
             .map_err(|_| HubError::Timeout(self.deadline))?
     }
 
-    /// Registers a connection (data channel: its turn comes after the
-    /// requests already queued, like any client's).
-    pub async fn register(&self, client: ClientTx) -> Result<(), HubError> {
+    /// Registers a connection and queues its welcome frame (data channel:
+    /// its turn comes after the requests already queued, like any client's).
+    pub async fn register(&self, client: ClientTx, welcome: Frame) -> Result<(), HubError> {
         let (respond, answer) = oneshot::channel();
-        self.send(Command::Register { client, respond }).await?;
+        self.send(Command::Register {
+            client,
+            welcome,
+            respond,
+        })
+        .await?;
         answer.await.map_err(|_| HubError::ShuttingDown)?
     }
 

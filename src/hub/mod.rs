@@ -25,6 +25,7 @@ pub use handle::HubHandle;
 
 use crate::close::{Closing, DisconnectReason};
 use crate::metrics::{self, Handles};
+use crate::protocol;
 use crate::types::Topic;
 
 /// Errors the hub answers with.
@@ -36,6 +37,9 @@ pub enum HubError {
     NotFound(ClientId),
     #[error("the hub did not answer within {0:?}")]
     Timeout(Duration),
+    /// A drain or shutdown has started: no new clients; close with this.
+    #[error("the hub takes no new clients")]
+    Refused(Closing),
 }
 
 /// The hub's limits.
@@ -75,8 +79,11 @@ pub struct Hub {
     /// Topic → subscribers, holding queue handles so fan-out needs no second lookup.
     topics: HashMap<Topic, HashMap<ClientId, ClientTx>>,
     events: broadcast::Sender<Event>,
-    /// Set by `Shutdown`: new registrations are refused.
-    closing: bool,
+    /// Set once a drain or shutdown starts: new registrations are refused
+    /// with this close. A connection whose handshake passed just before
+    /// readiness turned off may register after the drain's last batch; it is
+    /// closed like the rest instead of escaping the drain.
+    refusing: Option<Closing>,
     started: Instant,
     /// Sent/received totals of clients already gone.
     retired_sent: u64,
@@ -103,7 +110,7 @@ impl Hub {
             clients: BTreeMap::new(),
             topics: HashMap::new(),
             events,
-            closing: false,
+            refusing: None,
             started: Instant::now(),
             retired_sent: 0,
             retired_received: 0,
@@ -140,8 +147,12 @@ impl Hub {
 
     fn handle(&mut self, command: Command) {
         match command {
-            Command::Register { client, respond } => {
-                let result = self.register(client);
+            Command::Register {
+                client,
+                welcome,
+                respond,
+            } => {
+                let result = self.register(client, welcome);
                 let _ = respond.send(result);
             }
             Command::Unregister { shared, reason } => self.unregister(&shared, reason),
@@ -176,6 +187,7 @@ impl Hub {
                 let _ = respond.send(self.events.subscribe());
             }
             Command::DrainBatch { n, respond } => {
+                self.refusing.get_or_insert_with(Closing::drain);
                 let oldest: Vec<ClientId> = self.clients.keys().take(n).copied().collect();
                 for id in &oldest {
                     self.remove_closing(*id, Closing::drain(), None);
@@ -183,7 +195,7 @@ impl Hub {
                 let _ = respond.send((oldest.len() as u64, self.clients.len() as u64));
             }
             Command::Shutdown { respond } => {
-                self.closing = true;
+                self.refusing = Some(Closing::shutdown());
                 let ids: Vec<ClientId> = self.clients.keys().copied().collect();
                 for id in ids {
                     self.remove_closing(id, Closing::shutdown(), None);
@@ -193,10 +205,12 @@ impl Hub {
         }
     }
 
-    fn register(&mut self, client: ClientTx) -> Result<(), HubError> {
-        if self.closing {
-            return Err(HubError::ShuttingDown);
+    fn register(&mut self, client: ClientTx, welcome: protocol::Frame) -> Result<(), HubError> {
+        if let Some(closing) = &self.refusing {
+            return Err(HubError::Refused(closing.clone()));
         }
+        // The queue is new: the welcome always fits, and it is the first frame.
+        let _ = client.try_push(welcome);
         let id = client.id;
         self.clients.insert(
             id,

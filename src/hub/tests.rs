@@ -75,8 +75,19 @@ async fn stats_after(handle: &HubHandle) -> Stats {
     answer.await.unwrap()
 }
 
+/// Registers a client; its welcome is queued first, and the test's
+/// "writer" takes and writes it, so queues hold only what follows.
 async fn register(handle: &HubHandle, tx: &ClientTx) {
-    handle.register(tx.clone()).await.unwrap();
+    handle
+        .register(tx.clone(), Frame::from_static("welcome"))
+        .await
+        .unwrap();
+    let first = queued(tx);
+    assert!(
+        matches!(&first[..], [Outbound::Text(t)] if t.as_str() == "welcome"),
+        "{first:?}"
+    );
+    tx.written(1, "welcome".len());
 }
 
 #[tokio::test]
@@ -166,6 +177,7 @@ async fn unregister_returns_the_registry_to_empty() {
         let (respond, _) = tokio::sync::oneshot::channel();
         commands.push(Command::Register {
             client: tx.clone(),
+            welcome: Frame::from_static("welcome"),
             respond,
         });
         commands.push(Command::Subscribe {
@@ -209,7 +221,10 @@ async fn kick_and_shutdown_close_after_the_queue() {
     );
     handle.shutdown().await.unwrap();
     let (c_tx, _c_rx) = client(3, 8);
-    assert_eq!(handle.register(c_tx).await, Err(HubError::ShuttingDown));
+    assert_eq!(
+        handle.register(c_tx, Frame::from_static("welcome")).await,
+        Err(HubError::Refused(Closing::shutdown()))
+    );
     drop(handle);
     task.await.unwrap();
     for (rx, code) in [(&mut a_rx, 4321), (&mut b_rx, code::GOING_AWAY)] {
@@ -344,6 +359,21 @@ async fn client_publishes_are_bounded_in_bytes_until_the_hub_takes_them() {
     let task = tokio::spawn(hub.run());
     // Once the hub has fanned the first out, its bytes are free again.
     handle.send(command()).await.unwrap();
+    drop(handle);
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_client_registering_after_a_drain_began_is_closed_like_the_rest() {
+    let (early, _early_rx) = client(1, 8);
+    let (late, _late_rx) = client(2, 8);
+    let (handle, task) = start(64);
+    register(&handle, &early).await;
+    assert_eq!(handle.drain_batch(10).await, Ok((1, 0)));
+    assert_eq!(
+        handle.register(late, Frame::from_static("welcome")).await,
+        Err(HubError::Refused(Closing::drain()))
+    );
     drop(handle);
     task.await.unwrap();
 }

@@ -20,7 +20,7 @@ use tracing::Instrument;
 use super::writer::Sink;
 use super::{handshake, reader, writer, Context};
 use crate::close::{Closing, DisconnectReason};
-use crate::hub::{ClientId, Shared};
+use crate::hub::{ClientId, HubError, Shared};
 use crate::{metrics, protocol};
 
 /// After our close frame, the most a client's leftover bytes are read and
@@ -59,8 +59,8 @@ pub async fn handle(ctx: Arc<Context>, mut stream: TcpStream, addr: SocketAddr) 
     // A debug span: free at the default log level, and every connection
     // line carries the client id when debugging.
     let span = tracing::debug_span!("client", client_id = %id, remote = %addr);
-    // The writer starts at once: the welcome it sends first is queued
-    // below, before the client is registered, so it is always the first frame.
+    // The writer starts at once; the hub queues the welcome as it registers
+    // the client, so it is always the first frame.
     let (sink, stream) = ws.split();
     let writer = ctx
         .tracker
@@ -75,11 +75,15 @@ async fn run(ctx: Arc<Context>, mut stream: SplitStream<Ws>, shared: Arc<Shared>
     let handles = metrics::handles();
     handles.connections.increment(1);
     ctx.live.fetch_add(1, Relaxed);
-    // The queue is new and holds at least one message: this cannot fail.
-    let _ = shared.try_push(protocol::welcome(shared.id, ctx.ping_interval.as_millis()));
-    if Box::pin(ctx.hub.register(shared.clone())).await.is_err() {
-        // The hub is shutting down: say so after the welcome, then end.
-        shared.close(Closing::shutdown());
+    let welcome = protocol::welcome(shared.id, ctx.ping_interval.as_millis());
+    if let Err(refused) = Box::pin(ctx.hub.register(shared.clone(), welcome.clone())).await {
+        // Draining or shutting down: say so after the welcome, then end.
+        // (The queue is new: the welcome fits.)
+        let _ = shared.try_push(welcome);
+        shared.close(match refused {
+            HubError::Refused(closing) => closing,
+            _ => Closing::shutdown(),
+        });
     }
     tracing::debug!("connected");
 
