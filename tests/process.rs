@@ -54,3 +54,18 @@ async fn bad_admin_tls_files_stop_the_process_before_it_serves() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_websocket_port_listens_with_the_configured_backlog() {
+    let server = Binary::spawn(&["--listen-backlog", "777"]).await;
+    // For a listening socket, `ss` shows the backlog in the Send-Q column.
+    let out = tokio::process::Command::new("ss")
+        .args(["-Hltn", &format!("sport = :{}", server.ws.port())])
+        .output()
+        .await
+        .expect("ss runs (scripts/test installs iproute2)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let send_q = text.split_whitespace().nth(2);
+    assert_eq!(send_q, Some("777"), "{text}");
+    server.sigterm().await;
+}

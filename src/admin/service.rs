@@ -29,6 +29,8 @@ const MAX_DRAIN_DEADLINE: Duration = Duration::from_secs(24 * 3600);
 /// A watcher that lags again within this long of its last lag has stayed
 /// behind: its stream ends (RESOURCE_EXHAUSTED) rather than lag forever.
 const LAG_WINDOW: Duration = Duration::from_secs(10);
+/// How long the final `done` message may wait for a caller that does not read.
+const DRAIN_DONE_WAIT: Duration = Duration::from_secs(5);
 /// Progress messages a Drain stream buffers; a caller that reads slower misses intermediate ones.
 const DRAIN_PROGRESS_BUFFER: usize = 64;
 
@@ -304,11 +306,12 @@ async fn drain(
         }
     }
     tracing::info!(closed, remaining, "drain finished");
-    let _ = progress
-        .send(Ok(pb::DrainProgress {
-            closed,
-            remaining,
-            done: true,
-        }))
-        .await;
+    // The last message waits for room a bounded time: a caller that stopped
+    // reading cannot keep this task (and its hub handle) alive.
+    let done = progress.send(Ok(pb::DrainProgress {
+        closed,
+        remaining,
+        done: true,
+    }));
+    let _ = tokio::time::timeout(DRAIN_DONE_WAIT, done).await;
 }

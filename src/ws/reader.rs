@@ -75,8 +75,13 @@ pub async fn run(stream: &mut SplitStream<Ws>, ctx: &Context, shared: &Shared) {
                 let waited = match handle_request(text.as_str(), ctx, shared, &from) {
                     Ok(None) => Ok(()),
                     // The hub is full: wait for room (rare, boxed). The
-                    // socket is not read meanwhile: TCP pushes back.
-                    Ok(Some(wait)) => wait.await.map_err(|_| Error::HubGone),
+                    // socket is not read meanwhile: TCP pushes back. A
+                    // close ends the wait: the request then has no effect.
+                    Ok(Some(wait)) => tokio::select! {
+                        biased;
+                        _ = shared.token.cancelled() => Err(Error::Closing),
+                        sent = wait => sent.map_err(|_| Error::HubGone),
+                    },
                     Err(e) => Err(e),
                 };
                 if let Err(e) = waited {
