@@ -143,13 +143,16 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "wshub running");
 
     // Until asked to stop, or until a part that must run for good ends.
-    let died = tokio::select! {
-        _ = shutdown => None,
-        ended = &mut hub_task => Some(("hub", ended.err())),
-        ended = &mut admin_task => Some(("admin", ended.err())),
-        ended = &mut metrics_task => Some(("metrics", ended.err())),
-        ended = &mut ws_task => Some(("websocket listener", ended.err())),
-    };
+    let died = shutdown::until_stop_or_ended(
+        shutdown,
+        &mut [
+            ("hub", &mut hub_task),
+            ("admin", &mut admin_task),
+            ("metrics", &mut metrics_task),
+            ("websocket listener", &mut ws_task),
+        ],
+    )
+    .await;
     if let Some((task, panic)) = &died {
         tracing::error!(task, panic = ?panic, "a server task ended unexpectedly; shutting down");
     }
