@@ -42,6 +42,10 @@ pub async fn serve(listener: TcpListener, lifecycle: Lifecycle, stop: Cancellati
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .with_state(state);
+    // TCP_NODELAY, as on the admin port: no answer waits for a delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(stop.cancelled_owned())
         .await
