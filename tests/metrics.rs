@@ -310,3 +310,38 @@ impl promql_parser::util::ExprVisitor for Names<'_> {
         Ok(true)
     }
 }
+
+/// This process's CPU seconds from /proc (user + system, at 100 ticks a second).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    // After the command name: state is field 3, utime 14 and stime 15.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_seconds_keep_their_fractions() {
+    let server = TestServer::spawn().await;
+    // Spin until the process has used a clearly fractional number of seconds,
+    // so a value cut to whole seconds would fall below it.
+    let before = loop {
+        let now = cpu_seconds();
+        if (0.3..0.8).contains(&now.fract()) {
+            break now;
+        }
+        std::hint::black_box((0..10_000u64).sum::<u64>());
+    };
+    let (_, text) = server.get("/metrics").await;
+    let after = cpu_seconds();
+    let exported = parse(&text)["process_cpu_seconds_total"];
+    assert!(
+        before - 0.011 <= exported && exported <= after + 0.011,
+        "exported {exported}, /proc said {before} before and {after} after"
+    );
+    assert!(
+        text.contains("# TYPE process_cpu_seconds_total counter"),
+        "still a counter"
+    );
+    server.stop().await;
+}

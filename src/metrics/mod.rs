@@ -103,7 +103,7 @@ pub fn install() -> &'static PrometheusHandle {
         let builder = PrometheusBuilder::new().set_buckets_for_metric(
             buckets(ADMIN_REQUEST_DURATION_SECONDS),
             &[
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+                0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
             ],
         );
         // The bucket lists above are non-empty, so the builder cannot fail;
@@ -142,7 +142,10 @@ pub fn handles() -> &'static Handles {
             broadcast_recipients: FixedHistogram::new(
                 BROADCAST_RECIPIENTS,
                 "Clients each publish was queued for.",
-                &[0.0, 1.0, 10.0, 100.0, 1000.0, 5000.0, 10000.0, 20000.0, 50000.0],
+                &[
+                    0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
+                    20000.0, 50000.0, 100000.0,
+                ],
             ),
             disconnects: DisconnectReason::ALL
                 .iter()
@@ -265,7 +268,14 @@ fn describe() {
 
 /// Everything `/metrics` serves: the exporter's metrics and the fixed histograms.
 pub fn render() -> String {
-    let mut text = install().render();
+    // The `metrics` crate's counters hold integers, so the process collector
+    // records CPU seconds as a gauge to keep their fractions (7.65, not 7);
+    // the series is a counter all the same, and is typed as one here.
+    let mut text = install().render().replacen(
+        "# TYPE process_cpu_seconds_total gauge",
+        "# TYPE process_cpu_seconds_total counter",
+        1,
+    );
     let handles = handles();
     handles.broadcast_recipients.render(&mut text);
     handles.client_queue_depth.render(&mut text);
