@@ -322,6 +322,7 @@ fn cpu_seconds() -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cpu_seconds_keep_their_fractions() {
+    let _turn = SERIAL.lock().await;
     let server = TestServer::spawn().await;
     // Spin until the process has used a clearly fractional number of seconds,
     // so a value cut to whole seconds would fall below it.
