@@ -109,6 +109,10 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
     preflight(&config)?;
     metrics::install();
     metrics::gauge_set(metrics::CLIENT_QUEUE_CAPACITY, config.client.send_queue_len as f64);
+    metrics::gauge_set(
+        metrics::CLIENT_QUEUE_BYTES_CAPACITY,
+        config.client.send_queue_bytes as f64,
+    );
     let lifecycle = lifecycle::Lifecycle::default();
     let (hub, hub_handle) = hub::Hub::new(hub::HubConfig {
         max_topics_per_client: config.client.max_topics_per_client,
@@ -116,6 +120,8 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
         queue_bytes: config.hub_queue_bytes,
         deadline: config.admin_deadline,
         write_timeout: config.write_timeout,
+        send_queue_len: config.client.send_queue_len,
+        send_queue_bytes: config.client.send_queue_bytes,
     });
     let mut hub_task = tokio::spawn(hub.run());
 

@@ -190,6 +190,8 @@ async fn a_workload_moves_the_metrics_and_every_dashboard_metric_exists() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alert_rules_pass_promtool() {
     promtool(&["check", "rules", "grafana/alerts/wshub.rules.yml"], None).await;
+    // Each rule fires in its scenario, within its stated time, and none on an idle node.
+    promtool(&["test", "rules", "grafana/alerts/wshub.rules.test.yml"], None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

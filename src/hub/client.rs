@@ -81,6 +81,13 @@ pub enum PushError {
     Closed,
 }
 
+/// How full a client's queue is after a push: messages and bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Fill {
+    pub depth: usize,
+    pub bytes: usize,
+}
+
 /// The hub's (and reader's) handle on a client: pushes into its queue.
 pub type ClientTx = Arc<Shared>;
 
@@ -131,12 +138,12 @@ impl Shared {
         self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Queues a text frame without waiting; on success returns the queue
-    /// depth. One frame is always accepted into an empty byte budget, so a
+    /// Queues a text frame without waiting; on success returns how full
+    /// the queue now is. One frame is always accepted into an empty byte budget, so a
     /// single large message never evicts a client that keeps up.
-    pub fn try_push(&self, frame: Utf8Bytes) -> Result<usize, PushError> {
+    pub fn try_push(&self, frame: Utf8Bytes) -> Result<Fill, PushError> {
         let len = frame.len();
-        let depth = {
+        let fill = {
             let mut q = self.queue();
             if q.closed {
                 return Err(PushError::Closed);
@@ -148,10 +155,13 @@ impl Shared {
             q.depth += 1;
             q.bytes += len;
             q.high_water = q.high_water.max(q.depth);
-            q.depth
+            Fill {
+                depth: q.depth,
+                bytes: q.bytes,
+            }
         };
         self.ready.notify_one();
-        Ok(depth)
+        Ok(fill)
     }
 
     /// Starts closing with `closing` after what is already queued: nothing
@@ -283,26 +293,30 @@ mod tests {
     #[test]
     fn the_message_limit_holds_and_written_frees_room() {
         let s = shared(2, 1 << 20);
-        assert_eq!(s.try_push("a".into()), Ok(1));
-        assert_eq!(s.try_push("b".into()), Ok(2));
+        assert_eq!(s.try_push("a".into()).map(|f| f.depth), Ok(1));
+        assert_eq!(s.try_push("b".into()).map(|f| f.depth), Ok(2));
         assert_eq!(s.try_push("c".into()), Err(PushError::Full));
         // Taken by the writer but not yet written: still counted.
         assert_eq!(taken(&s).len(), 2);
         assert_eq!(s.try_push("c".into()), Err(PushError::Full));
         s.written(2, 2);
-        assert_eq!(s.try_push("c".into()), Ok(1));
+        assert_eq!(s.try_push("c".into()).map(|f| f.depth), Ok(1));
         assert_eq!(s.queue_stats().high_water, 2);
     }
 
     #[test]
     fn the_byte_limit_holds_but_one_large_frame_always_fits_an_empty_queue() {
         let s = shared(100, 10);
-        assert_eq!(s.try_push("x".repeat(50).into()), Ok(1), "alone in the queue");
+        assert_eq!(
+            s.try_push("x".repeat(50).into()).map(|f| f.depth),
+            Ok(1),
+            "alone in the queue"
+        );
         assert_eq!(s.try_push("y".into()), Err(PushError::Full));
         s.written(1, 50);
-        assert_eq!(s.try_push("123456".into()), Ok(1));
+        assert_eq!(s.try_push("123456".into()).map(|f| f.depth), Ok(1));
         assert_eq!(s.try_push("12345".into()), Err(PushError::Full), "6 + 5 > 10");
-        assert_eq!(s.try_push("1234".into()), Ok(2));
+        assert_eq!(s.try_push("1234".into()), Ok(Fill { depth: 2, bytes: 10 }));
         assert_eq!((s.queue_stats().depth, s.queue_stats().bytes), (2, 10));
     }
 

@@ -12,6 +12,7 @@ impl Hub {
     /// (a write timeout, its own reply overflowing) found it too slow.
     pub(super) fn evicted(&mut self, shared: &Shared) {
         self.evictions += 1;
+        self.overflowed = true;
         let queue = shared.queue_stats();
         tracing::info!(client_id = %shared.id, depth = queue.depth, bytes = queue.bytes, "evicted slow consumer");
         let code = shared.closing().map_or(0, Closing::code);
@@ -39,7 +40,10 @@ impl Hub {
             return false;
         };
         match entry.tx.try_push(frame) {
-            Ok(_) => true,
+            Ok(fill) => {
+                self.note_fill(fill);
+                true
+            }
             Err(PushError::Closed) => {
                 self.metrics.dropped(DropReason::Closing, 1);
                 false
@@ -50,6 +54,11 @@ impl Hub {
                 false
             }
         }
+    }
+
+    fn note_fill(&mut self, fill: Fill) {
+        self.peak.depth = self.peak.depth.max(fill.depth);
+        self.peak.bytes = self.peak.bytes.max(fill.bytes);
     }
 
     fn reply(&mut self, id: ClientId, result: Result<(), RequestError>, request: Option<RequestId>) {
@@ -121,13 +130,18 @@ impl Hub {
         }
         let mut delivery = Delivery::default();
         let mut closed = 0;
+        let mut peak = self.peak;
         {
             let mut deliver = |id: &ClientId, tx: &ClientTx| {
                 if exclude.contains(id) {
                     return;
                 }
                 match tx.try_push(frame.clone()) {
-                    Ok(_) => delivery.recipients += 1,
+                    Ok(fill) => {
+                        delivery.recipients += 1;
+                        peak.depth = peak.depth.max(fill.depth);
+                        peak.bytes = peak.bytes.max(fill.bytes);
+                    }
                     Err(PushError::Closed) => closed += 1,
                     Err(PushError::Full) => {
                         delivery.dropped += 1;
@@ -144,6 +158,7 @@ impl Hub {
                 None => self.clients.iter().for_each(|(id, entry)| deliver(id, &entry.tx)),
             }
         }
+        self.peak = peak;
         self.metrics.broadcast(source, delivery.recipients as usize);
         self.metrics.dropped(DropReason::SlowConsumer, delivery.dropped);
         self.metrics.dropped(DropReason::Closing, closed);

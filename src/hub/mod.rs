@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{broadcast, mpsc};
 
-pub use client::{ClientId, ClientTx, Outbound, PushError, QueueStats, Shared};
+pub use client::{ClientId, ClientTx, Fill, Outbound, PushError, QueueStats, Shared};
 pub use command::*;
 pub use handle::HubHandle;
 
@@ -54,6 +54,9 @@ pub struct HubConfig {
     pub deadline: Duration,
     /// A client whose socket write has not finished in this long is evicted.
     pub write_timeout: Duration,
+    /// Each client queue's limits (messages, bytes), for the fill metrics.
+    pub send_queue_len: usize,
+    pub send_queue_bytes: usize,
 }
 
 /// Events kept for admin watchers that fall behind, before they lag.
@@ -91,6 +94,11 @@ pub struct Hub {
     evictions: u64,
     /// Reused between fan-outs: clients to evict once the fan-out loop is done.
     evict: Vec<ClientId>,
+    /// The fullest any queue got at an enqueue since the last sample, and
+    /// whether one overflowed (an eviction): what the once-a-second sample
+    /// alone would miss, since a queue can fill and evict between samples.
+    peak: Fill,
+    overflowed: bool,
     metrics: &'static Handles,
 }
 
@@ -116,6 +124,8 @@ impl Hub {
             retired_received: 0,
             evictions: 0,
             evict: Vec::new(),
+            peak: Fill::default(),
+            overflowed: false,
             metrics,
         };
         (hub, handle)

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::{ClientId, ClientInfo, ClientPage, Cursor, Entry, Hub, ListQuery, Order, Stats};
+use super::{ClientId, ClientInfo, ClientPage, Cursor, Entry, Fill, Hub, ListQuery, Order, Stats};
 
 impl Hub {
     pub(super) fn info(entry: &Entry) -> ClientInfo {
@@ -117,12 +117,13 @@ impl Hub {
     /// blocked for `--write-timeout`: its socket takes nothing.
     pub(super) fn sample_queues(&mut self) {
         let mut counts: BTreeMap<usize, u64> = BTreeMap::new();
-        let mut bytes = 0;
+        let (mut bytes, mut sampled_bytes_max) = (0, 0);
         let mut stalled = std::mem::take(&mut self.evict);
         for (id, entry) in &self.clients {
             let queue = entry.tx.queue_stats();
             *counts.entry(queue.depth).or_default() += 1;
             bytes += queue.bytes;
+            sampled_bytes_max = sampled_bytes_max.max(queue.bytes);
             if entry
                 .tx
                 .write_stalled_for()
@@ -139,9 +140,41 @@ impl Hub {
         for (depth, n) in &counts {
             self.metrics.client_queue_depth.record_many(*depth as u64, *n);
         }
-        let max = counts.keys().next_back().copied().unwrap_or(0);
-        self.metrics.client_queue_depth_max.set(max as f64);
+        let peaks = self.take_peaks(counts.keys().next_back().copied().unwrap_or(0), sampled_bytes_max);
+        self.metrics.client_queue_depth_max.set(peaks.depth_max as f64);
+        self.metrics.client_queue_bytes_max.set(peaks.bytes_max as f64);
+        self.metrics.client_queue_fill_max.set(peaks.fill);
         self.metrics.client_queue_bytes.set(bytes as f64);
         self.metrics.hub_queue_depth.set(self.rx.len() as f64);
     }
+
+    /// The fullest queue since the last sample: at this sample (`depth`,
+    /// `bytes`), at any enqueue in between, or full if one overflowed (an
+    /// eviction). Starts the next interval.
+    pub(super) fn take_peaks(&mut self, depth: usize, bytes: usize) -> Peaks {
+        let depth_max = depth.max(self.peak.depth);
+        let bytes_max = bytes.max(self.peak.bytes);
+        let ratio = |n: usize, cap: usize| n as f64 / cap.max(1) as f64;
+        let fill = if self.overflowed {
+            1.0
+        } else {
+            ratio(depth_max, self.config.send_queue_len)
+                .max(ratio(bytes_max, self.config.send_queue_bytes))
+                .min(1.0)
+        };
+        (self.peak, self.overflowed) = (Fill::default(), false);
+        Peaks {
+            depth_max,
+            bytes_max,
+            fill,
+        }
+    }
+}
+
+/// What [`Hub::take_peaks`] found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Peaks {
+    pub depth_max: usize,
+    pub bytes_max: usize,
+    pub fill: f64,
 }

@@ -62,6 +62,8 @@ fn start(queue_len: usize) -> (HubHandle, tokio::task::JoinHandle<()>) {
         queue_bytes: 1 << 20,
         deadline: std::time::Duration::from_secs(10),
         write_timeout: std::time::Duration::from_secs(10),
+        send_queue_len: 8,
+        send_queue_bytes: 1 << 20,
     });
     (handle, tokio::spawn(hub.run()))
 }
@@ -324,6 +326,8 @@ async fn an_admin_call_to_a_hub_that_does_not_answer_has_a_deadline() {
         queue_bytes: 1 << 20,
         deadline: std::time::Duration::from_secs(5),
         write_timeout: std::time::Duration::from_secs(10),
+        send_queue_len: 8,
+        send_queue_bytes: 1 << 20,
     });
     let started = tokio::time::Instant::now();
     assert_eq!(
@@ -341,6 +345,8 @@ async fn client_publishes_are_bounded_in_bytes_until_the_hub_takes_them() {
         queue_bytes: 100,
         deadline: std::time::Duration::from_secs(5),
         write_timeout: std::time::Duration::from_secs(10),
+        send_queue_len: 8,
+        send_queue_bytes: 1 << 20,
     });
     let sixty = "x".repeat(60);
     let command = || {
@@ -376,4 +382,35 @@ async fn a_client_registering_after_a_drain_began_is_closed_like_the_rest() {
     );
     drop(handle);
     task.await.unwrap();
+}
+
+#[test]
+fn queue_peaks_between_samples_are_kept_and_an_overflow_reads_full() {
+    let (mut hub, _handle) = Hub::new(HubConfig {
+        max_topics_per_client: 8,
+        queue_len: 8,
+        queue_bytes: 1 << 20,
+        deadline: std::time::Duration::from_secs(5),
+        write_timeout: std::time::Duration::from_secs(10),
+        send_queue_len: 4,
+        send_queue_bytes: 1 << 20,
+    });
+    let (tx, _rx) = client(1, 4);
+    let (respond, _) = tokio::sync::oneshot::channel();
+    hub.handle(Command::Register {
+        client: tx.clone(),
+        welcome: Frame::from_static("welcome"),
+        respond,
+    });
+    hub.handle(publish(None, "one"));
+    // Welcome and one message queued: 2 of 4, half full, though a sample
+    // taken now after a writer had drained it would see nothing.
+    let peaks = hub.take_peaks(0, 0);
+    assert_eq!((peaks.depth_max, peaks.fill), (2, 0.5));
+    for text in ["two", "three", "four"] {
+        hub.handle(publish(None, text));
+    }
+    // The third publish did not fit: evicted between two samples.
+    assert_eq!(hub.take_peaks(0, 0).fill, 1.0);
+    assert_eq!(hub.take_peaks(0, 0).fill, 0.0, "a new interval");
 }

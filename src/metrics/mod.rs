@@ -28,6 +28,9 @@ pub const CLIENT_QUEUE_DEPTH: &str = "wshub_client_queue_depth";
 pub const CLIENT_QUEUE_DEPTH_MAX: &str = "wshub_client_queue_depth_max";
 pub const CLIENT_QUEUE_BYTES: &str = "wshub_client_queue_bytes";
 pub const CLIENT_QUEUE_CAPACITY: &str = "wshub_client_queue_capacity";
+pub const CLIENT_QUEUE_BYTES_MAX: &str = "wshub_client_queue_bytes_max";
+pub const CLIENT_QUEUE_BYTES_CAPACITY: &str = "wshub_client_queue_bytes_capacity";
+pub const CLIENT_QUEUE_FILL_MAX: &str = "wshub_client_queue_fill_max";
 pub const MESSAGES_RECEIVED_TOTAL: &str = "wshub_messages_received_total";
 pub const MESSAGES_SENT_TOTAL: &str = "wshub_messages_sent_total";
 pub const BYTES_RECEIVED_TOTAL: &str = "wshub_bytes_received_total";
@@ -63,6 +66,8 @@ pub struct Handles {
     pub client_queue_depth: FixedHistogram,
     pub client_queue_depth_max: Gauge,
     pub client_queue_bytes: Gauge,
+    pub client_queue_bytes_max: Gauge,
+    pub client_queue_fill_max: Gauge,
     pub messages_received: Counter,
     pub messages_sent: Counter,
     pub bytes_received: Counter,
@@ -135,6 +140,8 @@ pub fn handles() -> &'static Handles {
             ),
             client_queue_depth_max: metrics::gauge!(CLIENT_QUEUE_DEPTH_MAX),
             client_queue_bytes: metrics::gauge!(CLIENT_QUEUE_BYTES),
+            client_queue_bytes_max: metrics::gauge!(CLIENT_QUEUE_BYTES_MAX),
+            client_queue_fill_max: metrics::gauge!(CLIENT_QUEUE_FILL_MAX),
             messages_received: metrics::counter!(MESSAGES_RECEIVED_TOTAL),
             messages_sent: metrics::counter!(MESSAGES_SENT_TOTAL),
             bytes_received: metrics::counter!(BYTES_RECEIVED_TOTAL),
@@ -203,7 +210,21 @@ fn describe() {
     describe_gauge!(HUB_QUEUE_CAPACITY, "Capacity of the hub's command channel.");
     describe_gauge!(
         CLIENT_QUEUE_DEPTH_MAX,
-        "Deepest client send queue at the last sample (messages)."
+        "Deepest client send queue (messages) since the previous sample, enqueues included."
+    );
+    describe_gauge!(
+        CLIENT_QUEUE_BYTES_MAX,
+        Unit::Bytes,
+        "Largest client send queue in bytes since the previous sample, enqueues included."
+    );
+    describe_gauge!(
+        CLIENT_QUEUE_BYTES_CAPACITY,
+        Unit::Bytes,
+        "Bytes a client's send queue holds (--send-queue-bytes); a client past it is evicted."
+    );
+    describe_gauge!(
+        CLIENT_QUEUE_FILL_MAX,
+        "Fullest client send queue since the previous sample, as a fraction of its message or byte limit, whichever is nearer; 1 when one overflowed (an eviction)."
     );
     describe_gauge!(
         CLIENT_QUEUE_BYTES,
