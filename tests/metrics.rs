@@ -240,6 +240,18 @@ fn exported_names(text: &str) -> BTreeSet<String> {
 
 /// Every metric name the PromQL expressions in `file` select.
 fn used_metrics(file: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for expr in expressions(file) {
+        let expr = expr.replace("$__rate_interval", "5m").replace("$instance", ".*");
+        let ast = promql_parser::parser::parse(&expr).unwrap_or_else(|e| panic!("{file}: {expr}: {e}"));
+        let mut visitor = Names(&mut names);
+        promql_parser::util::walk_expr(&mut visitor, &ast).unwrap();
+    }
+    names
+}
+
+/// Every PromQL expression in a dashboard (`expr` fields) or a rules file.
+fn expressions(file: &str) -> Vec<String> {
     let text = std::fs::read_to_string(file).unwrap();
     let exprs: Vec<String> = if file.ends_with(".json") {
         let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -270,14 +282,7 @@ fn used_metrics(file: &str) -> BTreeSet<String> {
         exprs
     };
     assert!(!exprs.is_empty(), "{file} has no expressions");
-    let mut names = BTreeSet::new();
-    for expr in exprs {
-        let expr = expr.replace("$__rate_interval", "5m").replace("$instance", ".*");
-        let ast = promql_parser::parser::parse(&expr).unwrap_or_else(|e| panic!("{file}: {expr}: {e}"));
-        let mut visitor = Names(&mut names);
-        promql_parser::util::walk_expr(&mut visitor, &ast).unwrap();
-    }
-    names
+    exprs
 }
 
 fn collect_exprs(value: &serde_json::Value, out: &mut Vec<String>) {
@@ -346,5 +351,229 @@ async fn cpu_seconds_keep_their_fractions() {
         text.contains("# TYPE process_cpu_seconds_total counter"),
         "still a counter"
     );
+    server.stop().await;
+}
+
+/// A real Prometheus (Debian's package) scraping a live node every second.
+struct Prometheus {
+    /// Killed when dropped.
+    _child: tokio::process::Child,
+    url: String,
+    _dir: TempDir,
+}
+
+/// A directory removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Prometheus {
+    async fn start(target: std::net::SocketAddr) -> Prometheus {
+        let dir = std::env::temp_dir().join(format!("wshub-prometheus-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rules = std::fs::canonicalize("grafana/alerts/wshub.rules.yml").unwrap();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\n\
+             scrape_configs:\n  - job_name: wshub\n    static_configs:\n      - targets: [\"{target}\"]\n",
+            rules.display()
+        );
+        std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+        // A free port: bound, read, released (Prometheus cannot take port 0 and say which).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = tokio::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--log.level=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("prometheus is installed (scripts/test installs Debian's prometheus package)");
+        let url = format!("http://127.0.0.1:{port}");
+        let prometheus = Prometheus {
+            _child: child,
+            url,
+            _dir: TempDir(dir),
+        };
+        let ready = async {
+            while prometheus.get("/-/ready").await.is_none() {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(30), ready)
+            .await
+            .expect("prometheus ready");
+        prometheus
+    }
+
+    /// GET a path of Prometheus's HTTP API: the body, if it answered 200.
+    async fn get(&self, path_and_query: &str) -> Option<String> {
+        use tokio::io::AsyncReadExt;
+        let addr = self.url.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let request = format!("GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut response = Vec::new();
+        tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+            .await
+            .ok()?
+            .ok()?;
+        let text = String::from_utf8_lossy(&response).to_string();
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        if !head.starts_with("HTTP/1.1 200") {
+            return None;
+        }
+        // Chunked bodies: Prometheus's API answers are small; join the chunks.
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+            let mut out = String::new();
+            let mut rest = body;
+            while let Some((size, tail)) = rest.split_once("\r\n") {
+                let n = usize::from_str_radix(size.trim(), 16).ok()?;
+                if n == 0 {
+                    break;
+                }
+                out.push_str(tail.get(..n)?);
+                rest = tail.get(n + 2..)?;
+            }
+            return Some(out);
+        }
+        Some(body.to_string())
+    }
+
+    /// Evaluates `expr` now: the result vector.
+    async fn query(&self, expr: &str) -> Vec<serde_json::Value> {
+        let encoded: String = expr
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let body = self
+            .get(&format!("/api/v1/query?query={encoded}"))
+            .await
+            .unwrap_or_else(|| panic!("Prometheus refused {expr}"));
+        let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(answer["status"], "success", "{expr}: {answer}");
+        answer["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Alert name → state ("pending" or "firing").
+    async fn alerts(&self) -> HashMap<String, String> {
+        let body = self.get("/api/v1/alerts").await.expect("alerts");
+        let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+        answer["data"]["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| {
+                let name = a["labels"]["alertname"].as_str().unwrap_or("").to_string();
+                (name, a["state"].as_str().unwrap_or("").to_string())
+            })
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_sees_every_panel_and_the_alerts_fire() {
+    let _turn = SERIAL.lock().await;
+    let server = TestServer::with(|c| {
+        c.client.send_queue_len = 4;
+        c.client.send_queue_bytes = 64 * 1024;
+    })
+    .await;
+    let prometheus = Prometheus::start(server.metrics).await;
+    let mut admin = server.admin().await;
+    let up = || async { prometheus.query("up{job=\"wshub\"} == 1").await.len() };
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while up().await == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the node is scraped");
+
+    // The scenario: a refused handshake, an admin call refused, client
+    // traffic, and a burst that evicts 60 clients that never read.
+    let get = "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_eq!(TestServer::http_status(server.ws, get).await, 404);
+    let missing = pb::GetClientRequest {
+        client_id: "c-999999".into(),
+    };
+    assert!(admin.get_client(missing).await.is_err());
+    let mut reader = server.client().await;
+    reader.subscribe("t").await;
+    reader.send(json!({"type":"publish","topic":"t","data":1})).await;
+    reader.recv().await;
+    let mut stalled = Vec::new();
+    for _ in 0..60 {
+        stalled.push(common::WsClient::stalled(server.ws, "burst").await.0);
+    }
+    // Broadcast until every stalled client is evicted: the kernel's socket
+    // buffers take a few MB each first.
+    let data = format!("\"{}\"", "b".repeat(60_000));
+    let burst = async {
+        loop {
+            let request = pb::BroadcastRequest {
+                topic: "burst".into(),
+                data: data.clone(),
+                ..Default::default()
+            };
+            if admin.broadcast(request).await.unwrap().into_inner().recipients == 0 {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), burst)
+        .await
+        .expect("every stalled client evicted");
+    let stats = admin.get_stats(pb::GetStatsRequest {}).await.unwrap().into_inner();
+    assert_eq!(stats.slow_consumer_evictions, 60);
+
+    // Let Prometheus scrape the aftermath and evaluate the rules.
+    let fired = async {
+        loop {
+            let alerts = prometheus.alerts().await;
+            if alerts.get("WshubMassEviction").map(String::as_str) == Some("firing")
+                && alerts.contains_key("WshubClientQueueNearLimit")
+            {
+                break alerts;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    };
+    let alerts = tokio::time::timeout(std::time::Duration::from_secs(30), fired)
+        .await
+        .expect("the mass eviction fires and a queue near its limit is pending");
+    for quiet in ["WshubInstanceDown", "WshubHubQueueNearCapacity", "WshubAdminErrors"] {
+        assert!(!alerts.contains_key(quiet), "{quiet} should not be active: {alerts:?}");
+    }
+
+    // Every dashboard expression, with Grafana's variables, returns data
+    // and no NaN (traffic flowed through every panel's metrics).
+    for expr in expressions("grafana/dashboards/wshub.json") {
+        let expr = expr.replace("$__rate_interval", "1m").replace("$instance", ".*");
+        let result = prometheus.query(&expr).await;
+        assert!(!result.is_empty(), "no data for the panel query {expr}");
+        for series in &result {
+            let value = series["value"][1].as_str().unwrap_or("");
+            assert_ne!(value, "NaN", "NaN for {expr}: {series}");
+        }
+    }
+    // Every rule expression is valid PromQL to a real Prometheus.
+    for expr in expressions("grafana/alerts/wshub.rules.yml") {
+        prometheus.query(&expr).await;
+    }
+    drop(stalled);
+    drop(prometheus);
     server.stop().await;
 }

@@ -12,33 +12,8 @@ use std::time::{Duration, Instant};
 use common::{event_for, small_window_watch, Binary, TestServer, WsClient, WAIT};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
-use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::Message;
 use wshub::admin::pb::{self, EventKind};
-
-/// A client that reads its welcome and then never reads again, on a socket
-/// with a small receive buffer, so it fills quickly.
-async fn stalled_client(server: std::net::SocketAddr, topic: &str) -> (WsClient, String) {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(server).await.unwrap();
-    let (ws, _) = tokio_tungstenite::client_async(
-        format!("ws://{server}/ws"),
-        tokio_tungstenite::MaybeTlsStream::Plain(stream),
-    )
-    .await
-    .unwrap();
-    let mut client = WsClient {
-        ws,
-        id: String::new(),
-        welcome: serde_json::Value::Null,
-    };
-    let welcome = client.recv().await;
-    client.id = welcome["client_id"].as_str().unwrap().to_string();
-    client.subscribe(topic).await;
-    let id = client.id.clone();
-    (client, id)
-}
 
 /// Broadcasts ~9 MB to `topic`: far more than the kernel's socket buffers
 /// hold for a client that does not read.
@@ -72,7 +47,7 @@ async fn a_kicked_client_that_does_not_read_is_gone_within_the_close_timeout() {
     let mut events = server.watch(&[EventKind::Disconnected]).await;
     let mut observer = server.client().await;
     observer.subscribe("chat").await;
-    let (mut stalled, id) = stalled_client(server.ws, "flood").await;
+    let (mut stalled, id) = WsClient::stalled(server.ws, "flood").await;
     flood_topic(&server, "flood").await;
     let mut admin = server.admin().await;
     let info = admin
@@ -117,7 +92,7 @@ async fn a_socket_that_takes_nothing_is_evicted_after_the_write_timeout() {
     })
     .await;
     let mut events = server.watch(&[EventKind::Evicted, EventKind::Disconnected]).await;
-    let (stalled, id) = stalled_client(server.ws, "flood").await;
+    let (stalled, id) = WsClient::stalled(server.ws, "flood").await;
     flood_topic(&server, "flood").await;
     // The queue never filled (64 MiB): the write deadline evicted it.
     let evicted = event_for(&mut events, EventKind::Evicted, &id).await;

@@ -35,6 +35,11 @@ const METHODS: [&str; 8] = [
     "Drain",
 ];
 
+/// Creates every method's series at zero (see [`metrics::admin_method_series`]).
+pub fn register_series() {
+    METHODS.iter().for_each(|method| metrics::admin_method_series(method));
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct MetricsLayer;
 

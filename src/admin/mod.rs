@@ -69,6 +69,7 @@ impl Server {
         stop: CancellationToken,
     ) -> Result<Self, crate::Error> {
         let tls = load_tls(config)?;
+        layer::register_series();
         let service = AdminService::new(hub, config.client.max_message_bytes, lifecycle.clone(), stop.clone());
         let token = config.admin_token.clone().filter(|t| !t.is_empty());
         Ok(Self {

@@ -233,6 +233,28 @@ impl WsClient {
         }
     }
 
+    /// A client subscribed to `topic` that then never reads again, on a
+    /// socket with a small receive buffer, so it fills quickly: (client, id).
+    pub async fn stalled(server: SocketAddr, topic: &str) -> (WsClient, String) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let stream = socket.connect(server).await.unwrap();
+        let url = format!("ws://{server}/ws");
+        let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+            .await
+            .unwrap();
+        let mut client = WsClient {
+            ws,
+            id: String::new(),
+            welcome: Value::Null,
+        };
+        let welcome = client.recv().await;
+        client.id = welcome["client_id"].as_str().unwrap().to_string();
+        client.subscribe(topic).await;
+        let id = client.id.clone();
+        (client, id)
+    }
+
     /// Round-trips a ping: proves the connection is open and everything
     /// sent before it has been answered.
     pub async fn ping(&mut self) {
