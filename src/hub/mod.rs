@@ -95,7 +95,7 @@ pub struct Hub {
     /// Reused between fan-outs: clients to evict once the fan-out loop is done.
     evict: Vec<ClientId>,
     /// The fullest any queue got at an enqueue since the last sample, and
-    /// whether one overflowed (an eviction): what the once-a-second sample
+    /// whether a client was evicted (its queue overflowed, or a write timed out): what the once-a-second sample
     /// alone would miss, since a queue can fill and evict between samples.
     peak: Fill,
     overflowed: bool,

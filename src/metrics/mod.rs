@@ -232,7 +232,7 @@ fn describe() {
     );
     describe_gauge!(
         CLIENT_QUEUE_FILL_MAX,
-        "Fullest client send queue since the previous sample, as a fraction of its message or byte limit, whichever is nearer; 1 when one overflowed (an eviction)."
+        "Fullest client send queue since the previous sample, as a fraction of its message or byte limit, whichever is nearer; 1 when a client was evicted as a slow consumer (its queue overflowed or a write timed out)."
     );
     describe_gauge!(
         CLIENT_QUEUE_BYTES,
