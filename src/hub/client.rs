@@ -88,6 +88,16 @@ pub struct Fill {
     pub bytes: usize,
 }
 
+impl Fill {
+    /// The larger of each, from two fills (not necessarily of one queue).
+    pub fn max(self, other: Fill) -> Fill {
+        Fill {
+            depth: self.depth.max(other.depth),
+            bytes: self.bytes.max(other.bytes),
+        }
+    }
+}
+
 /// The hub's (and reader's) handle on a client: pushes into its queue.
 pub type ClientTx = Arc<Shared>;
 

@@ -41,7 +41,7 @@ impl Hub {
         };
         match entry.tx.try_push(frame) {
             Ok(fill) => {
-                self.note_fill(fill);
+                self.peak = self.peak.max(fill);
                 true
             }
             Err(PushError::Closed) => {
@@ -54,11 +54,6 @@ impl Hub {
                 false
             }
         }
-    }
-
-    fn note_fill(&mut self, fill: Fill) {
-        self.peak.depth = self.peak.depth.max(fill.depth);
-        self.peak.bytes = self.peak.bytes.max(fill.bytes);
     }
 
     fn reply(&mut self, id: ClientId, result: Result<(), RequestError>, request: Option<RequestId>) {
@@ -99,13 +94,7 @@ impl Hub {
     pub(super) fn unsubscribe(&mut self, id: ClientId, topic: Topic, request: Option<RequestId>) {
         let Some(entry) = self.clients.get_mut(&id) else { return };
         if entry.topics.remove(&topic) {
-            if let Some(members) = self.topics.get_mut(&topic) {
-                members.remove(&id);
-                if members.is_empty() {
-                    self.topics.remove(&topic);
-                }
-            }
-            self.metrics.topics.set(self.topics.len() as f64);
+            self.leave(&topic, id);
             self.emit(EventKind::Unsubscribed, id, Some(topic), "", 0);
         }
         self.reply(id, Ok(()), request);
@@ -139,8 +128,7 @@ impl Hub {
                 match tx.try_push(frame.clone()) {
                     Ok(fill) => {
                         delivery.recipients += 1;
-                        peak.depth = peak.depth.max(fill.depth);
-                        peak.bytes = peak.bytes.max(fill.bytes);
+                        peak = peak.max(fill);
                     }
                     Err(PushError::Closed) => closed += 1,
                     Err(PushError::Full) => {

@@ -252,16 +252,22 @@ impl Hub {
     fn remove(&mut self, id: ClientId) -> Option<Entry> {
         let entry = self.clients.remove(&id)?;
         for topic in &entry.topics {
-            if let Some(members) = self.topics.get_mut(topic) {
-                members.remove(&id);
-                if members.is_empty() {
-                    self.topics.remove(topic);
-                }
-            }
+            self.leave(topic, id);
         }
         self.metrics.clients.set(self.clients.len() as f64);
-        self.metrics.topics.set(self.topics.len() as f64);
         Some(entry)
+    }
+
+    /// Takes a client out of one topic's members, and the topic out of the
+    /// registry once it has none.
+    fn leave(&mut self, topic: &Topic, id: ClientId) {
+        if let Some(members) = self.topics.get_mut(topic) {
+            members.remove(&id);
+            if members.is_empty() {
+                self.topics.remove(topic);
+            }
+        }
+        self.metrics.topics.set(self.topics.len() as f64);
     }
 
     /// Removes a client and closes it with `closing` once its queue is flushed.

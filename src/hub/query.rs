@@ -152,8 +152,10 @@ impl Hub {
     /// `bytes`), at any enqueue in between, or full if one overflowed (an
     /// eviction). Starts the next interval.
     pub(super) fn take_peaks(&mut self, depth: usize, bytes: usize) -> Peaks {
-        let depth_max = depth.max(self.peak.depth);
-        let bytes_max = bytes.max(self.peak.bytes);
+        let Fill {
+            depth: depth_max,
+            bytes: bytes_max,
+        } = self.peak.max(Fill { depth, bytes });
         let ratio = |n: usize, cap: usize| n as f64 / cap.max(1) as f64;
         let fill = if self.overflowed {
             1.0
