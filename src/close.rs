@@ -8,10 +8,12 @@ pub mod code {
     pub const PROTOCOL_ERROR: u16 = 1002;
     pub const UNSUPPORTED_DATA: u16 = 1003;
     pub const INVALID_DATA: u16 = 1007;
+    pub const POLICY_VIOLATION: u16 = 1008;
     pub const TOO_LARGE: u16 = 1009;
     pub const SERVICE_RESTART: u16 = 1012;
     pub const KICKED: u16 = 4000;
     pub const SLOW_CONSUMER: u16 = 4008;
+    pub const RATE_LIMITED: u16 = 4029;
 }
 
 /// The longest close reason: a control frame's 125 bytes less the 2-byte code.
@@ -29,10 +31,12 @@ pub enum DisconnectReason {
     TooLarge,
     Shutdown,
     Drain,
+    TokenExpired,
+    RateLimited,
 }
 
 impl DisconnectReason {
-    pub const ALL: [DisconnectReason; 9] = [
+    pub const ALL: [DisconnectReason; 11] = [
         Self::ClientClose,
         Self::ReadError,
         Self::PingTimeout,
@@ -42,6 +46,8 @@ impl DisconnectReason {
         Self::TooLarge,
         Self::Shutdown,
         Self::Drain,
+        Self::TokenExpired,
+        Self::RateLimited,
     ];
 
     /// The label value in metrics and the `reason` of admin events.
@@ -56,6 +62,8 @@ impl DisconnectReason {
             Self::TooLarge => "too_large",
             Self::Shutdown => "shutdown",
             Self::Drain => "drain",
+            Self::TokenExpired => "token_expired",
+            Self::RateLimited => "rate_limited",
         }
     }
 }
@@ -76,21 +84,36 @@ pub enum HandshakeFailure {
     HeadersTooLarge,
     /// 503: draining or shutting down.
     Unavailable,
+    /// 403: an `Origin` not in --allowed-origins.
+    Origin,
+    /// 401: no valid client token.
+    Auth,
+    /// 503: --max-connections reached.
+    MaxConnections,
+    /// 429: --max-connections-per-ip reached.
+    MaxConnectionsPerIp,
     /// No complete request in time.
     Timeout,
+    /// The TLS handshake failed (wss:// only).
+    Tls,
     /// The socket failed or closed during the handshake.
     Io,
 }
 
 impl HandshakeFailure {
-    pub const ALL: [HandshakeFailure; 8] = [
+    pub const ALL: [HandshakeFailure; 13] = [
         Self::NotFound,
         Self::UpgradeRequired,
         Self::UnsupportedVersion,
         Self::BadRequest,
         Self::HeadersTooLarge,
         Self::Unavailable,
+        Self::Origin,
+        Self::Auth,
+        Self::MaxConnections,
+        Self::MaxConnectionsPerIp,
         Self::Timeout,
+        Self::Tls,
         Self::Io,
     ];
 
@@ -102,7 +125,12 @@ impl HandshakeFailure {
             Self::BadRequest => "bad_request",
             Self::HeadersTooLarge => "headers_too_large",
             Self::Unavailable => "unavailable",
+            Self::Origin => "origin",
+            Self::Auth => "auth",
+            Self::MaxConnections => "max_connections",
+            Self::MaxConnectionsPerIp => "max_connections_per_ip",
             Self::Timeout => "timeout",
+            Self::Tls => "tls",
             Self::Io => "io",
         }
     }
@@ -139,6 +167,14 @@ impl Closing {
 
     pub fn drain() -> Self {
         Self::with_frame(DisconnectReason::Drain, code::SERVICE_RESTART, "service restart")
+    }
+
+    pub fn token_expired() -> Self {
+        Self::with_frame(DisconnectReason::TokenExpired, code::POLICY_VIOLATION, "token expired")
+    }
+
+    pub fn rate_limited() -> Self {
+        Self::with_frame(DisconnectReason::RateLimited, code::RATE_LIMITED, "rate limited")
     }
 
     pub fn code(&self) -> u16 {

@@ -26,6 +26,12 @@ pub struct Config {
     #[command(flatten)]
     pub client: ClientLimits,
 
+    #[command(flatten)]
+    pub auth: AuthConfig,
+
+    #[command(flatten)]
+    pub gate: GateConfig,
+
     /// Server ping interval; also announced to clients in the welcome frame.
     #[arg(long, env = "WSHUB_PING_INTERVAL", default_value = "25s", value_parser = parse_duration)]
     pub ping_interval: Duration,
@@ -69,8 +75,12 @@ pub struct Config {
     pub admin_deadline: Duration,
 
     /// Bearer token every admin call must carry (`authorization: Bearer <token>`).
-    #[arg(long, env = "WSHUB_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "WSHUB_ADMIN_TOKEN", hide_env_values = true, conflicts_with = "admin_token_file")]
     pub admin_token: Option<String>,
+
+    /// A file holding the admin token (first line), so it is not visible in `ps`.
+    #[arg(long, env = "WSHUB_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
 
     /// PEM certificate chain for TLS on the admin listener (needs --admin-tls-key).
     #[arg(long, env = "WSHUB_ADMIN_TLS_CERT", requires = "admin_tls_key")]
@@ -104,9 +114,110 @@ pub struct ClientLimits {
     #[arg(long, env = "WSHUB_MAX_TOPICS_PER_CLIENT", default_value_t = 128)]
     pub max_topics_per_client: usize,
 
-    /// Whether clients may publish (false: publish answers error publish_disabled).
-    #[arg(long, env = "WSHUB_CLIENT_PUBLISH", default_value_t = true, action = clap::ArgAction::Set)]
-    pub client_publish: bool,
+    /// What clients may publish: `all` (to topics and to everyone), `topics` (to topics
+    /// only; the production setting) or `none`. Refused publishes answer `publish_disabled`.
+    #[arg(long, env = "WSHUB_CLIENT_PUBLISH", value_enum, default_value_t = ClientPublish::All)]
+    pub client_publish: ClientPublish,
+
+    /// Requests (of any type) one client may send per second; over it a request is
+    /// answered `rate_limited`. 0 turns the limit off.
+    #[arg(long, env = "WSHUB_CLIENT_RATE", default_value_t = 0)]
+    pub client_rate: u32,
+
+    /// Requests a client may send at once above --client-rate (the token bucket's size);
+    /// default: one second's worth.
+    #[arg(long, env = "WSHUB_CLIENT_BURST")]
+    pub client_burst: Option<u32>,
+
+    /// A client that keeps exceeding --client-rate for this long is closed with 4029.
+    #[arg(long, env = "WSHUB_CLIENT_RATE_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub client_rate_grace: Duration,
+
+    /// Distinct topics the node holds at once; a subscribe that would create one more
+    /// answers `too_many_topics`.
+    #[arg(long, env = "WSHUB_MAX_TOPICS", default_value_t = 100_000)]
+    pub max_topics: usize,
+}
+
+/// What clients may publish (`--client-publish`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClientPublish {
+    /// To topics and to everyone (`true` is accepted, as before).
+    #[value(alias = "true")]
+    All,
+    /// To topics only: a publish without a topic answers `publish_disabled`.
+    Topics,
+    /// Nothing: every publish answers `publish_disabled` (`false` is accepted, as before).
+    #[value(alias = "false")]
+    None,
+}
+
+/// Client identity: JSON Web Tokens checked before the upgrade. Off unless a key is given.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AuthConfig {
+    /// HS256 secret: clients must present a JWT signed with it (`?token=` or
+    /// `Authorization: Bearer`).
+    #[arg(long, env = "WSHUB_JWT_SECRET", hide_env_values = true, group = "jwt_key")]
+    pub jwt_secret: Option<String>,
+
+    /// A file holding the HS256 secret (its first line), so it is not visible in `ps`.
+    #[arg(long, env = "WSHUB_JWT_SECRET_FILE", group = "jwt_key")]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// A PEM public key (RSA for RS256, EC P-256 for ES256) that client JWTs must be signed for.
+    #[arg(long, env = "WSHUB_JWT_PUBLIC_KEY", group = "jwt_key")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// The `iss` client JWTs must carry (checked when set).
+    #[arg(long, env = "WSHUB_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// The `aud` client JWTs must carry (checked when set).
+    #[arg(long, env = "WSHUB_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Clock skew tolerated when checking `exp` and `nbf`.
+    #[arg(long, env = "WSHUB_JWT_LEEWAY", default_value = "5s", value_parser = parse_duration)]
+    pub jwt_leeway: Duration,
+
+    /// Whether a client whose token expires while connected is closed then (1008 "token expired").
+    #[arg(long, env = "WSHUB_JWT_CLOSE_ON_EXPIRY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub jwt_close_on_expiry: bool,
+}
+
+/// Who may open a connection, checked before the upgrade.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct GateConfig {
+    /// Origins browsers may connect from, comma-separated: exact (`https://app.example.com`)
+    /// or a subdomain pattern (`https://*.example.com`). Default: any. Others get 403.
+    #[arg(long, env = "WSHUB_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Clients connected at once; past it upgrades answer 503. Default: the open-file
+    /// limit less 256 (kept for the admin and metrics ports and the process's files).
+    #[arg(long, env = "WSHUB_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Clients connected at once from one address; past it upgrades answer 429. 0: no limit.
+    #[arg(long, env = "WSHUB_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    pub max_connections_per_ip: usize,
+
+    /// Proxies (addresses or CIDR blocks, comma-separated) whose X-Forwarded-For or
+    /// Forwarded header names the client's address. Default: none (the peer address).
+    #[arg(long, env = "WSHUB_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// The longest a client may take to send its HTTP upgrade request (8 KiB, 64 header lines at most).
+    #[arg(long, env = "WSHUB_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// PEM certificate chain for wss:// on the WebSocket port (needs --tls-key); reloaded on SIGHUP.
+    #[arg(long, env = "WSHUB_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for wss:// (needs --tls-cert); reloaded on SIGHUP.
+    #[arg(long, env = "WSHUB_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ClientLimits {
@@ -116,7 +227,11 @@ impl Default for ClientLimits {
             send_queue_bytes: 1 << 20,
             max_message_bytes: 64 << 10,
             max_topics_per_client: 128,
-            client_publish: true,
+            client_publish: ClientPublish::All,
+            client_rate: 0,
+            client_burst: None,
+            client_rate_grace: Duration::from_secs(10),
+            max_topics: 100_000,
         }
     }
 }
@@ -124,11 +239,20 @@ impl Default for ClientLimits {
 impl Config {
     /// Checks what clap cannot: combinations that would run an unsafe or broken server.
     pub fn validate(&self) -> Result<(), String> {
-        if !self.admin_addr.ip().is_loopback() && self.admin_token.as_deref().is_none_or(str::is_empty) {
+        if !self.admin_addr.ip().is_loopback() && self.admin_token()?.is_none() {
             return Err(format!(
-                "refusing to serve the admin API on non-loopback {} without --admin-token",
+                "refusing to serve the admin API on non-loopback {} without --admin-token or --admin-token-file",
                 self.admin_addr
             ));
+        }
+        if self.client.max_topics == 0 {
+            return Err("--max-topics must be at least 1".into());
+        }
+        if self.gate.max_connections == Some(0) {
+            return Err("--max-connections must be at least 1".into());
+        }
+        if self.client.client_burst == Some(0) {
+            return Err("--client-burst must be at least 1".into());
         }
         if self.client.send_queue_len == 0 || self.hub_queue_len == 0 || self.listen_backlog == 0 {
             return Err("--send-queue-len, --hub-queue-len and --listen-backlog must be at least 1".into());
@@ -140,6 +264,8 @@ impl Config {
             ("--close-timeout", self.close_timeout),
             ("--write-timeout", self.write_timeout),
             ("--admin-deadline", self.admin_deadline),
+            ("--handshake-timeout", self.gate.handshake_timeout),
+            ("--client-rate-grace", self.client.client_rate_grace),
         ] {
             if value.is_zero() {
                 return Err(format!("{flag} must be longer than zero"));
@@ -151,6 +277,16 @@ impl Config {
         Ok(())
     }
 
+    /// The admin token, from --admin-token or the first line of --admin-token-file;
+    /// `None` when neither is set or it is empty.
+    pub fn admin_token(&self) -> Result<Option<String>, String> {
+        let token = match &self.admin_token_file {
+            Some(path) => Some(read_secret(path)?),
+            None => self.admin_token.clone(),
+        };
+        Ok(token.filter(|t| !t.is_empty()))
+    }
+
     /// The defaults with every listener on an ephemeral loopback port: for tests and embedding.
     pub fn ephemeral() -> Self {
         let mut config = Config::parse_from(["wshub"]);
@@ -158,6 +294,24 @@ impl Config {
         (config.ws_addr, config.admin_addr, config.metrics_addr) = (any, any, any);
         config
     }
+}
+
+/// The first line of a secret file, without its line ending.
+pub fn read_secret(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let line = text.lines().next().unwrap_or("").trim_end();
+    if line.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(line.to_string())
+}
+
+/// Parses a CIDR block (`10.0.0.0/8`) or a single address (`10.0.0.1`).
+pub fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{s}` is neither an address nor a CIDR block"))
 }
 
 /// Parses `500ms`, `25s`, `1m` (humantime).

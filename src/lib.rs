@@ -23,6 +23,7 @@ pub mod admin;
 pub mod close;
 pub mod config;
 pub mod hub;
+pub mod identity;
 pub mod lifecycle;
 pub mod metrics;
 pub mod protocol;
@@ -76,6 +77,30 @@ fn listen(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<TcpListen
     socket.listen(backlog)
 }
 
+/// Reloads the WebSocket port's TLS certificate on each SIGHUP; a bad file
+/// keeps the previous certificate. Without TLS, SIGHUP is logged and ignored
+/// (rather than ending the process, its default).
+async fn reload_on_hangup(ctx: Arc<ws::Context>) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match &ctx.tls {
+            None => tracing::info!("SIGHUP: no TLS certificate to reload"),
+            Some(tls) => match tls.reload() {
+                Ok(()) => {
+                    metrics::tls_reload(true);
+                    tracing::info!("SIGHUP: TLS certificate reloaded; new connections get it");
+                }
+                Err(e) => {
+                    metrics::tls_reload(false);
+                    tracing::error!(error = %e, "SIGHUP: TLS reload failed; the previous certificate stays in use");
+                }
+            },
+        }
+    }
+}
+
 /// Errors that stop the server from starting, or end it.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -83,6 +108,8 @@ pub enum Error {
     Config(String),
     #[error("admin TLS: {0}")]
     AdminTls(String),
+    #[error("{0}")]
+    Security(String),
     #[error("the {0} task ended unexpectedly; the node stopped")]
     TaskEnded(&'static str),
 }
@@ -93,6 +120,7 @@ pub enum Error {
 pub fn preflight(config: &Config) -> Result<(), Error> {
     config.validate().map_err(Error::Config)?;
     admin::load_tls(config)?;
+    ws::Security::load(config)?;
     Ok(())
 }
 
@@ -116,6 +144,7 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
     let lifecycle = lifecycle::Lifecycle::default();
     let (hub, hub_handle) = hub::Hub::new(hub::HubConfig {
         max_topics_per_client: config.client.max_topics_per_client,
+        max_topics: config.client.max_topics,
         queue_len: config.hub_queue_len,
         queue_bytes: config.hub_queue_bytes,
         deadline: config.admin_deadline,
@@ -123,11 +152,19 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
         send_queue_len: config.client.send_queue_len,
         send_queue_bytes: config.client.send_queue_bytes,
     });
-    let mut hub_task = tokio::spawn(hub.run());
-
     let stop = CancellationToken::new();
     let force = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let ctx = Arc::new(ws::Context::new(
+        hub_handle.clone(),
+        &config,
+        lifecycle.clone(),
+        tracker.clone(),
+        force.clone(),
+    )?);
+    metrics::gauge_set(metrics::MAX_CONNECTIONS, ctx.gate.max_connections as f64);
+    let mut hub_task = tokio::spawn(hub.run());
+    let reload_task = tokio::spawn(reload_on_hangup(ctx.clone()));
 
     let admin = admin::Server::new(&config, hub_handle.clone(), lifecycle.clone(), stop.clone())?;
     let mut admin_task = tokio::spawn(admin.serve(listeners.admin));
@@ -137,13 +174,6 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
         listeners.metrics,
         lifecycle.clone(),
         metrics_stop.clone(),
-    ));
-    let ctx = Arc::new(ws::Context::new(
-        hub_handle.clone(),
-        &config,
-        lifecycle.clone(),
-        tracker.clone(),
-        force.clone(),
     ));
     let mut ws_task = tokio::spawn(ws::serve(listeners.ws, ctx.clone(), stop.clone()));
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "wshub running");
@@ -192,6 +222,7 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
     if !metrics_task.is_finished() && tokio::time::timeout_at(hard_end, &mut metrics_task).await.is_err() {
         metrics_task.abort();
     }
+    reload_task.abort();
     drop(ctx);
     drop(hub_handle);
     if !hub_task.is_finished() && tokio::time::timeout_at(hard_end, &mut hub_task).await.is_err() {

@@ -27,15 +27,19 @@ pub enum ErrorCode {
     InvalidTopic,
     TooManyTopics,
     PublishDisabled,
+    Forbidden,
+    RateLimited,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 5] = [
+    pub const ALL: [ErrorCode; 7] = [
         Self::BadRequest,
         Self::UnknownType,
         Self::InvalidTopic,
         Self::TooManyTopics,
         Self::PublishDisabled,
+        Self::Forbidden,
+        Self::RateLimited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -45,6 +49,8 @@ impl ErrorCode {
             Self::InvalidTopic => "invalid_topic",
             Self::TooManyTopics => "too_many_topics",
             Self::PublishDisabled => "publish_disabled",
+            Self::Forbidden => "forbidden",
+            Self::RateLimited => "rate_limited",
         }
     }
 }
@@ -80,6 +86,18 @@ pub enum Request<'a> {
     Ping {
         id: Option<RequestId>,
     },
+}
+
+impl Request<'_> {
+    /// The request's id, to echo in its answer.
+    pub fn id(&self) -> Option<&RequestId> {
+        match self {
+            Request::Subscribe { id, .. }
+            | Request::Unsubscribe { id, .. }
+            | Request::Publish { id, .. }
+            | Request::Ping { id } => id.as_ref(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -238,8 +256,10 @@ pub fn message(topic: Option<&Topic>, from: &str, data: &RawValue) -> Utf8Bytes 
 }
 
 /// The first frame a client receives.
-pub fn welcome(client_id: ClientId, ping_interval_ms: u128) -> Utf8Bytes {
-    format!(r#"{{"type":"welcome","client_id":"{client_id}","ping_interval_ms":{ping_interval_ms}}}"#).into()
+/// `{"type":"welcome",...}`; with auth on it names the token's `user`.
+pub fn welcome(client_id: ClientId, ping_interval_ms: u128, user: Option<&str>) -> Utf8Bytes {
+    let user = user.map(|u| format!(r#","user":{}"#, serde_json::Value::from(u))).unwrap_or_default();
+    format!(r#"{{"type":"welcome","client_id":"{client_id}","ping_interval_ms":{ping_interval_ms}{user}}}"#).into()
 }
 
 /// `{"type":"pong"}`, with the request's id if it had one.

@@ -71,7 +71,7 @@ impl Server {
         let tls = load_tls(config)?;
         layer::register_series();
         let service = AdminService::new(hub, config.client.max_message_bytes, lifecycle.clone(), stop.clone());
-        let token = config.admin_token.clone().filter(|t| !t.is_empty());
+        let token = config.admin_token().map_err(crate::Error::Config)?;
         Ok(Self {
             service,
             token,

@@ -36,6 +36,11 @@ const DRAIN_PROGRESS_BUFFER: usize = 64;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
+/// The caller's address, for the audit line every changing call logs.
+fn caller<T>(request: &Request<T>) -> String {
+    request.remote_addr().map_or_else(|| "unknown".into(), |a| a.to_string())
+}
+
 pub struct AdminService {
     hub: HubHandle,
     max_message_bytes: usize,
@@ -61,6 +66,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::BroadcastRequest>,
     ) -> Result<Response<pb::BroadcastResponse>, Status> {
+        let caller = caller(&request);
         let request = request.into_inner();
         let topic = convert::optional_topic(&request.topic)?;
         let data = convert::json_data(&request.data, self.max_message_bytes)?;
@@ -72,9 +78,18 @@ impl Admin for AdminService {
             .collect();
         let delivery = self
             .hub
-            .broadcast(topic, frame, exclude)
+            .broadcast(topic.clone(), frame, exclude)
             .await
             .map_err(AdminError::from)?;
+        tracing::info!(
+            %caller,
+            topic = topic.as_ref().map_or("(everyone)", |t| t.as_str()),
+            data_bytes = request.data.len(),
+            excluded = request.exclude_client_ids.len(),
+            recipients = delivery.recipients,
+            dropped = delivery.dropped,
+            "admin: Broadcast"
+        );
         Ok(Response::new(pb::BroadcastResponse {
             recipients: delivery.recipients,
             dropped: delivery.dropped,
@@ -85,11 +100,13 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::SendToClientRequest>,
     ) -> Result<Response<pb::SendToClientResponse>, Status> {
+        let caller = caller(&request);
         let request = request.into_inner();
         let id = convert::client_id(&request.client_id)?;
         let data = convert::json_data(&request.data, self.max_message_bytes)?;
         let frame = protocol::message(None, "admin", data);
         let queued = self.hub.send_to(id, frame).await.map_err(AdminError::from)?;
+        tracing::info!(%caller, client_id = %id, data_bytes = request.data.len(), queued, "admin: SendToClient");
         Ok(Response::new(pb::SendToClientResponse { dropped: !queued }))
     }
 
@@ -130,6 +147,7 @@ impl Admin for AdminService {
         request: Request<pb::KickClientsRequest>,
     ) -> Result<Response<pb::KickClientsResponse>, Status> {
         use pb::kick_clients_request::Target;
+        let caller = caller(&request);
         let request = request.into_inner();
         let close_code = match request.code {
             0 => code::KICKED,
@@ -149,8 +167,10 @@ impl Admin for AdminService {
                 None => return Err(AdminError::NoTarget.into()),
             },
         };
+        let reason_bytes = request.reason.len();
         let closing = Closing::with_frame(DisconnectReason::Kicked, close_code, request.reason);
         let kicked = self.hub.kick(target.clone(), closing).await.map_err(AdminError::from)?;
+        tracing::info!(%caller, target = ?target, code = close_code, reason_bytes, kicked, "admin: KickClients");
         if let (KickTarget::Client(id), 0) = (&target, kicked) {
             return Err(AdminError::NotFound(id.to_string()).into());
         }
@@ -189,6 +209,7 @@ impl Admin for AdminService {
     type DrainStream = BoxStream<pb::DrainProgress>;
 
     async fn drain(&self, request: Request<pb::DrainRequest>) -> Result<Response<Self::DrainStream>, Status> {
+        let caller = caller(&request);
         let request = request.into_inner();
         let rate = if request.rate_per_second == 0 {
             DEFAULT_DRAIN_RATE
@@ -206,7 +227,7 @@ impl Admin for AdminService {
             return Err(AdminError::DrainRunning.into());
         }
         self.lifecycle.set_not_ready();
-        tracing::info!(rate, ?deadline, "drain started");
+        tracing::info!(%caller, rate, ?deadline, "admin: Drain started");
         let (tx, rx) = mpsc::channel(DRAIN_PROGRESS_BUFFER);
         tokio::spawn(drain(self.hub.clone(), rate, deadline, tx, self.stop.clone()));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

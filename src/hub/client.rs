@@ -12,6 +12,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::close::Closing;
+use crate::identity::Identity;
 pub use crate::types::ClientId;
 
 /// What the writer task takes off a client's queue.
@@ -46,6 +47,9 @@ pub struct Shared {
     pub id: ClientId,
     pub remote_addr: SocketAddr,
     pub connected_at: SystemTime,
+    /// Who the client's token says it is; `None` when auth is off. Boxed:
+    /// without auth a client pays one word for it.
+    pub identity: Option<Box<Identity>>,
     /// Cancelled the moment the connection starts closing, whatever the
     /// cause, so the reader stops taking requests at once; a child of the
     /// server's force token, so a forced shutdown cancels it too.
@@ -122,6 +126,7 @@ impl Shared {
             id,
             remote_addr,
             connected_at: SystemTime::now(),
+            identity: None,
             token,
             closing: OnceLock::new(),
             queue: Mutex::default(),
@@ -132,6 +137,17 @@ impl Shared {
             messages_received: AtomicU64::new(0),
             write_since: AtomicU64::new(0),
         }
+    }
+
+    /// The client as its token identified it.
+    pub fn with_identity(mut self, identity: Option<Identity>) -> Self {
+        self.identity = identity.map(Box::new);
+        self
+    }
+
+    /// The token's `sub`, or "" without auth.
+    pub fn user(&self) -> &str {
+        self.identity.as_ref().map_or("", |i| &i.user)
     }
 
     /// Records why the connection ends; returns false if a cause was already recorded.

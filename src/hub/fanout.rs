@@ -78,6 +78,18 @@ impl Hub {
                 message: format!("at most {} topics per client", self.config.max_topics_per_client).into(),
                 id: request.clone(),
             })
+        } else if self.topics.len() >= self.config.max_topics && !self.topics.contains_key(&topic) {
+            if !std::mem::replace(&mut self.at_topic_limit, true) {
+                tracing::warn!(
+                    max_topics = self.config.max_topics,
+                    "node topic limit reached; subscribes to new topics answer too_many_topics"
+                );
+            }
+            Err(RequestError {
+                code: ErrorCode::TooManyTopics,
+                message: format!("this node holds its limit of {} topics", self.config.max_topics).into(),
+                id: request.clone(),
+            })
         } else {
             entry.topics.insert(topic.clone());
             self.topics

@@ -46,6 +46,8 @@ pub enum HubError {
 #[derive(Debug, Clone)]
 pub struct HubConfig {
     pub max_topics_per_client: usize,
+    /// Distinct topics the node holds at once.
+    pub max_topics: usize,
     /// Commands the data channel holds.
     pub queue_len: usize,
     /// Bytes of client publishes the data channel holds.
@@ -99,6 +101,9 @@ pub struct Hub {
     /// alone would miss, since a queue can fill and evict between samples.
     peak: Fill,
     overflowed: bool,
+    /// Whether the node-wide topic limit refused a subscribe since the
+    /// topic count was last below it: the warning is logged once per crossing.
+    at_topic_limit: bool,
     metrics: &'static Handles,
 }
 
@@ -126,6 +131,7 @@ impl Hub {
             evict: Vec::new(),
             peak: Fill::default(),
             overflowed: false,
+            at_topic_limit: false,
             metrics,
         };
         (hub, handle)
@@ -265,6 +271,7 @@ impl Hub {
             members.remove(&id);
             if members.is_empty() {
                 self.topics.remove(topic);
+                self.at_topic_limit = false;
             }
         }
         self.metrics.topics.set(self.topics.len() as f64);
@@ -283,8 +290,12 @@ impl Hub {
     fn kick(&mut self, target: &KickTarget, closing: Closing) -> u64 {
         let ids: Vec<ClientId> = match target {
             KickTarget::Client(id) => vec![*id],
-            // Users arrive with authentication; until then no client has one.
-            KickTarget::User(_) => Vec::new(),
+            KickTarget::User(user) => self
+                .clients
+                .values()
+                .filter(|e| e.tx.user() == user)
+                .map(|e| e.tx.id)
+                .collect(),
             KickTarget::Topic(topic) => self
                 .topics
                 .get(topic)

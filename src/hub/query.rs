@@ -14,7 +14,7 @@ impl Hub {
         topics.sort();
         ClientInfo {
             id: shared.id,
-            user: String::new(),
+            user: shared.user().to_string(),
             remote_addr: shared.remote_addr,
             connected_at: shared.connected_at,
             topics,
@@ -35,8 +35,7 @@ impl Hub {
     pub(super) fn list(&self, query: &ListQuery) -> ClientPage {
         let matches = |entry: &&Entry| {
             query.topic.as_ref().is_none_or(|t| entry.topics.contains(t))
-                // Users arrive with authentication; until then no client has one.
-                && query.user.as_ref().is_none_or(|u| u.is_empty())
+                && query.user.as_ref().is_none_or(|u| entry.tx.user() == u)
         };
         let total = self.clients.values().filter(matches).count() as u64;
         let size = query.page_size.max(1);

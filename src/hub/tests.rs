@@ -58,6 +58,7 @@ fn texts(rx: &mut ClientTx) -> Vec<String> {
 fn start(queue_len: usize) -> (HubHandle, tokio::task::JoinHandle<()>) {
     let (hub, handle) = Hub::new(HubConfig {
         max_topics_per_client: 8,
+        max_topics: 100_000,
         queue_len,
         queue_bytes: 1 << 20,
         deadline: std::time::Duration::from_secs(10),
@@ -322,6 +323,7 @@ async fn an_admin_call_to_a_hub_that_does_not_answer_has_a_deadline() {
     // A hub that is never run: the call must not wait for ever.
     let (_hub, handle) = Hub::new(HubConfig {
         max_topics_per_client: 8,
+        max_topics: 100_000,
         queue_len: 8,
         queue_bytes: 1 << 20,
         deadline: std::time::Duration::from_secs(5),
@@ -341,6 +343,7 @@ async fn an_admin_call_to_a_hub_that_does_not_answer_has_a_deadline() {
 async fn client_publishes_are_bounded_in_bytes_until_the_hub_takes_them() {
     let (hub, handle) = Hub::new(HubConfig {
         max_topics_per_client: 8,
+        max_topics: 100_000,
         queue_len: 1000,
         queue_bytes: 100,
         deadline: std::time::Duration::from_secs(5),
@@ -388,6 +391,7 @@ async fn a_client_registering_after_a_drain_began_is_closed_like_the_rest() {
 fn queue_peaks_between_samples_are_kept_and_an_overflow_reads_full() {
     let (mut hub, _handle) = Hub::new(HubConfig {
         max_topics_per_client: 8,
+        max_topics: 100_000,
         queue_len: 8,
         queue_bytes: 1 << 20,
         deadline: std::time::Duration::from_secs(5),

@@ -44,6 +44,8 @@ pub const ADMIN_REQUEST_DURATION_SECONDS: &str = "wshub_admin_request_duration_s
 pub const ADMIN_EVENTS_LAGGED_TOTAL: &str = "wshub_admin_events_lagged_total";
 pub const ADMIN_PANICS_TOTAL: &str = "wshub_admin_panics_total";
 pub const BUILD_INFO: &str = "wshub_build_info";
+pub const MAX_CONNECTIONS: &str = "wshub_max_connections";
+pub const TLS_RELOADS_TOTAL: &str = "wshub_tls_reloads_total";
 
 /// How often the hub samples every client's queue (depth histogram, max, bytes).
 pub const QUEUE_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
@@ -185,6 +187,11 @@ pub fn events_lagged(n: u64) {
     metrics::counter!(ADMIN_EVENTS_LAGGED_TOTAL).increment(n);
 }
 
+/// A certificate reload on SIGHUP, by result (`ok`, `error`).
+pub fn tls_reload(ok: bool) {
+    metrics::counter!(TLS_RELOADS_TOTAL, "result" => if ok { "ok" } else { "error" }).increment(1);
+}
+
 /// An admin handler panicked (a bug) and was answered INTERNAL.
 pub fn admin_panic() {
     metrics::counter!(ADMIN_PANICS_TOTAL).increment(1);
@@ -282,6 +289,14 @@ fn describe() {
         "Admin calls whose handler panicked (a bug), answered INTERNAL."
     );
     describe_gauge!(BUILD_INFO, "Always 1; the version label says which wshub runs.");
+    describe_gauge!(
+        MAX_CONNECTIONS,
+        "Clients the node accepts at once (--max-connections); upgrades past it answer 503."
+    );
+    describe_counter!(
+        TLS_RELOADS_TOTAL,
+        "Reloads of the WebSocket port's TLS certificate on SIGHUP, by result."
+    );
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     // Every series with a fixed label set exists from the start, at zero, so
     // rates and alerts see the first event rather than a series appearing.
@@ -293,6 +308,9 @@ fn describe() {
     }
     metrics::counter!(ADMIN_EVENTS_LAGGED_TOTAL).absolute(0);
     metrics::counter!(ADMIN_PANICS_TOTAL).absolute(0);
+    for result in ["ok", "error"] {
+        metrics::counter!(TLS_RELOADS_TOTAL, "result" => result).absolute(0);
+    }
 }
 
 /// Everything `/metrics` serves: the exporter's metrics and the fixed histograms.

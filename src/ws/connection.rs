@@ -17,8 +17,10 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
+use super::tls::Stream;
 use super::writer::Sink;
 use super::{handshake, reader, writer, Context};
+use crate::close::HandshakeFailure;
 use crate::close::{Closing, DisconnectReason};
 use crate::hub::{ClientId, HubError, Shared};
 use crate::{metrics, protocol};
@@ -28,18 +30,20 @@ use crate::{metrics, protocol};
 const LINGER_BYTES: usize = 1 << 20;
 const LINGER_TIME: Duration = Duration::from_secs(2);
 
-pub type Ws = WebSocketStream<TcpStream>;
+pub type Ws = WebSocketStream<Stream>;
 
-pub async fn handle(ctx: Arc<Context>, mut stream: TcpStream, addr: SocketAddr) {
+pub async fn handle(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
-    // Boxed so the handshake's buffers are freed once it is done, instead
+    // Boxed so the handshakes' buffers are freed once they are done, instead
     // of staying part of this task's state for the life of the connection.
-    let handshake = Box::pin(handshake::accept(&mut stream, &ctx.lifecycle));
-    let leftover = match tokio::time::timeout(ctx.handshake_timeout, handshake).await {
-        Ok(Ok(leftover)) => leftover,
+    let handshake = Box::pin(handshakes(&ctx, stream, peer));
+    let (mut stream, upgraded) = match tokio::time::timeout(ctx.handshake_timeout, handshake).await {
+        Ok(Ok(done)) => done,
         Ok(Err(reason)) => return metrics::handshake_failure(reason),
-        Err(_) => return metrics::handshake_failure(crate::close::HandshakeFailure::Timeout),
+        Err(_) => return metrics::handshake_failure(HandshakeFailure::Timeout),
     };
+    let _ = stream.flush().await;
+    let handshake::Upgraded { admitted, leftover } = upgraded;
     let ws = Box::pin(WebSocketStream::from_partially_read(
         stream,
         leftover,
@@ -49,16 +53,20 @@ pub async fn handle(ctx: Arc<Context>, mut stream: TcpStream, addr: SocketAddr) 
     .await;
     let id = ClientId(ctx.next_id.fetch_add(1, Relaxed));
     let limits = &ctx.limits;
-    let shared = Arc::new(Shared::new(
-        id,
-        addr,
-        ctx.force.child_token(),
-        limits.send_queue_len,
-        limits.send_queue_bytes,
-    ));
+    let shared = Arc::new(
+        Shared::new(
+            id,
+            admitted.addr,
+            ctx.force.child_token(),
+            limits.send_queue_len,
+            limits.send_queue_bytes,
+        )
+        .with_identity(admitted.identity),
+    );
+    let slot = admitted.slot;
     // A debug span: free at the default log level, and every connection
     // line carries the client id when debugging.
-    let span = tracing::debug_span!("client", client_id = %id, remote = %addr);
+    let span = tracing::debug_span!("client", client_id = %id, remote = %shared.remote_addr);
     // The writer starts at once; the hub queues the welcome as it registers
     // the client, so it is always the first frame.
     let (sink, stream) = ws.split();
@@ -66,6 +74,27 @@ pub async fn handle(ctx: Arc<Context>, mut stream: TcpStream, addr: SocketAddr) 
         .tracker
         .spawn(writer::run(sink, shared.clone(), ctx.ping_interval).instrument(span.clone()));
     run(ctx, stream, shared, writer).instrument(span).await;
+    drop(slot);
+}
+
+/// TLS (for wss://), then the HTTP upgrade.
+async fn handshakes(
+    ctx: &Context,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) -> Result<(Stream, handshake::Upgraded), HandshakeFailure> {
+    let mut stream = match &ctx.tls {
+        None => Stream::Plain(tcp),
+        Some(tls) => match tls.acceptor().accept(tcp).await {
+            Ok(tls) => Stream::Tls(Box::new(tls)),
+            Err(e) => {
+                tracing::debug!(error = %e, remote = %peer, "TLS handshake failed");
+                return Err(HandshakeFailure::Tls);
+            }
+        },
+    };
+    let upgraded = handshake::accept(&mut stream, &ctx.gate, &ctx.lifecycle, peer).await?;
+    Ok((stream, upgraded))
 }
 
 /// Everything after the handshake. Set-up and tear-down futures are boxed,
@@ -75,7 +104,8 @@ async fn run(ctx: Arc<Context>, mut stream: SplitStream<Ws>, shared: Arc<Shared>
     let handles = metrics::handles();
     handles.connections.increment(1);
     ctx.live.fetch_add(1, Relaxed);
-    let welcome = protocol::welcome(shared.id, ctx.ping_interval.as_millis());
+    let user = shared.identity.as_ref().map(|i| &*i.user);
+    let welcome = protocol::welcome(shared.id, ctx.ping_interval.as_millis(), user);
     if let Err(refused) = Box::pin(ctx.hub.register(shared.clone(), welcome.clone())).await {
         // Draining or shutting down: say so after the welcome, then end.
         // (The queue is new: the welcome fits.)

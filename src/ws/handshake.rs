@@ -5,10 +5,14 @@
 //! the port must answer 404, 426 and 503 itself instead of dropping the
 //! connection.
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+use super::gate::{self, Admitted, Denied, Gate};
 use crate::lifecycle::Lifecycle;
 
 /// The only path that upgrades.
@@ -19,9 +23,23 @@ const MAX_HEADERS: usize = 64;
 
 pub use crate::close::HandshakeFailure as Refusal;
 
-/// Reads and answers the request; on an upgrade returns the bytes read past
+/// An upgraded request: what the gate admitted, and the bytes read past
 /// the request head (frames a client sent early).
-pub async fn accept(stream: &mut TcpStream, lifecycle: &Lifecycle) -> Result<Vec<u8>, Refusal> {
+pub struct Upgraded {
+    pub admitted: Admitted,
+    pub leftover: Vec<u8>,
+}
+
+/// Reads and answers the request from `peer`.
+pub async fn accept<S>(
+    stream: &mut S,
+    gate: &Arc<Gate>,
+    lifecycle: &Lifecycle,
+    peer: SocketAddr,
+) -> Result<Upgraded, Refusal>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
@@ -34,17 +52,19 @@ pub async fn accept(stream: &mut TcpStream, lifecycle: &Lifecycle) -> Result<Vec
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf) {
             Ok(httparse::Status::Complete(head_len)) => {
-                // Readiness is read when the request is complete, so a drain
-                // that began while it arrived is honoured.
-                let answer = decide(&req, lifecycle.is_ready());
+                let answer = decide(&req, lifecycle.is_ready(), gate, peer);
                 return match answer {
-                    Answer::Upgrade(key) => {
+                    Answer::Upgrade(key, admitted) => {
                         let response = format!(
                             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
                             derive_accept_key(key.as_bytes())
                         );
                         stream.write_all(response.as_bytes()).await.map_err(|_| Refusal::Io)?;
-                        Ok(buf.split_off(head_len))
+                        stream.flush().await.map_err(|_| Refusal::Io)?;
+                        Ok(Upgraded {
+                            admitted,
+                            leftover: buf.split_off(head_len),
+                        })
                     }
                     Answer::Refuse {
                         status,
@@ -52,7 +72,7 @@ pub async fn accept(stream: &mut TcpStream, lifecycle: &Lifecycle) -> Result<Vec
                         body,
                         reason,
                     } => {
-                        respond(stream, status, extra, body).await;
+                        respond(stream, status, extra, &body).await;
                         Err(reason)
                     }
                 };
@@ -77,19 +97,21 @@ pub async fn accept(stream: &mut TcpStream, lifecycle: &Lifecycle) -> Result<Vec
 }
 
 enum Answer {
-    Upgrade(String),
+    Upgrade(String, Admitted),
     Refuse {
         status: &'static str,
         extra: &'static str,
-        body: &'static str,
+        body: Cow<'static, str>,
         reason: Refusal,
     },
 }
 
 /// Decides the answer to a complete request, per RFC 6455 §4.2.1 and
 /// RFC 9112: first what is not a WebSocket request at all, then what is a
-/// malformed one, then whether this node takes clients now.
-fn decide(req: &httparse::Request, accepting: bool) -> Answer {
+/// malformed one, then whether this node takes clients now (`accepting`:
+/// readiness when the request completed, so a drain that began while it
+/// arrived is honoured), then the gate: origin, limits, token.
+fn decide(req: &httparse::Request, accepting: bool, gate: &Arc<Gate>, peer: SocketAddr) -> Answer {
     // Header lines may repeat (`Connection: keep-alive` then `Connection:
     // Upgrade`): a list-valued header is all its lines joined.
     fn values<'h>(req: &'h httparse::Request, name: &'h str) -> impl Iterator<Item = &'h str> + 'h {
@@ -102,10 +124,10 @@ fn decide(req: &httparse::Request, accepting: bool) -> Answer {
     let has_token = |name, token: &str| {
         values(req, name).any(|value| value.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
     };
-    let refuse = |status, extra, body, reason| Answer::Refuse {
+    let refuse = |status, extra, body: &'static str, reason| Answer::Refuse {
         status,
         extra,
-        body,
+        body: Cow::Borrowed(body),
         reason,
     };
     let bad = |body| refuse("400 Bad Request", "", body, Refusal::BadRequest);
@@ -159,7 +181,48 @@ fn decide(req: &httparse::Request, accepting: bool) -> Answer {
             Refusal::Unavailable,
         );
     }
-    Answer::Upgrade(key.to_string())
+    let target = req.path.unwrap_or("");
+    let request = gate::Request {
+        origin: single("origin"),
+        token: query_param(target, "token").or_else(|| {
+            single("authorization").and_then(|v| {
+                let (scheme, token) = v.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+        }),
+        forwarded_for: values(req, "x-forwarded-for").collect(),
+        forwarded: values(req, "forwarded").collect(),
+    };
+    match gate.admit(&request, peer) {
+        Ok(admitted) => Answer::Upgrade(key.to_string(), admitted),
+        Err(Denied::Origin) => refuse("403 Forbidden", "", "origin not allowed\n", Refusal::Origin),
+        Err(Denied::Full) => refuse(
+            "503 Service Unavailable",
+            "Retry-After: 5\r\n",
+            "too many connections on this node\n",
+            Refusal::MaxConnections,
+        ),
+        Err(Denied::FullForAddress) => refuse(
+            "429 Too Many Requests",
+            "Retry-After: 5\r\n",
+            "too many connections from this address\n",
+            Refusal::MaxConnectionsPerIp,
+        ),
+        Err(Denied::Auth(e)) => Answer::Refuse {
+            status: "401 Unauthorized",
+            extra: "WWW-Authenticate: Bearer\r\n",
+            body: Cow::Owned(format!("{e}\n")),
+            reason: Refusal::Auth,
+        },
+    }
+}
+
+/// The value of a query parameter, as sent (tokens are URL-safe).
+fn query_param<'t>(target: &'t str, name: &str) -> Option<&'t str> {
+    let query = target.split_once('?')?.1.split('#').next()?;
+    query
+        .split('&')
+        .find_map(|pair| pair.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v))
 }
 
 /// The path of a request target in origin form (`/ws?x`) or absolute form
@@ -182,7 +245,7 @@ fn is_key(key: &str) -> bool {
     b.len() == 24 && b[..21].iter().all(alphabet) && b"AQgw".contains(&b[21]) && &b[22..] == b"=="
 }
 
-async fn respond(stream: &mut TcpStream, status: &str, extra: &str, body: &str) {
+async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, status: &str, extra: &str, body: &str) {
     let response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n{body}",
         body.len()
@@ -211,5 +274,13 @@ mod tests {
         assert_eq!(path("http://example.com:8080/ws"), "/ws");
         assert_eq!(path("HTTP://example.com"), "/");
         assert_eq!(path("/other"), "/other");
+    }
+
+    #[test]
+    fn token_from_the_query() {
+        assert_eq!(query_param("/ws?token=a.b.c", "token"), Some("a.b.c"));
+        assert_eq!(query_param("/ws?x=1&token=a.b.c#frag", "token"), Some("a.b.c"));
+        assert_eq!(query_param("/ws?tokens=1", "token"), None);
+        assert_eq!(query_param("/ws", "token"), None);
     }
 }

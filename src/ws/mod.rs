@@ -5,8 +5,11 @@
 //! [`writer`] → socket. Neither task touches the registry.
 
 mod connection;
+pub mod gate;
 mod handshake;
+pub mod policy;
 mod reader;
+pub mod tls;
 mod writer;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize};
@@ -51,9 +54,6 @@ const READ_BUFFER: usize = 512;
 /// of small frames is still a few writes (docs/performance.md).
 const WRITE_BUFFER: usize = 1024;
 
-/// The longest a client may take to send its HTTP upgrade request.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// What every connection needs; shared by all of them.
 pub struct Context {
     pub hub: HubHandle,
@@ -68,7 +68,16 @@ pub struct Context {
     pub tracker: TaskTracker,
     /// Parent of every client's token: cancelled when the shutdown grace runs out.
     pub force: CancellationToken,
+    /// The longest a client may take for its TLS and HTTP handshakes.
     pub handshake_timeout: Duration,
+    /// Origin, connection limits and client tokens.
+    pub gate: Arc<gate::Gate>,
+    /// `Some` for wss://.
+    pub tls: Option<tls::Tls>,
+    /// Per-client request rate (`--client-rate`, `--client-burst`); `None`: unlimited.
+    pub rate: Option<governor::Quota>,
+    /// Whether a client is closed when its token expires.
+    pub close_on_expiry: bool,
     /// Connections past their handshake and not yet ended (for shutdown's count).
     pub live: AtomicUsize,
     next_id: AtomicU64,
@@ -82,7 +91,8 @@ impl Context {
         lifecycle: Lifecycle,
         tracker: TaskTracker,
         force: CancellationToken,
-    ) -> Self {
+    ) -> Result<Self, crate::Error> {
+        let security = Security::load(config)?;
         let limits = config.client.clone();
         let ws_config = WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER)
@@ -90,8 +100,16 @@ impl Context {
             .max_write_buffer_size(WRITE_BUFFER + limits.max_message_bytes * 2 + 4096)
             .max_message_size(Some(limits.max_message_bytes))
             .max_frame_size(Some(limits.max_message_bytes));
-        Self {
+        let rate = std::num::NonZeroU32::new(limits.client_rate).map(|rate| {
+            let burst = limits.client_burst.and_then(std::num::NonZeroU32::new).unwrap_or(rate);
+            policy::Rate::quota(rate, burst)
+        });
+        Ok(Self {
             hub,
+            close_on_expiry: config.auth.jwt_close_on_expiry,
+            rate,
+            gate: Arc::new(security.gate),
+            tls: security.tls,
             limits,
             ping_interval: config.ping_interval,
             idle_timeout: config.idle_timeout,
@@ -99,11 +117,30 @@ impl Context {
             lifecycle,
             tracker,
             force,
-            handshake_timeout: HANDSHAKE_TIMEOUT,
+            handshake_timeout: config.gate.handshake_timeout,
             live: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             ws_config,
-        }
+        })
+    }
+}
+
+/// The data plane's security material, read from the configuration: a bad
+/// key, certificate or origin pattern is found here, before anything is served.
+pub struct Security {
+    pub gate: gate::Gate,
+    pub tls: Option<tls::Tls>,
+}
+
+impl Security {
+    pub fn load(config: &Config) -> Result<Security, crate::Error> {
+        let verifier = crate::identity::Verifier::from_config(&config.auth).map_err(crate::Error::Security)?;
+        let gate = gate::Gate::new(&config.gate, verifier).map_err(crate::Error::Security)?;
+        let tls = match (&config.gate.tls_cert, &config.gate.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::Tls::load(cert, key).map_err(crate::Error::Security)?),
+            _ => None,
+        };
+        Ok(Security { gate, tls })
     }
 }
 

@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::connection::Ws;
+use super::policy::{self, Rate, Verdict};
 use super::{Context, Error};
 use crate::close::{code, Closing, DisconnectReason};
 use crate::hub::{Command, HubError, Publish, PushError, Shared};
@@ -32,8 +33,21 @@ pub async fn run(stream: &mut SplitStream<Ws>, ctx: &Context, shared: &Shared) {
     let handles = metrics::handles();
     let from = shared.id.to_string();
     let mut last_seen = Instant::now();
-    let idle = tokio::time::sleep(ctx.idle_timeout);
+    // One timer serves both the idle timeout and the token's expiry.
+    let expires = shared.identity.as_ref().filter(|_| ctx.close_on_expiry).map(|identity| {
+        let left = identity.expires.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+        last_seen + left
+    });
+    let deadline = |last_seen: Instant| {
+        let idle = last_seen + ctx.idle_timeout;
+        expires.map_or(idle, |e| e.min(idle))
+    };
+    let idle = tokio::time::sleep_until(deadline(last_seen));
     tokio::pin!(idle);
+    // Boxed: a client pays one word for it unless --client-rate is set.
+    let mut rate = ctx.rate.map(|quota| Box::new(Rate::new(quota, ctx.limits.client_rate_grace)));
+    // Whether a `forbidden` answer was logged: once per client, not per request.
+    let mut forbidden_logged = false;
     loop {
         let next = tokio::select! {
             biased;
@@ -41,8 +55,14 @@ pub async fn run(stream: &mut SplitStream<Ws>, ctx: &Context, shared: &Shared) {
             _ = &mut idle => {
                 // The timer is reset lazily: only when it fires is the last
                 // activity checked, so frames do not each touch the timer.
-                let deadline = last_seen + ctx.idle_timeout;
-                if Instant::now() < deadline {
+                let now = Instant::now();
+                if expires.is_some_and(|e| now >= e) {
+                    tracing::debug!(user = shared.user(), "token expired");
+                    shared.close(Closing::token_expired());
+                    break;
+                }
+                let deadline = deadline(last_seen);
+                if now < deadline {
                     idle.as_mut().reset(deadline);
                     continue;
                 }
@@ -72,7 +92,7 @@ pub async fn run(stream: &mut SplitStream<Ws>, ctx: &Context, shared: &Shared) {
                 handles.messages_received.increment(1);
                 handles.bytes_received.increment(text.len() as u64);
                 shared.messages_received.fetch_add(1, Relaxed);
-                let waited = match handle_request(text.as_str(), ctx, shared, &from) {
+                let waited = match handle_request(text.as_str(), ctx, shared, &from, rate.as_deref_mut(), &mut forbidden_logged) {
                     Ok(None) => Ok(()),
                     // The hub is full: wait for room (rare, boxed). The
                     // socket is not read meanwhile: TCP pushes back. A
@@ -149,29 +169,54 @@ type Wait<'a> = Pin<Box<dyn Future<Output = Result<(), HubError>> + Send + 'a>>;
 /// Handles one request without waiting; `Err` means the reader must stop,
 /// `Some` that the command waits for room in the hub's channel. Not async,
 /// so the reader's state (kept for the life of the connection) holds none of it.
-fn handle_request<'a>(text: &str, ctx: &'a Context, shared: &Shared, from: &str) -> Result<Option<Wait<'a>>, Error> {
-    let command = match protocol::parse(text) {
+fn handle_request<'a>(
+    text: &str,
+    ctx: &'a Context,
+    shared: &Shared,
+    from: &str,
+    rate: Option<&mut Rate>,
+    forbidden_logged: &mut bool,
+) -> Result<Option<Wait<'a>>, Error> {
+    let request = match protocol::parse(text) {
         Err(e) => return reply_error(shared, &e).map(|()| None),
-        Ok(Request::Ping { id }) => return reply(shared, protocol::pong(id.as_ref())).map(|()| None),
-        Ok(Request::Subscribe { topic, id }) => Command::Subscribe {
-            id: shared.id,
-            topic,
-            request: id,
-        },
-        Ok(Request::Unsubscribe { topic, id }) => Command::Unsubscribe {
-            id: shared.id,
-            topic,
-            request: id,
-        },
-        Ok(Request::Publish { id, .. }) if !ctx.limits.client_publish => {
-            let e = RequestError {
-                code: ErrorCode::PublishDisabled,
-                message: "publishing is disabled on this server".into(),
-                id,
-            };
-            return reply_error(shared, &e).map(|()| None);
+        Ok(request) => request,
+    };
+    let verdict = rate.map_or(Verdict::Allow, Rate::take);
+    if verdict != Verdict::Allow {
+        if verdict == Verdict::Close {
+            tracing::info!(client_id = %shared.id, user = shared.user(), "client stayed over its rate limit; closing (4029)");
+            shared.close(Closing::rate_limited());
+            return Err(Error::Closing);
         }
-        Ok(Request::Publish { topic, data, id }) => Command::Publish(Publish {
+        if verdict == (Verdict::Refuse { first: true }) {
+            tracing::info!(client_id = %shared.id, user = shared.user(), "client over its rate limit; requests answered rate_limited");
+        }
+        let e = RequestError {
+            code: ErrorCode::RateLimited,
+            message: "too many requests; slow down".into(),
+            id: request.id().cloned(),
+        };
+        return reply_error(shared, &e).map(|()| None);
+    }
+    if let Err(e) = policy::check(&request, ctx.limits.client_publish, shared.identity.as_deref()) {
+        if e.code == ErrorCode::Forbidden && !std::mem::replace(forbidden_logged, true) {
+            tracing::info!(client_id = %shared.id, user = shared.user(), "client asked for what its token does not allow; answered forbidden");
+        }
+        return reply_error(shared, &e).map(|()| None);
+    }
+    let command = match request {
+        Request::Ping { id } => return reply(shared, protocol::pong(id.as_ref())).map(|()| None),
+        Request::Subscribe { topic, id } => Command::Subscribe {
+            id: shared.id,
+            topic,
+            request: id,
+        },
+        Request::Unsubscribe { topic, id } => Command::Unsubscribe {
+            id: shared.id,
+            topic,
+            request: id,
+        },
+        Request::Publish { topic, data, id } => Command::Publish(Publish {
             frame: protocol::message(topic.as_ref(), from, data),
             topic,
             source: Source::Client,
