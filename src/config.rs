@@ -239,7 +239,8 @@ impl Default for ClientLimits {
 impl Config {
     /// Checks what clap cannot: combinations that would run an unsafe or broken server.
     pub fn validate(&self) -> Result<(), String> {
-        if !self.admin_addr.ip().is_loopback() && self.admin_token()?.is_none() {
+        let admin_token = self.admin_token()?;
+        if !self.admin_addr.ip().is_loopback() && admin_token.is_none() {
             return Err(format!(
                 "refusing to serve the admin API on non-loopback {} without --admin-token or --admin-token-file",
                 self.admin_addr

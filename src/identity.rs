@@ -69,7 +69,8 @@ pub enum AuthError {
 /// The claims wshub reads; others are ignored.
 #[derive(Deserialize)]
 struct Claims {
-    sub: String,
+    #[serde(default)]
+    sub: Option<String>,
     exp: u64,
     #[serde(default)]
     topics: Option<Vec<String>>,
@@ -131,12 +132,13 @@ impl Verifier {
             _ => AuthError::Invalid("malformed token"),
         })?;
         let claims = data.claims;
-        if claims.sub.len() > MAX_USER_LEN {
+        let sub = claims.sub.ok_or(AuthError::Invalid("exp and sub are required"))?;
+        if sub.len() > MAX_USER_LEN {
             return Err(AuthError::Invalid("sub longer than 256 bytes"));
         }
         let topics = claims.topics.map(|list| TopicRules::parse(&list)).transpose()?;
         Ok(Identity {
-            user: claims.sub.into(),
+            user: sub.into(),
             topics,
             publish: claims.publish.unwrap_or(true),
             expires: UNIX_EPOCH + Duration::from_secs(claims.exp),

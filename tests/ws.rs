@@ -117,7 +117,7 @@ async fn every_error_code_is_answered_and_the_connection_stays_open() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_can_be_disabled() {
-    let server = TestServer::with(|c| c.client.client_publish = false).await;
+    let server = TestServer::with(|c| c.client.client_publish = wshub::config::ClientPublish::None).await;
     let mut client = server.client().await;
     let error = client.request(json!({"type":"publish","data":1,"id":9})).await;
     assert_eq!(error["code"], "publish_disabled");

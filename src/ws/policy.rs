@@ -135,7 +135,7 @@ mod tests {
         let token = jsonwebtoken::encode(
             &jsonwebtoken::Header::default(),
             &claims,
-            &jsonwebtoken::EncodingKey::from_secret(b"k"),
+            &jsonwebtoken::EncodingKey::from_secret(b"k").unwrap(),
         )
         .unwrap();
         verifier.verify(&token).unwrap()

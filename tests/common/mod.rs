@@ -137,22 +137,12 @@ impl TestServer {
 
     /// GET `path` on the metrics listener: (status, body).
     pub async fn get(&self, path: &str) -> (u16, String) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = TcpStream::connect(self.metrics).await.unwrap();
-        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = Vec::new();
-        tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
-            .await
-            .expect("response")
-            .unwrap();
-        let text = String::from_utf8_lossy(&response).to_string();
-        let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, body)
+        get(self.metrics, path).await
+    }
+
+    /// The value of one series on the metrics listener.
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric(self.metrics, series).await
     }
 }
 
@@ -171,7 +161,30 @@ pub struct WsClient {
 impl WsClient {
     /// Connects and reads the welcome frame.
     pub async fn connect(url: &str) -> WsClient {
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws connect");
+        match Self::try_connect(url).await {
+            Ok(client) => client,
+            Err((status, body)) => panic!("ws connect refused: {status} {body}"),
+        }
+    }
+
+    /// Connects with `request` (a URL, or a request with headers); a refused
+    /// upgrade is `Err((status, body))`.
+    pub async fn try_connect(
+        request: impl tokio_tungstenite::tungstenite::client::IntoClientRequest + Unpin,
+    ) -> Result<WsClient, (u16, String)> {
+        use tokio_tungstenite::tungstenite::Error;
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((ws, _)) => Ok(Self::welcomed(ws).await),
+            Err(Error::Http(response)) => Err((
+                response.status().as_u16(),
+                String::from_utf8_lossy(response.body().as_deref().unwrap_or(b"")).into_owned(),
+            )),
+            Err(e) => panic!("ws connect failed: {e}"),
+        }
+    }
+
+    /// Reads the welcome frame on an upgraded connection.
+    pub async fn welcomed(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> WsClient {
         let mut client = WsClient {
             ws,
             id: String::new(),
@@ -261,6 +274,35 @@ impl WsClient {
         let answer = self.request(json!({"type":"ping","id":"p"})).await;
         assert_eq!(answer, json!({"type":"pong","id":"p"}));
     }
+}
+
+/// The value of one series (`name{labels}` as exposed) on a metrics listener.
+pub async fn metric(metrics: SocketAddr, series: &str) -> f64 {
+    let (status, body) = get(metrics, "/metrics").await;
+    assert_eq!(status, 200);
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.rsplit_once(' ').filter(|(k, _)| *k == series).map(|(_, v)| v))
+        .unwrap_or_else(|| panic!("{series} not exported"))
+        .parse()
+        .unwrap()
+}
+
+/// GET `path` on an HTTP listener: (status, body).
+pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+        .await
+        .expect("response in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
 }
 
 /// A plain gRPC channel to the admin listener (for health and reflection clients).
