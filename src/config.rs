@@ -75,7 +75,12 @@ pub struct Config {
     pub admin_deadline: Duration,
 
     /// Bearer token every admin call must carry (`authorization: Bearer <token>`).
-    #[arg(long, env = "WSHUB_ADMIN_TOKEN", hide_env_values = true, conflicts_with = "admin_token_file")]
+    #[arg(
+        long,
+        env = "WSHUB_ADMIN_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "admin_token_file"
+    )]
     pub admin_token: Option<String>,
 
     /// A file holding the admin token (first line), so it is not visible in `ps`.

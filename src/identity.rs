@@ -100,7 +100,10 @@ impl Verifier {
             }
         } else {
             if config.jwt_issuer.is_some() || config.jwt_audience.is_some() {
-                return Err("--jwt-issuer and --jwt-audience need a key (--jwt-secret, --jwt-secret-file or --jwt-public-key)".into());
+                return Err(
+                    "--jwt-issuer and --jwt-audience need a key (--jwt-secret, --jwt-secret-file or --jwt-public-key)"
+                        .into(),
+                );
             }
             return Ok(None);
         };

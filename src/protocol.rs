@@ -258,7 +258,9 @@ pub fn message(topic: Option<&Topic>, from: &str, data: &RawValue) -> Utf8Bytes 
 /// The first frame a client receives.
 /// `{"type":"welcome",...}`; with auth on it names the token's `user`.
 pub fn welcome(client_id: ClientId, ping_interval_ms: u128, user: Option<&str>) -> Utf8Bytes {
-    let user = user.map(|u| format!(r#","user":{}"#, serde_json::Value::from(u))).unwrap_or_default();
+    let user = user
+        .map(|u| format!(r#","user":{}"#, serde_json::Value::from(u)))
+        .unwrap_or_default();
     format!(r#"{{"type":"welcome","client_id":"{client_id}","ping_interval_ms":{ping_interval_ms}{user}}}"#).into()
 }
 

@@ -62,7 +62,9 @@ async fn failures(server: &TestServer, reason: &str) -> f64 {
 }
 
 async fn client_errors(server: &TestServer, code: &str) -> f64 {
-    server.metric(&format!("wshub_client_errors_total{{code=\"{code}\"}}")).await
+    server
+        .metric(&format!("wshub_client_errors_total{{code=\"{code}\"}}"))
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,7 +129,10 @@ async fn bad_tokens_are_refused_with_401_before_the_upgrade() {
     let mut cases = vec![
         (server.url(), "missing token"),
         (with_token(&server, "not.a.jwt"), "invalid token"),
-        (with_token(&server, &token_with("another-secret", good.clone())), "signature"),
+        (
+            with_token(&server, &token_with("another-secret", good.clone())),
+            "signature",
+        ),
     ];
     let mut expired = good.clone();
     expired["exp"] = json!(now() - 3600);
@@ -178,7 +183,12 @@ async fn public_keys_verify_es256_and_rs256_tokens() {
     let server = TestServer::with(|c| c.auth.jwt_public_key = Some(ec_public.clone())).await;
     let key = jsonwebtoken::EncodingKey::from_ec_pem(ec.serialize_pem().as_bytes()).unwrap();
     let claims = json!({"sub": "ec-user", "exp": now() + 60});
-    let es256 = jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256), &claims, &key).unwrap();
+    let es256 = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+        &claims,
+        &key,
+    )
+    .unwrap();
     let client = WsClient::connect(&with_token(&server, &es256)).await;
     assert_eq!(client.welcome["user"], "ec-user");
     // An HS256 token signed with the public key's text is refused (no algorithm confusion).
@@ -190,7 +200,14 @@ async fn public_keys_verify_es256_and_rs256_tokens() {
     let rsa_private = dir.join("rsa.pem");
     let rsa_public = dir.join("rsa.pub.pem");
     let made = std::process::Command::new("openssl")
-        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
         .arg(&rsa_private)
         .stderr(std::process::Stdio::null())
         .status()
@@ -207,10 +224,19 @@ async fn public_keys_verify_es256_and_rs256_tokens() {
     let server = TestServer::with(|c| c.auth.jwt_public_key = Some(rsa_public.clone())).await;
     let key = jsonwebtoken::EncodingKey::from_rsa_pem(&std::fs::read(&rsa_private).unwrap()).unwrap();
     let claims = json!({"sub": "rsa-user", "exp": now() + 60});
-    let rs256 = jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256), &claims, &key).unwrap();
+    let rs256 = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &claims,
+        &key,
+    )
+    .unwrap();
     let client = WsClient::connect(&with_token(&server, &rs256)).await;
     assert_eq!(client.welcome["user"], "rsa-user");
-    assert_eq!(refused(with_token(&server, &es256).as_str()).await.0, 401, "wrong key type");
+    assert_eq!(
+        refused(with_token(&server, &es256).as_str()).await.0,
+        401,
+        "wrong key type"
+    );
     server.stop().await;
 }
 
@@ -228,10 +254,15 @@ async fn topic_and_publish_claims_answer_forbidden_and_keep_the_connection() {
         assert_eq!(answer["code"], "forbidden", "{topic}: {answer}");
         assert_eq!(answer["id"], 1);
     }
-    let answer = client.request(json!({"type":"publish","topic":"admin","data":1,"id":2})).await;
+    let answer = client
+        .request(json!({"type":"publish","topic":"admin","data":1,"id":2}))
+        .await;
     assert_eq!(answer["code"], "forbidden");
     let answer = client.request(json!({"type":"publish","data":1,"id":3})).await;
-    assert_eq!(answer["code"], "forbidden", "publishing to everyone is not a listed topic");
+    assert_eq!(
+        answer["code"], "forbidden",
+        "publishing to everyone is not a listed topic"
+    );
     client.ping().await;
     let stats = server.stats().await;
     assert_eq!(stats.topics, 2, "no forbidden topic was created");
@@ -240,9 +271,13 @@ async fn topic_and_publish_claims_answer_forbidden_and_keep_the_connection() {
     let listen_only = token(json!({"sub": "l", "publish": false}));
     let mut listener = WsClient::connect(&with_token(&server, &listen_only)).await;
     listener.subscribe("news").await;
-    let answer = listener.request(json!({"type":"publish","topic":"news","data":1,"id":4})).await;
+    let answer = listener
+        .request(json!({"type":"publish","topic":"news","data":1,"id":4}))
+        .await;
     assert_eq!(answer["code"], "forbidden");
-    client.send(json!({"type":"publish","topic":"news","data":"hi","id":5})).await;
+    client
+        .send(json!({"type":"publish","topic":"news","data":"hi","id":5}))
+        .await;
     let mut own = [client.recv().await, client.recv().await];
     own.sort_by_key(|frame| frame["type"].to_string());
     assert_eq!(own[0], json!({"type":"ack","id":5}));
@@ -293,9 +328,15 @@ async fn origins_outside_the_list_get_403() {
         request.headers_mut().insert("origin", origin.parse().unwrap());
         request
     };
-    WsClient::try_connect(with_origin("https://app.example.com")).await.unwrap();
-    WsClient::try_connect(with_origin("https://eu.example.org")).await.unwrap();
-    WsClient::try_connect(server.url()).await.expect("no Origin: not a browser");
+    WsClient::try_connect(with_origin("https://app.example.com"))
+        .await
+        .unwrap();
+    WsClient::try_connect(with_origin("https://eu.example.org"))
+        .await
+        .unwrap();
+    WsClient::try_connect(server.url())
+        .await
+        .expect("no Origin: not a browser");
     for origin in ["https://evil.com", "http://app.example.com", "https://example.org"] {
         let (status, body) = refused(with_origin(origin)).await;
         assert_eq!((status, body.as_str()), (403, "origin not allowed\n"), "{origin}");
@@ -335,7 +376,10 @@ async fn connection_limits_answer_503_and_429_and_free_their_count() {
     let mut first = server.client().await;
     let _second = server.client().await;
     let (status, body) = refused(server.url().as_str()).await;
-    assert_eq!((status, body.as_str()), (429, "too many connections from this address\n"));
+    assert_eq!(
+        (status, body.as_str()),
+        (429, "too many connections from this address\n")
+    );
     first.ws.close(None).await.unwrap();
     let _third = connect_when_freed(&server.url()).await;
     server.stop().await;
@@ -364,7 +408,9 @@ async fn connection_limits_answer_503_and_429_and_free_their_count() {
     let info = proxied
         .admin()
         .await
-        .get_client(pb::GetClientRequest { client_id: a.id.clone() })
+        .get_client(pb::GetClientRequest {
+            client_id: a.id.clone(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -398,7 +444,9 @@ async fn a_client_over_its_rate_is_refused_then_closed_while_others_keep_their_l
                 flooder.send(json!({"type":"ping"})).await;
             }
             loop {
-                match tokio::time::timeout(Duration::from_millis(5), futures_util::StreamExt::next(&mut flooder.ws)).await {
+                match tokio::time::timeout(Duration::from_millis(5), futures_util::StreamExt::next(&mut flooder.ws))
+                    .await
+                {
                     Err(_) => break,
                     Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) => {
                         let v: Value = serde_json::from_str(&t).unwrap();
@@ -409,7 +457,13 @@ async fn a_client_over_its_rate_is_refused_then_closed_while_others_keep_their_l
                         }
                     }
                     Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(frame))))) => {
-                        return (allowed, limited, u16::from(frame.code), frame.reason.to_string(), started.elapsed());
+                        return (
+                            allowed,
+                            limited,
+                            u16::from(frame.code),
+                            frame.reason.to_string(),
+                            started.elapsed(),
+                        );
                     }
                     Ok(other) => panic!("unexpected {other:?}"),
                 }
@@ -427,7 +481,10 @@ async fn a_client_over_its_rate_is_refused_then_closed_while_others_keep_their_l
     }
     let (allowed, limited, code, reason, after) = flood.await.unwrap();
     assert_eq!((code, reason.as_str()), (4029, "rate limited"));
-    assert!(after >= Duration::from_secs(2), "closed after the grace, not before: {after:?}");
+    assert!(
+        after >= Duration::from_secs(2),
+        "closed after the grace, not before: {after:?}"
+    );
     assert!(allowed >= 20 && limited > 0, "allowed {allowed}, limited {limited}");
     assert!(worst < Duration::from_millis(500), "calm client's worst ping {worst:?}");
     calm.ping().await;
@@ -468,7 +525,9 @@ async fn a_silent_handshake_ends_at_the_handshake_timeout() {
     use tokio::io::AsyncReadExt;
     let mut silent = tokio::net::TcpStream::connect(server.ws).await.unwrap();
     let mut buf = [0u8; 16];
-    let read = tokio::time::timeout(WAIT, silent.read(&mut buf)).await.expect("closed in time");
+    let read = tokio::time::timeout(WAIT, silent.read(&mut buf))
+        .await
+        .expect("closed in time");
     assert!(matches!(read, Ok(0) | Err(_)), "the server hangs up: {read:?}");
     assert_eq!(failures(&server, "timeout").await - before, 1.0);
     server.stop().await;

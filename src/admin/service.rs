@@ -38,7 +38,9 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// The caller's address, for the audit line every changing call logs.
 fn caller<T>(request: &Request<T>) -> String {
-    request.remote_addr().map_or_else(|| "unknown".into(), |a| a.to_string())
+    request
+        .remote_addr()
+        .map_or_else(|| "unknown".into(), |a| a.to_string())
 }
 
 pub struct AdminService {

@@ -136,7 +136,10 @@ impl Gate {
         let identity = match &self.verifier {
             None => None,
             Some(verifier) => {
-                let token = request.token.filter(|t| !t.is_empty()).ok_or(Denied::Auth(AuthError::Missing))?;
+                let token = request
+                    .token
+                    .filter(|t| !t.is_empty())
+                    .ok_or(Denied::Auth(AuthError::Missing))?;
                 Some(verifier.verify(token).map_err(Denied::Auth)?)
             }
         };
@@ -197,7 +200,9 @@ impl Gate {
                 .flat_map(|line| line.split([',', ';']))
                 .filter_map(|pair| {
                     let (key, value) = pair.trim().split_once('=')?;
-                    key.trim().eq_ignore_ascii_case("for").then(|| parse_hop(value.trim()))?
+                    key.trim()
+                        .eq_ignore_ascii_case("for")
+                        .then(|| parse_hop(value.trim()))?
                 })
                 .collect();
         }
@@ -245,7 +250,9 @@ impl OriginRule {
             None => (false, host),
         };
         if host.is_empty() || host.contains(['*', '/']) {
-            return Err(format!("`{rule}` is not an origin like https://app.example.com or https://*.example.com"));
+            return Err(format!(
+                "`{rule}` is not an origin like https://app.example.com or https://*.example.com"
+            ));
         }
         Ok(OriginRule { scheme, host, wildcard })
     }
@@ -291,7 +298,9 @@ mod tests {
             ..Request::default()
         };
         assert!(g.admit(&with("https://app.example.com"), peer).is_ok());
-        assert!(g.admit(&with("HTTPS://APP.EXAMPLE.COM"), "10.0.0.2:1".parse().unwrap()).is_ok());
+        assert!(g
+            .admit(&with("HTTPS://APP.EXAMPLE.COM"), "10.0.0.2:1".parse().unwrap())
+            .is_ok());
         for refused in [
             "http://app.example.com",
             "https://evil.com",
@@ -336,7 +345,11 @@ mod tests {
         let from_proxy = g.client_addr(&request, "10.0.0.5:443".parse().unwrap());
         assert_eq!(from_proxy.ip(), "198.51.100.7".parse::<IpAddr>().unwrap());
         let direct = g.client_addr(&request, "192.0.2.1:5000".parse().unwrap());
-        assert_eq!(direct, "192.0.2.1:5000".parse().unwrap(), "headers from untrusted peers are ignored");
+        assert_eq!(
+            direct,
+            "192.0.2.1:5000".parse().unwrap(),
+            "headers from untrusted peers are ignored"
+        );
         let forwarded = Request {
             forwarded: vec![r#"for="[2001:db8::1]:4711";proto=https, for=10.0.0.9"#],
             ..Request::default()

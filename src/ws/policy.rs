@@ -79,7 +79,9 @@ pub struct Rate {
 pub enum Verdict {
     Allow,
     /// Answer `rate_limited`; `first` on the client's first refusal (log it once).
-    Refuse { first: bool },
+    Refuse {
+        first: bool,
+    },
     /// The client stayed over the limit for the grace period: close with 4029.
     Close,
 }
@@ -160,14 +162,35 @@ mod tests {
         let scoped = identity(Some(&["news", "chat.*"]), true);
         let all = ClientPublish::All;
         assert_eq!(code(r#"{"type":"subscribe","topic":"news"}"#, all, Some(&scoped)), None);
-        assert_eq!(code(r#"{"type":"subscribe","topic":"chat.1"}"#, all, Some(&scoped)), None);
-        assert_eq!(code(r#"{"type":"subscribe","topic":"admin"}"#, all, Some(&scoped)), Some("forbidden"));
-        assert_eq!(code(r#"{"type":"publish","topic":"x","data":1}"#, all, Some(&scoped)), Some("forbidden"));
-        assert_eq!(code(r#"{"type":"publish","data":1}"#, all, Some(&scoped)), Some("forbidden"));
-        assert_eq!(code(r#"{"type":"unsubscribe","topic":"admin"}"#, all, Some(&scoped)), None);
+        assert_eq!(
+            code(r#"{"type":"subscribe","topic":"chat.1"}"#, all, Some(&scoped)),
+            None
+        );
+        assert_eq!(
+            code(r#"{"type":"subscribe","topic":"admin"}"#, all, Some(&scoped)),
+            Some("forbidden")
+        );
+        assert_eq!(
+            code(r#"{"type":"publish","topic":"x","data":1}"#, all, Some(&scoped)),
+            Some("forbidden")
+        );
+        assert_eq!(
+            code(r#"{"type":"publish","data":1}"#, all, Some(&scoped)),
+            Some("forbidden")
+        );
+        assert_eq!(
+            code(r#"{"type":"unsubscribe","topic":"admin"}"#, all, Some(&scoped)),
+            None
+        );
         let listener = identity(None, false);
-        assert_eq!(code(r#"{"type":"subscribe","topic":"any"}"#, all, Some(&listener)), None);
-        assert_eq!(code(r#"{"type":"publish","topic":"any","data":1}"#, all, Some(&listener)), Some("forbidden"));
+        assert_eq!(
+            code(r#"{"type":"subscribe","topic":"any"}"#, all, Some(&listener)),
+            None
+        );
+        assert_eq!(
+            code(r#"{"type":"publish","topic":"any","data":1}"#, all, Some(&listener)),
+            Some("forbidden")
+        );
         let everything = identity(Some(&["*"]), true);
         assert_eq!(code(r#"{"type":"publish","data":1}"#, all, Some(&everything)), None);
     }
@@ -197,11 +220,19 @@ mod tests {
         assert_eq!(rate.take(), Verdict::Allow);
         assert_eq!(rate.take(), Verdict::Refuse { first: true });
         tokio::time::advance(Duration::from_millis(1500)).await;
-        assert_eq!(rate.take(), Verdict::Refuse { first: false }, "a 1.5 s pause ends the stretch");
+        assert_eq!(
+            rate.take(),
+            Verdict::Refuse { first: false },
+            "a 1.5 s pause ends the stretch"
+        );
         tokio::time::advance(Duration::from_millis(900)).await;
         assert_eq!(rate.take(), Verdict::Refuse { first: false });
         tokio::time::advance(Duration::from_millis(900)).await;
-        assert_eq!(rate.take(), Verdict::Refuse { first: false }, "1.8 s into the new stretch");
+        assert_eq!(
+            rate.take(),
+            Verdict::Refuse { first: false },
+            "1.8 s into the new stretch"
+        );
         tokio::time::advance(Duration::from_millis(300)).await;
         assert_eq!(rate.take(), Verdict::Close);
     }

@@ -34,10 +34,17 @@ pub async fn run(stream: &mut SplitStream<Ws>, ctx: &Context, shared: &Shared) {
     let from = shared.id.to_string();
     let mut last_seen = Instant::now();
     // One timer serves both the idle timeout and the token's expiry.
-    let expires = shared.identity.as_ref().filter(|_| ctx.close_on_expiry).map(|identity| {
-        let left = identity.expires.duration_since(std::time::SystemTime::now()).unwrap_or_default();
-        last_seen + left
-    });
+    let expires = shared
+        .identity
+        .as_ref()
+        .filter(|_| ctx.close_on_expiry)
+        .map(|identity| {
+            let left = identity
+                .expires
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            last_seen + left
+        });
     let deadline = |last_seen: Instant| {
         let idle = last_seen + ctx.idle_timeout;
         expires.map_or(idle, |e| e.min(idle))
@@ -45,7 +52,9 @@ pub async fn run(stream: &mut SplitStream<Ws>, ctx: &Context, shared: &Shared) {
     let idle = tokio::time::sleep_until(deadline(last_seen));
     tokio::pin!(idle);
     // Boxed: a client pays one word for it unless --client-rate is set.
-    let mut rate = ctx.rate.map(|quota| Box::new(Rate::new(quota, ctx.limits.client_rate_grace)));
+    let mut rate = ctx
+        .rate
+        .map(|quota| Box::new(Rate::new(quota, ctx.limits.client_rate_grace)));
     // Whether a `forbidden` answer was logged: once per client, not per request.
     let mut forbidden_logged = false;
     loop {
@@ -92,7 +101,14 @@ pub async fn run(stream: &mut SplitStream<Ws>, ctx: &Context, shared: &Shared) {
                 handles.messages_received.increment(1);
                 handles.bytes_received.increment(text.len() as u64);
                 shared.messages_received.fetch_add(1, Relaxed);
-                let waited = match handle_request(text.as_str(), ctx, shared, &from, rate.as_deref_mut(), &mut forbidden_logged) {
+                let waited = match handle_request(
+                    text.as_str(),
+                    ctx,
+                    shared,
+                    &from,
+                    rate.as_deref_mut(),
+                    &mut forbidden_logged,
+                ) {
                     Ok(None) => Ok(()),
                     // The hub is full: wait for room (rare, boxed). The
                     // socket is not read meanwhile: TCP pushes back. A

@@ -2,6 +2,7 @@
 //! gRPC clients, and helpers that await events instead of sleeping.
 #![allow(dead_code)]
 
+pub mod pki;
 pub mod raw;
 
 use std::net::SocketAddr;
@@ -301,7 +302,10 @@ pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
         .unwrap();
     let text = String::from_utf8_lossy(&response).into_owned();
     let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 

@@ -1,0 +1,125 @@
+//! wss:// on the WebSocket port through rustls, with certificates made at
+//! test time, and a certificate reload on SIGHUP under a live connection.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::pki::Pki;
+use common::{Binary, WAIT};
+use futures_util::{SinkExt, StreamExt};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+type Wss = WebSocketStream<TlsStream<TcpStream>>;
+
+/// Opens wss://localhost/ws on `server`, trusting only `ca_pem`; reads the welcome.
+async fn wss(server: &Binary, ca_pem: &str) -> Result<(Wss, Value), String> {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(server.ws).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut ws, _) = tokio_tungstenite::client_async("wss://localhost/ws", tls)
+        .await
+        .map_err(|e| e.to_string())?;
+    let welcome = next_json(&mut ws).await;
+    assert_eq!(welcome["type"], "welcome");
+    Ok((ws, welcome))
+}
+
+async fn next_json(ws: &mut Wss) -> Value {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next()).await.expect("a frame in time") {
+            Some(Ok(Message::Text(text))) => return serde_json::from_str(&text).unwrap(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+async fn ping(ws: &mut Wss) {
+    ws.send(Message::text(r#"{"type":"ping","id":1}"#)).await.unwrap();
+    assert_eq!(next_json(ws).await, json!({"type":"pong","id":1}));
+}
+
+/// Waits until `series` on the binary's metrics listener reads `value`.
+async fn metric_reaches(server: &Binary, series: &str, value: f64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let now = common::metric(server.metrics, series).await;
+        if now == value {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{series} stayed at {now}, not {value}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+async fn sighup(server: &Binary) {
+    let pid = server.child.id().unwrap().to_string();
+    let status = tokio::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_serves_and_reloads_its_certificate_on_sighup_without_dropping_clients() {
+    let (first, second) = (Pki::new("wss-first"), Pki::new("wss-second"));
+    let (cert, key, _, _) = first.leaf("localhost");
+    let server = Binary::spawn(&["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()]).await;
+    let (mut live, _) = wss(&server, &first.ca.pem())
+        .await
+        .expect("wss with the first certificate");
+    ping(&mut live).await;
+
+    // Plain ws:// to the TLS port fails its TLS handshake, counted.
+    let plain = tokio_tungstenite::connect_async(format!("ws://{}/ws", server.ws)).await;
+    assert!(plain.is_err());
+    metric_reaches(&server, "wshub_handshake_failures_total{reason=\"tls\"}", 1.0).await;
+
+    // New certificate from another CA in the same files, then SIGHUP.
+    let (_, _, cert_pem, key_pem) = second.leaf("localhost");
+    std::fs::write(&cert, cert_pem).unwrap();
+    std::fs::write(&key, key_pem).unwrap();
+    sighup(&server).await;
+    metric_reaches(&server, "wshub_tls_reloads_total{result=\"ok\"}", 1.0).await;
+    let (mut fresh, _) = wss(&server, &second.ca.pem())
+        .await
+        .expect("new clients get the new certificate");
+    let old_trust = wss(&server, &first.ca.pem()).await;
+    assert!(old_trust.is_err(), "the old certificate is no longer offered");
+    ping(&mut live).await;
+    ping(&mut fresh).await;
+
+    // A broken file keeps the certificate in use.
+    std::fs::write(&cert, "not a certificate").unwrap();
+    sighup(&server).await;
+    metric_reaches(&server, "wshub_tls_reloads_total{result=\"error\"}", 1.0).await;
+    wss(&server, &second.ca.pem())
+        .await
+        .expect("still the second certificate");
+    ping(&mut live).await;
+    server.sigterm().await;
+}
