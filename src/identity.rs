@@ -35,16 +35,41 @@ impl std::fmt::Debug for Verifier {
 }
 
 /// What a valid token grants one client, for the life of its connection.
+///
+/// Kept compact (one allocation besides itself), since every connection of
+/// an authenticating node holds one: the user and the topic rules share one
+/// string, the rules each after a space (a rule cannot hold one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
+    text: Box<str>,
+    user_len: u32,
+    /// Whether a `topics` claim limits the client.
+    scoped: bool,
+    publish: bool,
+    /// The token's `exp`, in seconds since the epoch.
+    exp: u64,
+}
+
+impl Identity {
     /// The token's `sub`.
-    pub user: Box<str>,
-    /// Topics the client may subscribe and publish to; `None`: any.
-    pub topics: Option<TopicRules>,
+    pub fn user(&self) -> &str {
+        &self.text[..self.user_len as usize]
+    }
+
+    /// The topics the client may subscribe and publish to; `None`: any.
+    pub fn topics(&self) -> Option<TopicRules<'_>> {
+        self.scoped.then(|| TopicRules(&self.text[self.user_len as usize..]))
+    }
+
     /// Whether the client may publish at all (claim `publish`, default true).
-    pub publish: bool,
+    pub fn publish(&self) -> bool {
+        self.publish
+    }
+
     /// The token's `exp`.
-    pub expires: SystemTime,
+    pub fn expires(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(self.exp)
+    }
 }
 
 /// Why a token was refused: the short reason in the 401 body.
@@ -135,16 +160,20 @@ impl Verifier {
             _ => AuthError::Invalid("malformed token"),
         })?;
         let claims = data.claims;
-        let sub = claims.sub.ok_or(AuthError::Invalid("exp and sub are required"))?;
-        if sub.len() > MAX_USER_LEN {
+        let mut text = claims.sub.ok_or(AuthError::Invalid("exp and sub are required"))?;
+        if text.len() > MAX_USER_LEN {
             return Err(AuthError::Invalid("sub longer than 256 bytes"));
         }
-        let topics = claims.topics.map(|list| TopicRules::parse(&list)).transpose()?;
+        let user_len = text.len() as u32;
+        if let Some(rules) = &claims.topics {
+            TopicRules::append(&mut text, rules)?;
+        }
         Ok(Identity {
-            user: sub.into(),
-            topics,
+            text: text.into_boxed_str(),
+            user_len,
+            scoped: claims.topics.is_some(),
             publish: claims.publish.unwrap_or(true),
-            expires: UNIX_EPOCH + Duration::from_secs(claims.exp),
+            exp: claims.exp,
         })
     }
 }
@@ -157,47 +186,46 @@ fn secret_key(secret: &str) -> Result<DecodingKey, String> {
 }
 
 /// A `topics` claim: exact topic names and `prefix.*` patterns (`*` alone
-/// allows every topic).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TopicRules {
-    /// Sorted, for a binary search.
-    exact: Vec<Box<str>>,
-    /// Each pattern without its `*`: `chat.*` is kept as `chat.`.
-    prefixes: Vec<Box<str>>,
-}
+/// allows every topic), each after a space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicRules<'a>(&'a str);
 
-impl TopicRules {
-    fn parse(list: &[String]) -> Result<TopicRules, AuthError> {
+impl TopicRules<'_> {
+    /// Checks each rule of a claim and appends it to `text` after a space.
+    fn append(text: &mut String, list: &[String]) -> Result<(), AuthError> {
         if list.len() > MAX_TOPIC_RULES {
             return Err(AuthError::Invalid("topics claim lists more than 256 entries"));
         }
-        let mut rules = TopicRules {
-            exact: Vec::new(),
-            prefixes: Vec::new(),
-        };
         for rule in list {
-            match rule.strip_suffix('*') {
+            let valid = match rule.strip_suffix('*') {
                 // `*` alone, or `prefix*` whose prefix is a valid topic start.
-                Some(prefix) if prefix.is_empty() || Topic::parse(prefix).is_ok() => {
-                    rules.prefixes.push(prefix.into());
-                }
-                None if Topic::parse(rule).is_ok() => rules.exact.push(rule.as_str().into()),
-                _ => return Err(AuthError::Invalid("topics claim holds an invalid topic pattern")),
+                Some(prefix) => prefix.is_empty() || Topic::parse(prefix).is_ok(),
+                None => Topic::parse(rule).is_ok(),
+            };
+            if !valid {
+                return Err(AuthError::Invalid("topics claim holds an invalid topic pattern"));
             }
+            text.push(' ');
+            text.push_str(rule);
         }
-        rules.exact.sort_unstable();
-        Ok(rules)
+        Ok(())
+    }
+
+    fn rules(&self) -> impl Iterator<Item = &str> {
+        self.0.split(' ').skip(1)
     }
 
     /// Whether `topic` is one of the exact names or starts with a pattern's prefix.
     pub fn allows(&self, topic: &str) -> bool {
-        self.exact.binary_search_by(|t| (**t).cmp(topic)).is_ok()
-            || self.prefixes.iter().any(|p| topic.starts_with(&**p))
+        self.rules().any(|rule| match rule.strip_suffix('*') {
+            Some(prefix) => topic.starts_with(prefix),
+            None => rule == topic,
+        })
     }
 
     /// Whether every topic is allowed (`*`): then publish-to-everyone is too.
     pub fn allows_all(&self) -> bool {
-        self.prefixes.iter().any(|p| p.is_empty())
+        self.rules().any(|rule| rule == "*")
     }
 }
 
@@ -205,13 +233,17 @@ impl TopicRules {
 mod tests {
     use super::*;
 
-    fn rules(list: &[&str]) -> Result<TopicRules, AuthError> {
-        TopicRules::parse(&list.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    /// The rules of a claim, after a user holding spaces.
+    fn rules(list: &[&str]) -> Result<String, AuthError> {
+        let mut text = "a user".to_string();
+        TopicRules::append(&mut text, &list.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+        Ok(text["a user".len()..].to_string())
     }
 
     #[test]
     fn topic_rules_match_exact_names_and_prefixes() {
-        let r = rules(&["news", "chat.*", "a:b"]).unwrap();
+        let text = rules(&["news", "chat.*", "a:b"]).unwrap();
+        let r = TopicRules(&text);
         assert!(r.allows("news"));
         assert!(r.allows("a:b"));
         assert!(r.allows("chat.room1"));
@@ -221,7 +253,9 @@ mod tests {
         assert!(!r.allows("chatter"));
         assert!(!r.allows_all());
         let all = rules(&["*"]).unwrap();
-        assert!(all.allows("anything") && all.allows_all());
+        assert!(TopicRules(&all).allows("anything") && TopicRules(&all).allows_all());
+        let none = rules(&[]).unwrap();
+        assert!(!TopicRules(&none).allows("news"), "an empty claim allows nothing");
     }
 
     #[test]

@@ -53,13 +53,20 @@ fn field(text: &str, key: &str) -> Option<u64> {
 
 /// Opens `n` connections to `url`, spread over `sources` loopback source
 /// addresses, at most `parallel` handshakes at a time.
-pub async fn connect_many(addr: SocketAddr, path: &str, n: usize, sources: u8, parallel: usize) -> Vec<Ws> {
+pub async fn connect_many(
+    addr: SocketAddr,
+    path: &str,
+    n: usize,
+    sources: u8,
+    parallel: usize,
+    jwt_secret: Option<&str>,
+) -> Vec<Ws> {
     let gate = Arc::new(tokio::sync::Semaphore::new(parallel));
     let mut handles = Vec::with_capacity(n);
     for i in 0..n {
         let gate = gate.clone();
         let source = Ipv4Addr::new(127, 0, 0, 1 + (i % sources as usize) as u8);
-        let path = path.to_string();
+        let path = with_token(path, jwt_secret, i);
         handles.push(tokio::spawn(async move {
             let _permit = gate.acquire().await.ok()?;
             connect(addr, &path, source)
@@ -75,6 +82,23 @@ pub async fn connect_many(addr: SocketAddr, path: &str, n: usize, sources: u8, p
         }
     }
     out
+}
+
+/// `path` with a `token` query parameter for client `i` when a secret is given.
+pub fn with_token(path: &str, jwt_secret: Option<&str>, i: usize) -> String {
+    let Some(secret) = jwt_secret else {
+        return path.to_string();
+    };
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+        + 24 * 3600;
+    let claims = serde_json::json!({"sub": format!("bench-{i}"), "exp": exp, "topics": ["bench.*", "t"]});
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).expect("an HS256 key");
+    let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).expect("a token");
+    let separator = if path.contains('?') { '&' } else { '?' };
+    format!("{path}{separator}token={token}")
 }
 
 pub async fn connect(addr: SocketAddr, path: &str, source: Ipv4Addr) -> Result<Ws, String> {

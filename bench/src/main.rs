@@ -47,6 +47,10 @@ struct Cli {
     /// Print one JSON object instead of a table.
     #[arg(long, global = true)]
     json: bool,
+    /// Sign a client token (HS256, `sub` bench-N, `topics` ["bench.*", "t"]) with this
+    /// secret for every connection, to measure a node started with --jwt-secret.
+    #[arg(long, global = true)]
+    jwt_secret: Option<String>,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -196,7 +200,15 @@ async fn run(cli: Cli) -> Result<(), String> {
 
 async fn connect_all(cli: &Cli, n: usize) -> Result<(Vec<Ws>, Duration), String> {
     let start = Instant::now();
-    let conns = client::connect_many(cli.addr, &cli.path, n, cli.sources, cli.parallel).await;
+    let conns = client::connect_many(
+        cli.addr,
+        &cli.path,
+        n,
+        cli.sources,
+        cli.parallel,
+        cli.jwt_secret.as_deref(),
+    )
+    .await;
     if conns.len() < n {
         return Err(format!("only {} of {n} connections opened", conns.len()));
     }
@@ -271,7 +283,8 @@ impl Receivers {
 
 /// A publishing connection whose own copies are read and dropped.
 async fn publisher(cli: &Cli) -> Result<futures_util::stream::SplitSink<Ws, Message>, String> {
-    let ws = client::connect(cli.addr, &cli.path, std::net::Ipv4Addr::LOCALHOST).await?;
+    let path = client::with_token(&cli.path, cli.jwt_secret.as_deref(), 0);
+    let ws = client::connect(cli.addr, &path, std::net::Ipv4Addr::LOCALHOST).await?;
     let (sink, mut stream) = ws.split();
     tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
     Ok(sink)

@@ -13,6 +13,20 @@ pub const MAX_PAGE_SIZE: u32 = 1000;
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
 pub use crate::close::MAX_REASON_BYTES;
 
+/// A kick's close code (0: the default 4000; otherwise 4000–4999) after
+/// checking its reason fits a close frame.
+pub fn kick_close(code: u32, reason: &str) -> Result<u16, AdminError> {
+    let close_code = match code {
+        0 => crate::close::code::KICKED,
+        c @ 4000..=4999 => c as u16,
+        c => return Err(AdminError::InvalidCode(c)),
+    };
+    if reason.len() > MAX_REASON_BYTES {
+        return Err(AdminError::ReasonTooLong(reason.len()));
+    }
+    Ok(close_code)
+}
+
 /// An empty string means "no topic"; anything else must be a valid topic.
 pub fn optional_topic(topic: &str) -> Result<Option<Topic>, AdminError> {
     if topic.is_empty() {

@@ -3,7 +3,8 @@
 //! command into the hub; this module never touches the registry.
 
 mod auth;
-mod convert;
+/// Request validation at the edge (public for the fuzz targets in `fuzz/`).
+pub mod convert;
 mod error;
 mod layer;
 mod service;

@@ -13,10 +13,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use super::convert::{self, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_REASON_BYTES};
+use super::convert::{self, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 use super::pb::{self, admin_server::Admin};
 use super::AdminError;
-use crate::close::{code, Closing, DisconnectReason};
+use crate::close::{Closing, DisconnectReason};
 use crate::hub::{Event, HubHandle, KickTarget, ListQuery};
 use crate::lifecycle::Lifecycle;
 use crate::{metrics, protocol};
@@ -151,14 +151,7 @@ impl Admin for AdminService {
         use pb::kick_clients_request::Target;
         let caller = caller(&request);
         let request = request.into_inner();
-        let close_code = match request.code {
-            0 => code::KICKED,
-            c @ 4000..=4999 => c as u16,
-            c => return Err(AdminError::InvalidCode(c).into()),
-        };
-        if request.reason.len() > MAX_REASON_BYTES {
-            return Err(AdminError::ReasonTooLong(request.reason.len()).into());
-        }
+        let close_code = convert::kick_close(request.code, &request.reason)?;
         let target = match request.target {
             None => return Err(AdminError::NoTarget.into()),
             Some(Target::ClientId(id)) => KickTarget::Client(convert::client_id(&id)?),

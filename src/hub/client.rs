@@ -147,7 +147,7 @@ impl Shared {
 
     /// The token's `sub`, or "" without auth.
     pub fn user(&self) -> &str {
-        self.identity.as_ref().map_or("", |i| &i.user)
+        self.identity.as_ref().map_or("", |i| i.user())
     }
 
     /// Records why the connection ends; returns false if a cause was already recorded.

@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
+use super::gate::Slot;
 use super::tls::Stream;
 use super::writer::Sink;
 use super::{handshake, reader, writer, Context};
@@ -33,40 +34,15 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 pub type Ws = WebSocketStream<Stream>;
 
 pub async fn handle(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr) {
-    let _ = stream.set_nodelay(true);
-    // Boxed so the handshakes' buffers are freed once they are done, instead
-    // of staying part of this task's state for the life of the connection.
-    let handshake = Box::pin(handshakes(&ctx, stream, peer));
-    let (mut stream, upgraded) = match tokio::time::timeout(ctx.handshake_timeout, handshake).await {
-        Ok(Ok(done)) => done,
-        Ok(Err(reason)) => return metrics::handshake_failure(reason),
-        Err(_) => return metrics::handshake_failure(HandshakeFailure::Timeout),
+    // Boxed, so what only the opening needs (the handshakes' buffers, the
+    // request's claims) is freed once it is done, instead of staying part
+    // of this task's state for the life of the connection.
+    let Some((ws, shared, slot)) = Box::pin(open(&ctx, stream, peer)).await else {
+        return;
     };
-    let _ = stream.flush().await;
-    let handshake::Upgraded { admitted, leftover } = upgraded;
-    let ws = Box::pin(WebSocketStream::from_partially_read(
-        stream,
-        leftover,
-        Role::Server,
-        Some(ctx.ws_config),
-    ))
-    .await;
-    let id = ClientId(ctx.next_id.fetch_add(1, Relaxed));
-    let limits = &ctx.limits;
-    let shared = Arc::new(
-        Shared::new(
-            id,
-            admitted.addr,
-            ctx.force.child_token(),
-            limits.send_queue_len,
-            limits.send_queue_bytes,
-        )
-        .with_identity(admitted.identity),
-    );
-    let slot = admitted.slot;
     // A debug span: free at the default log level, and every connection
     // line carries the client id when debugging.
-    let span = tracing::debug_span!("client", client_id = %id, remote = %shared.remote_addr);
+    let span = tracing::debug_span!("client", client_id = %shared.id, remote = %shared.remote_addr);
     // The writer starts at once; the hub queues the welcome as it registers
     // the client, so it is always the first frame.
     let (sink, stream) = ws.split();
@@ -75,6 +51,38 @@ pub async fn handle(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr) {
         .spawn(writer::run(sink, shared.clone(), ctx.ping_interval).instrument(span.clone()));
     run(ctx, stream, shared, writer).instrument(span).await;
     drop(slot);
+}
+
+/// The handshakes, within `--handshake-timeout`, then the client as the
+/// hub will know it; `None` (counted) when the request was refused.
+async fn open(ctx: &Context, stream: TcpStream, peer: SocketAddr) -> Option<(Ws, Arc<Shared>, Slot)> {
+    let _ = stream.set_nodelay(true);
+    let (mut stream, upgraded) = match tokio::time::timeout(ctx.handshake_timeout, handshakes(ctx, stream, peer)).await
+    {
+        Ok(Ok(done)) => done,
+        Ok(Err(reason)) => {
+            metrics::handshake_failure(reason);
+            return None;
+        }
+        Err(_) => {
+            metrics::handshake_failure(HandshakeFailure::Timeout);
+            return None;
+        }
+    };
+    let _ = stream.flush().await;
+    let handshake::Upgraded { admitted, leftover } = upgraded;
+    let ws = WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(ctx.ws_config)).await;
+    let id = ClientId(ctx.next_id.fetch_add(1, Relaxed));
+    let limits = &ctx.limits;
+    let shared = Shared::new(
+        id,
+        admitted.addr,
+        ctx.force.child_token(),
+        limits.send_queue_len,
+        limits.send_queue_bytes,
+    )
+    .with_identity(admitted.identity);
+    Some((ws, Arc::new(shared), admitted.slot))
 }
 
 /// TLS (for wss://), then the HTTP upgrade.
@@ -104,7 +112,7 @@ async fn run(ctx: Arc<Context>, mut stream: SplitStream<Ws>, shared: Arc<Shared>
     let handles = metrics::handles();
     handles.connections.increment(1);
     ctx.live.fetch_add(1, Relaxed);
-    let user = shared.identity.as_ref().map(|i| &*i.user);
+    let user = shared.identity.as_ref().map(|i| i.user());
     let welcome = protocol::welcome(shared.id, ctx.ping_interval.as_millis(), user);
     if let Err(refused) = Box::pin(ctx.hub.register(shared.clone(), welcome.clone())).await {
         // Draining or shutting down: say so after the welcome, then end.

@@ -48,52 +48,76 @@ where
             return Err(Refusal::Io);
         }
         buf.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&buf) {
-            Ok(httparse::Status::Complete(head_len)) => {
-                let answer = decide(&req, lifecycle.is_ready(), gate, peer);
-                return match answer {
-                    Answer::Upgrade(key, admitted) => {
-                        let response = format!(
-                            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-                            derive_accept_key(key.as_bytes())
-                        );
-                        stream.write_all(response.as_bytes()).await.map_err(|_| Refusal::Io)?;
-                        stream.flush().await.map_err(|_| Refusal::Io)?;
-                        Ok(Upgraded {
-                            admitted,
-                            leftover: buf.split_off(head_len),
-                        })
-                    }
-                    Answer::Refuse {
-                        status,
-                        extra,
-                        body,
-                        reason,
-                    } => {
-                        respond(stream, status, extra, &body).await;
-                        Err(reason)
-                    }
-                };
+        match read_head(&buf, gate, lifecycle.is_ready(), peer) {
+            None => continue,
+            Some((head_len, Answer::Upgrade(key, admitted))) => {
+                let response = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                    derive_accept_key(key.as_bytes())
+                );
+                stream.write_all(response.as_bytes()).await.map_err(|_| Refusal::Io)?;
+                stream.flush().await.map_err(|_| Refusal::Io)?;
+                return Ok(Upgraded {
+                    admitted,
+                    leftover: buf.split_off(head_len),
+                });
             }
-            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,
-            Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
-                respond(
-                    stream,
-                    "431 Request Header Fields Too Large",
-                    "",
-                    "request head too large: at most 8 KiB and 64 header lines\n",
-                )
-                .await;
-                return Err(Refusal::HeadersTooLarge);
-            }
-            Err(_) => {
-                respond(stream, "400 Bad Request", "", "malformed HTTP request\n").await;
-                return Err(Refusal::BadRequest);
+            Some((
+                _,
+                Answer::Refuse {
+                    status,
+                    extra,
+                    body,
+                    reason,
+                },
+            )) => {
+                respond(stream, status, extra, &body).await;
+                return Err(reason);
             }
         }
     }
+}
+
+/// The answer to the request head at the start of `buf`, with the head's
+/// length; `None` while it is incomplete and within the size limits.
+/// `accepting`: readiness when the request completed, so a drain that
+/// began while it arrived is honoured.
+fn read_head(buf: &[u8], gate: &Arc<Gate>, accepting: bool, peer: SocketAddr) -> Option<(usize, Answer)> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let refuse = |status, body, reason| Answer::Refuse {
+        status,
+        extra: "",
+        body: Cow::Borrowed(body),
+        reason,
+    };
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(head_len)) => Some((head_len, decide(&req, accepting, gate, peer))),
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => None,
+        Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => Some((
+            buf.len(),
+            refuse(
+                "431 Request Header Fields Too Large",
+                "request head too large: at most 8 KiB and 64 header lines\n",
+                Refusal::HeadersTooLarge,
+            ),
+        )),
+        Err(_) => Some((
+            buf.len(),
+            refuse("400 Bad Request", "malformed HTTP request\n", Refusal::BadRequest),
+        )),
+    }
+}
+
+/// The status the port answers to a complete request head in `bytes` from
+/// `peer` (101 for an upgrade), or `None` for an incomplete one: the
+/// parser and every check, without a socket (for the fuzz target).
+pub fn status_for(bytes: &[u8], gate: &Arc<Gate>, peer: SocketAddr) -> Option<u16> {
+    let (_, answer) = read_head(bytes, gate, true, peer)?;
+    Some(match answer {
+        Answer::Upgrade(..) => 101,
+        Answer::Refuse { status, .. } => status[..3].parse().expect("status lines start with a code"),
+    })
 }
 
 enum Answer {

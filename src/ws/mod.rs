@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use handshake::WS_PATH;
+pub use handshake::{status_for, WS_PATH};
 
 use crate::config::{ClientLimits, Config};
 use crate::hub::HubHandle;

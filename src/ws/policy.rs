@@ -23,7 +23,7 @@ pub fn check(request: &Request, publish: ClientPublish, identity: Option<&Identi
     };
     match request {
         Request::Ping { .. } | Request::Unsubscribe { .. } => Ok(()),
-        Request::Subscribe { topic, id } => match identity.and_then(|i| i.topics.as_ref()) {
+        Request::Subscribe { topic, id } => match identity.and_then(Identity::topics) {
             Some(rules) if !rules.allows(topic.as_str()) => {
                 refuse(ErrorCode::Forbidden, "your token does not allow this topic", id)
             }
@@ -44,10 +44,10 @@ pub fn check(request: &Request, publish: ClientPublish, identity: Option<&Identi
                 _ => {}
             }
             let Some(identity) = identity else { return Ok(()) };
-            if !identity.publish {
+            if !identity.publish() {
                 return refuse(ErrorCode::Forbidden, "your token does not allow publishing", id);
             }
-            match (&identity.topics, topic) {
+            match (identity.topics(), topic) {
                 (Some(rules), Some(topic)) if !rules.allows(topic.as_str()) => {
                     refuse(ErrorCode::Forbidden, "your token does not allow this topic", id)
                 }

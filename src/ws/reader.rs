@@ -40,7 +40,7 @@ pub async fn run(stream: &mut SplitStream<Ws>, ctx: &Context, shared: &Shared) {
         .filter(|_| ctx.close_on_expiry)
         .map(|identity| {
             let left = identity
-                .expires
+                .expires()
                 .duration_since(std::time::SystemTime::now())
                 .unwrap_or_default();
             last_seen + left
