@@ -397,8 +397,8 @@ fn rfc3339(t: SystemTime) -> String {
 fn print_clients(clients: &[pb::ClientInfo], json_out: bool) {
     if !json_out {
         println!(
-            "{:<10} {:<21} {:<20} {:>6} {:>9} {:>6} {:>9} {:>9}  TOPICS",
-            "ID", "REMOTE", "CONNECTED", "DEPTH", "BYTES", "PEAK", "SENT", "RECEIVED"
+            "{:<10} {:<16} {:<21} {:<20} {:>6} {:>9} {:>6} {:>9} {:>9}  TOPICS",
+            "ID", "USER", "REMOTE", "CONNECTED", "DEPTH", "BYTES", "PEAK", "SENT", "RECEIVED"
         );
     }
     for c in clients {
@@ -416,8 +416,9 @@ fn print_clients(clients: &[pb::ClientInfo], json_out: bool) {
             println!("{value}");
         } else {
             println!(
-                "{:<10} {:<21} {:<20} {:>6} {:>9} {:>6} {:>9} {:>9}  {}",
+                "{:<10} {:<16} {:<21} {:<20} {:>6} {:>9} {:>6} {:>9} {:>9}  {}",
                 c.id,
+                if c.user.is_empty() { "-" } else { c.user.as_str() },
                 c.remote_addr,
                 connected,
                 c.queue_depth,
