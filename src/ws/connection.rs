@@ -60,14 +60,8 @@ async fn open(ctx: &Context, stream: TcpStream, peer: SocketAddr) -> Option<(Ws,
     let (mut stream, upgraded) = match tokio::time::timeout(ctx.handshake_timeout, handshakes(ctx, stream, peer)).await
     {
         Ok(Ok(done)) => done,
-        Ok(Err(reason)) => {
-            metrics::handshake_failure(reason);
-            return None;
-        }
-        Err(_) => {
-            metrics::handshake_failure(HandshakeFailure::Timeout);
-            return None;
-        }
+        Ok(Err(reason)) => return refused(reason, peer),
+        Err(_) => return refused(HandshakeFailure::Timeout, peer),
     };
     let _ = stream.flush().await;
     let handshake::Upgraded { admitted, leftover } = upgraded;
@@ -83,6 +77,27 @@ async fn open(ctx: &Context, stream: TcpStream, peer: SocketAddr) -> Option<(Ws,
     )
     .with_identity(admitted.identity);
     Some((ws, Arc::new(shared), admitted.slot))
+}
+
+/// Counts a refused handshake, and logs it: the first refusal in each
+/// second at info (with how many the previous lines left out), the rest at
+/// debug, so a flood of refusals cannot flood the log.
+fn refused<T>(reason: HandshakeFailure, peer: SocketAddr) -> Option<T> {
+    use std::sync::atomic::AtomicU64;
+    static LAST_SECOND: AtomicU64 = AtomicU64::new(0);
+    static LEFT_OUT: AtomicU64 = AtomicU64::new(0);
+    metrics::handshake_failure(reason);
+    let second = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if LAST_SECOND.swap(second, Relaxed) != second {
+        let left_out = LEFT_OUT.swap(0, Relaxed);
+        tracing::info!(reason = reason.as_str(), remote = %peer, left_out, "handshake refused");
+    } else {
+        LEFT_OUT.fetch_add(1, Relaxed);
+        tracing::debug!(reason = reason.as_str(), remote = %peer, "handshake refused");
+    }
+    None
 }
 
 /// TLS (for wss://), then the HTTP upgrade.
