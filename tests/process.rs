@@ -22,8 +22,8 @@ async fn sigterm_closes_clients_with_1001_and_exits_0() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_admin_tls_files_stop_the_process_before_it_serves() {
-    let dir = std::env::temp_dir().join(format!("wshub-bad-tls-{}", std::process::id()));
+async fn bad_key_and_certificate_files_stop_the_process_before_it_serves() {
+    let dir = std::env::temp_dir().join(format!("wshub-bad-files-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
@@ -33,14 +33,47 @@ async fn bad_admin_tls_files_stop_the_process_before_it_serves() {
     )
     .unwrap();
     std::fs::write(&key, "not a key at all\n").unwrap();
-    for (cert, key) in [(cert.clone(), key.clone()), (dir.join("missing.pem"), key.clone())] {
+    let missing = dir.join("missing.pem");
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "--admin-tls-cert".into(),
+                path(&cert),
+                "--admin-tls-key".into(),
+                path(&key),
+            ],
+            "admin TLS",
+        ),
+        (
+            vec![
+                "--admin-tls-cert".into(),
+                path(&missing),
+                "--admin-tls-key".into(),
+                path(&key),
+            ],
+            "admin TLS",
+        ),
+        (
+            vec!["--tls-cert".into(), path(&cert), "--tls-key".into(), path(&key)],
+            "certificate",
+        ),
+        (
+            vec!["--tls-cert".into(), path(&missing), "--tls-key".into(), path(&key)],
+            "cannot read",
+        ),
+        (
+            vec!["--jwt-public-key".into(), path(&key)],
+            "neither an RSA nor an EC public key",
+        ),
+        (vec!["--jwt-secret-file".into(), path(&missing)], "cannot read"),
+        (vec!["--admin-token-file".into(), path(&missing)], "cannot read"),
+    ];
+    for (flags, says) in cases {
         let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_wshub"))
             .args(["--ws-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
             .args(["--metrics-addr", "127.0.0.1:0"])
-            .arg("--admin-tls-cert")
-            .arg(&cert)
-            .arg("--admin-tls-key")
-            .arg(&key)
+            .args(&flags)
             .kill_on_drop(true)
             .output();
         let out = tokio::time::timeout(common::WAIT, out)
@@ -48,8 +81,8 @@ async fn bad_admin_tls_files_stop_the_process_before_it_serves() {
             .expect("exits at once")
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{stderr}");
-        assert!(stderr.contains("admin TLS"), "{stderr}");
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {stderr}");
+        assert!(stderr.contains(says), "{flags:?}: {stderr}");
         assert!(!stderr.contains("wshub running"), "nothing was served: {stderr}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
