@@ -56,7 +56,7 @@ async fn bad_key_and_certificate_files_stop_the_process_before_it_serves() {
         ),
         (
             vec!["--tls-cert".into(), path(&cert), "--tls-key".into(), path(&key)],
-            "certificate",
+            "private key",
         ),
         (
             vec!["--tls-cert".into(), path(&missing), "--tls-key".into(), path(&key)],
