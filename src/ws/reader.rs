@@ -193,27 +193,35 @@ fn handle_request<'a>(
     rate: Option<&mut Rate>,
     forbidden_logged: &mut bool,
 ) -> Result<Option<Wait<'a>>, Error> {
-    let request = match protocol::parse(text) {
-        Err(e) => return reply_error(shared, &e).map(|()| None),
-        Ok(request) => request,
-    };
-    let verdict = rate.map_or(Verdict::Allow, Rate::take);
-    if verdict != Verdict::Allow {
-        if verdict == Verdict::Close {
+    let parsed = protocol::parse(text);
+    // Every request counts against the rate, malformed ones too.
+    match rate.map_or(Verdict::Allow, Rate::take) {
+        Verdict::Allow => {}
+        Verdict::Close => {
             tracing::info!(client_id = %shared.id, user = shared.user(), "client stayed over its rate limit; closing (4029)");
             shared.close(Closing::rate_limited());
             return Err(Error::Closing);
         }
-        if verdict == (Verdict::Refuse { first: true }) {
-            tracing::info!(client_id = %shared.id, user = shared.user(), "client over its rate limit; requests answered rate_limited");
+        Verdict::Refuse { first } => {
+            if first {
+                tracing::info!(client_id = %shared.id, user = shared.user(), "client over its rate limit; requests answered rate_limited");
+            }
+            let id = match &parsed {
+                Ok(request) => request.id().cloned(),
+                Err(e) => e.id.clone(),
+            };
+            let e = RequestError {
+                code: ErrorCode::RateLimited,
+                message: "too many requests; slow down".into(),
+                id,
+            };
+            return reply_error(shared, &e).map(|()| None);
         }
-        let e = RequestError {
-            code: ErrorCode::RateLimited,
-            message: "too many requests; slow down".into(),
-            id: request.id().cloned(),
-        };
-        return reply_error(shared, &e).map(|()| None);
     }
+    let request = match parsed {
+        Err(e) => return reply_error(shared, &e).map(|()| None),
+        Ok(request) => request,
+    };
     if let Err(e) = policy::check(&request, ctx.limits.client_publish, shared.identity.as_deref()) {
         if e.code == ErrorCode::Forbidden && !std::mem::replace(forbidden_logged, true) {
             tracing::info!(client_id = %shared.id, user = shared.user(), "client asked for what its token does not allow; answered forbidden");
