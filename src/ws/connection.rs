@@ -2,6 +2,7 @@
 //! hub, run the reader here and the writer in its own task, then end it
 //! within a bound and report why it ended.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -33,24 +34,27 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 
 pub type Ws = WebSocketStream<Stream>;
 
+/// One accepted socket. This task opens the connection (handshakes, the
+/// client's record) and ends; the connection then lives in a task of its
+/// own, so nothing only the opening needed stays in memory for the life of
+/// the connection.
 pub async fn handle(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr) {
-    // Boxed, so what only the opening needs (the handshakes' buffers, the
-    // request's claims) is freed once it is done, instead of staying part
-    // of this task's state for the life of the connection.
-    let Some((ws, shared, slot)) = Box::pin(open(&ctx, stream, peer)).await else {
+    let Some((ws, shared, slot)) = open(&ctx, stream, peer).await else {
         return;
     };
-    // A debug span: free at the default log level, and every connection
-    // line carries the client id when debugging.
-    let span = tracing::debug_span!("client", client_id = %shared.id, remote = %shared.remote_addr);
     // The writer starts at once; the hub queues the welcome as it registers
     // the client, so it is always the first frame.
     let (sink, stream) = ws.split();
     let writer = ctx
         .tracker
-        .spawn(writer::run(sink, shared.clone(), ctx.ping_interval).instrument(span.clone()));
-    run(ctx, stream, shared, writer).instrument(span).await;
-    drop(slot);
+        .spawn(writer::run(sink, shared.clone(), ctx.ping_interval).instrument(span(&shared)));
+    ctx.tracker.spawn(steady(ctx.clone(), stream, shared, writer, slot));
+}
+
+/// A debug span: free at the default log level, and every connection line
+/// carries the client id when debugging.
+fn span(shared: &Shared) -> tracing::Span {
+    tracing::debug_span!("client", client_id = %shared.id, remote = %shared.remote_addr)
 }
 
 /// The handshakes, within `--handshake-timeout`, then the client as the
@@ -120,34 +124,51 @@ async fn handshakes(
     Ok((stream, upgraded))
 }
 
-/// Everything after the handshake. Set-up and tear-down futures are boxed,
-/// so only the steady state (the reader loop) is held in the task for the
-/// life of the connection.
-async fn run(ctx: Arc<Context>, mut stream: SplitStream<Ws>, shared: Arc<Shared>, writer: JoinHandle<Option<Sink>>) {
-    let handles = metrics::handles();
-    handles.connections.increment(1);
-    ctx.live.fetch_add(1, Relaxed);
-    let user = shared.identity.as_ref().map(|i| i.user());
-    let welcome = protocol::welcome(shared.id, ctx.ping_interval.as_millis(), user);
-    if let Err(refused) = Box::pin(ctx.hub.register(shared.clone(), welcome.clone())).await {
-        // Draining or shutting down: say so after the welcome, then end.
-        // (The queue is new: the welcome fits.)
-        let _ = shared.try_push(welcome);
-        shared.close(match refused {
-            HubError::Refused(closing) => closing,
-            _ => Closing::shutdown(),
-        });
+/// Everything after the handshake: register, read until the connection
+/// ends, finish it, unregister. Set-up and tear-down futures are boxed, so
+/// only the steady state (the reader loop) is held in the task for the life
+/// of the connection; and this is a function returning an `async move`
+/// block rather than an `async fn`, which would keep a second copy of its
+/// arguments in that state.
+fn steady(
+    ctx: Arc<Context>,
+    mut stream: SplitStream<Ws>,
+    shared: Arc<Shared>,
+    writer: JoinHandle<Option<Sink>>,
+    slot: Slot,
+) -> impl Future<Output = ()> + Send {
+    let span = span(&shared);
+    async move {
+        let handles = metrics::handles();
+        handles.connections.increment(1);
+        ctx.live.fetch_add(1, Relaxed);
+        {
+            let user = shared.identity.as_ref().map(|i| i.user());
+            let welcome = protocol::welcome(shared.id, ctx.ping_interval.as_millis(), user);
+            if let Err(refused) = Box::pin(ctx.hub.register(shared.clone(), welcome.clone())).await {
+                // Draining or shutting down: say so after the welcome, then end.
+                // (The queue is new: the welcome fits.)
+                let _ = shared.try_push(welcome);
+                shared.close(match refused {
+                    HubError::Refused(closing) => closing,
+                    _ => Closing::shutdown(),
+                });
+            }
+        }
+        tracing::debug!("connected");
+
+        reader::run(&mut stream, &ctx, &shared).await;
+        Box::pin(finish(&ctx, stream, &shared, writer)).await;
+
+        let reason = shared.closing().map_or(DisconnectReason::ReadError, |c| c.reason);
+        handles.disconnect(reason);
+        tracing::debug!(reason = reason.as_str(), "disconnected");
+        ctx.live.fetch_sub(1, Relaxed);
+        Box::pin(ctx.hub.unregister(shared, reason)).await;
+        // The connection's place under the limits is given back last.
+        drop(slot);
     }
-    tracing::debug!("connected");
-
-    reader::run(&mut stream, &ctx, &shared).await;
-    Box::pin(finish(&ctx, stream, &shared, writer)).await;
-
-    let reason = shared.closing().map_or(DisconnectReason::ReadError, |c| c.reason);
-    handles.disconnect(reason);
-    tracing::debug!(reason = reason.as_str(), "disconnected");
-    ctx.live.fetch_sub(1, Relaxed);
-    Box::pin(ctx.hub.unregister(shared, reason)).await;
+    .instrument(span)
 }
 
 /// Ends the connection within `--close-timeout` of its closing: when the

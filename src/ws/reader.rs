@@ -29,127 +29,134 @@ use crate::types::Source;
 
 /// Reads until the client leaves, breaks a rule, goes silent, or the
 /// connection starts closing; on return the cause is recorded in `shared`.
-pub async fn run(stream: &mut SplitStream<Ws>, ctx: &Context, shared: &Shared) {
-    let handles = metrics::handles();
-    let from = shared.id.to_string();
-    let mut last_seen = Instant::now();
-    // One timer serves both the idle timeout and the token's expiry.
-    let expires = shared
-        .identity
-        .as_ref()
-        .filter(|_| ctx.close_on_expiry)
-        .map(|identity| {
-            let left = identity
-                .expires()
-                .duration_since(std::time::SystemTime::now())
-                .unwrap_or_default();
-            last_seen + left
-        });
-    let deadline = |last_seen: Instant| {
-        let idle = last_seen + ctx.idle_timeout;
-        expires.map_or(idle, |e| e.min(idle))
-    };
-    let idle = tokio::time::sleep_until(deadline(last_seen));
-    tokio::pin!(idle);
-    // Boxed: a client pays one word for it unless --client-rate is set.
-    let mut rate = ctx
-        .rate
-        .map(|quota| Box::new(Rate::new(quota, ctx.limits.client_rate_grace)));
-    // Whether a `forbidden` answer was logged: once per client, not per request.
-    let mut forbidden_logged = false;
-    loop {
-        let next = tokio::select! {
-            biased;
-            _ = shared.token.cancelled() => break,
-            _ = &mut idle => {
-                // The timer is reset lazily: only when it fires is the last
-                // activity checked, so frames do not each touch the timer.
-                let now = Instant::now();
-                if expires.is_some_and(|e| now >= e) {
-                    tracing::debug!(user = shared.user(), "token expired");
-                    shared.close(Closing::token_expired());
+///
+/// A function returning an `async move` block rather than an `async fn`,
+/// which would keep a second copy of its arguments in the state every
+/// connection holds for its whole life.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+pub fn run<'a>(
+    stream: &'a mut SplitStream<Ws>,
+    ctx: &'a Context,
+    shared: &'a Shared,
+) -> impl Future<Output = ()> + Send + 'a {
+    async move {
+        let handles = metrics::handles();
+        let mut last_seen = Instant::now();
+        // One timer serves both the idle timeout and the token's expiry.
+        let expires = shared
+            .identity
+            .as_ref()
+            .filter(|_| ctx.close_on_expiry)
+            .map(|identity| {
+                let left = identity
+                    .expires()
+                    .duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default();
+                last_seen + left
+            });
+        let idle = tokio::time::sleep_until(deadline(last_seen, ctx.idle_timeout, expires));
+        tokio::pin!(idle);
+        // Boxed: a client pays one word for it unless --client-rate is set.
+        let mut rate = ctx
+            .rate
+            .map(|quota| Box::new(Rate::new(quota, ctx.limits.client_rate_grace)));
+        // Whether a `forbidden` answer was logged: once per client, not per request.
+        let mut forbidden_logged = false;
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = shared.token.cancelled() => break,
+                _ = &mut idle => {
+                    // The timer is reset lazily: only when it fires is the last
+                    // activity checked, so frames do not each touch the timer.
+                    let now = Instant::now();
+                    if expires.is_some_and(|e| now >= e) {
+                        tracing::debug!(user = shared.user(), "token expired");
+                        shared.close(Closing::token_expired());
+                        break;
+                    }
+                    let deadline = deadline(last_seen, ctx.idle_timeout, expires);
+                    if now < deadline {
+                        idle.as_mut().reset(deadline);
+                        continue;
+                    }
+                    shared.close(Closing::with_frame(DisconnectReason::PingTimeout, code::NORMAL, "ping timeout"));
                     break;
                 }
-                let deadline = deadline(last_seen);
-                if now < deadline {
-                    idle.as_mut().reset(deadline);
-                    continue;
-                }
-                shared.close(Closing::with_frame(DisconnectReason::PingTimeout, code::NORMAL, "ping timeout"));
+                next = stream.next() => next,
+            };
+            if shared.is_closing() {
+                // Closed while this frame arrived: it has no effect.
                 break;
             }
-            next = stream.next() => next,
-        };
-        if shared.is_closing() {
-            // Closed while this frame arrived: it has no effect.
-            break;
-        }
-        last_seen = Instant::now();
-        let message = match next {
-            None => {
-                shared.set_closing(Closing::silent(DisconnectReason::ClientClose));
-                break;
-            }
-            Some(Ok(message)) => message,
-            Some(Err(e)) => {
-                fail(shared, &e);
-                break;
-            }
-        };
-        match message {
-            Message::Text(text) => {
-                handles.messages_received.increment(1);
-                handles.bytes_received.increment(text.len() as u64);
-                shared.messages_received.fetch_add(1, Relaxed);
-                let waited = match handle_request(
-                    text.as_str(),
-                    ctx,
-                    shared,
-                    &from,
-                    rate.as_deref_mut(),
-                    &mut forbidden_logged,
-                ) {
-                    Ok(None) => Ok(()),
-                    // The hub is full: wait for room (rare, boxed). The
-                    // socket is not read meanwhile: TCP pushes back. A
-                    // close ends the wait: the request then has no effect.
-                    Ok(Some(wait)) => tokio::select! {
-                        biased;
-                        _ = shared.token.cancelled() => Err(Error::Closing),
-                        sent = wait => sent.map_err(|_| Error::HubGone),
-                    },
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = waited {
-                    tracing::debug!(error = %e, "reader stops");
+            last_seen = Instant::now();
+            let message = match next {
+                None => {
+                    shared.set_closing(Closing::silent(DisconnectReason::ClientClose));
                     break;
                 }
+                Some(Ok(message)) => message,
+                Some(Err(e)) => {
+                    fail(shared, &e);
+                    break;
+                }
+            };
+            match message {
+                Message::Text(text) => {
+                    handles.messages_received.increment(1);
+                    handles.bytes_received.increment(text.len() as u64);
+                    shared.messages_received.fetch_add(1, Relaxed);
+                    let waited =
+                        match handle_request(text.as_str(), ctx, shared, rate.as_deref_mut(), &mut forbidden_logged) {
+                            Ok(None) => Ok(()),
+                            // The hub is full: wait for room (rare, boxed). The
+                            // socket is not read meanwhile: TCP pushes back. A
+                            // close ends the wait: the request then has no effect.
+                            Ok(Some(wait)) => tokio::select! {
+                                biased;
+                                _ = shared.token.cancelled() => Err(Error::Closing),
+                                sent = wait => sent.map_err(|_| Error::HubGone),
+                            },
+                            Err(e) => Err(e),
+                        };
+                    if let Err(e) = waited {
+                        tracing::debug!(error = %e, "reader stops");
+                        break;
+                    }
+                }
+                Message::Binary(_) => {
+                    shared.close(Closing::with_frame(
+                        DisconnectReason::ProtocolError,
+                        code::UNSUPPORTED_DATA,
+                        "binary frames are not supported",
+                    ));
+                    break;
+                }
+                Message::Close(frame) => {
+                    // tungstenite queued the close reply (1002 for an invalid
+                    // code); reading on flushes it and sees the client hang up.
+                    let reason = match frame {
+                        Some(f) if f.code == CloseCode::Protocol => DisconnectReason::ProtocolError,
+                        _ => DisconnectReason::ClientClose,
+                    };
+                    shared.set_closing(Closing::silent(reason));
+                    let rest = async { while let Some(Ok(_)) = stream.next().await {} };
+                    let _ = Box::pin(tokio::time::timeout(ctx.close_timeout, rest)).await;
+                    break;
+                }
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
             }
-            Message::Binary(_) => {
-                shared.close(Closing::with_frame(
-                    DisconnectReason::ProtocolError,
-                    code::UNSUPPORTED_DATA,
-                    "binary frames are not supported",
-                ));
-                break;
-            }
-            Message::Close(frame) => {
-                // tungstenite queued the close reply (1002 for an invalid
-                // code); reading on flushes it and sees the client hang up.
-                let reason = match frame {
-                    Some(f) if f.code == CloseCode::Protocol => DisconnectReason::ProtocolError,
-                    _ => DisconnectReason::ClientClose,
-                };
-                shared.set_closing(Closing::silent(reason));
-                let rest = async { while let Some(Ok(_)) = stream.next().await {} };
-                let _ = Box::pin(tokio::time::timeout(ctx.close_timeout, rest)).await;
-                break;
-            }
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
         }
+        // A forced stop records no cause of its own: it is the shutdown's.
+        shared.set_closing(Closing::shutdown());
     }
-    // A forced stop records no cause of its own: it is the shutdown's.
-    shared.set_closing(Closing::shutdown());
+}
+
+/// When the reader's one timer fires: the idle timeout after the last
+/// frame, or the token's expiry if sooner.
+fn deadline(last_seen: Instant, idle_timeout: std::time::Duration, expires: Option<Instant>) -> Instant {
+    let idle = last_seen + idle_timeout;
+    expires.map_or(idle, |e| e.min(idle))
 }
 
 /// Fails the connection as RFC 6455 §7.1.7 asks: a close frame whose code
@@ -189,7 +196,6 @@ fn handle_request<'a>(
     text: &str,
     ctx: &'a Context,
     shared: &Shared,
-    from: &str,
     rate: Option<&mut Rate>,
     forbidden_logged: &mut bool,
 ) -> Result<Option<Wait<'a>>, Error> {
@@ -241,7 +247,7 @@ fn handle_request<'a>(
             request: id,
         },
         Request::Publish { topic, data, id } => Command::Publish(Publish {
-            frame: protocol::message(topic.as_ref(), from, data),
+            frame: protocol::message(topic.as_ref(), &shared.id.to_string(), data),
             topic,
             source: Source::Client,
             from: Some(shared.id),

@@ -6,6 +6,7 @@
 //! `--write-timeout` (see `Hub::sample_queues`).
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,17 +29,24 @@ pub type Sink = SplitSink<Ws, Message>;
 /// Writes until the queued close marker is written; then hands the sink
 /// back so the connection can end the TCP stream cleanly. `None` when the
 /// socket failed: there is nothing clean left to do.
-pub async fn run(mut sink: Sink, shared: Arc<Shared>, ping_interval: Duration) -> Option<Sink> {
-    let ended = write_loop(&mut sink, &shared, ping_interval).await;
-    shared.writing(false);
-    shared.close_queue();
-    match ended {
-        Ok(()) => Some(sink),
-        Err(e) => {
-            tracing::debug!(error = %e, "write failed");
-            shared.set_closing(Closing::silent(DisconnectReason::ReadError));
-            shared.token.cancel();
-            None
+///
+/// A function returning an `async move` block rather than an `async fn`,
+/// which would keep a second copy of its arguments in the state every
+/// connection holds for its whole life.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+pub fn run(mut sink: Sink, shared: Arc<Shared>, ping_interval: Duration) -> impl Future<Output = Option<Sink>> + Send {
+    async move {
+        let ended = write_loop(&mut sink, &shared, ping_interval).await;
+        shared.writing(false);
+        shared.close_queue();
+        match ended {
+            Ok(()) => Some(sink),
+            Err(e) => {
+                tracing::debug!(error = %e, "write failed");
+                shared.set_closing(Closing::silent(DisconnectReason::ReadError));
+                shared.token.cancel();
+                None
+            }
         }
     }
 }
