@@ -102,3 +102,44 @@ async fn the_websocket_port_listens_with_the_configured_backlog() {
     assert_eq!(send_q, Some("777"), "{text}");
     server.sigterm().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_admin_calls_are_logged_with_the_caller_and_without_the_data() {
+    use wshub::admin::pb;
+    let server = Binary::spawn(&[]).await;
+    let mut client = WsClient::connect(&server.url()).await;
+    let mut admin = server.admin().await;
+    admin
+        .broadcast(pb::BroadcastRequest {
+            topic: String::new(),
+            data: r#""do-not-log-this""#.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(client.recv().await["data"], "do-not-log-this");
+    admin
+        .kick_clients(pb::KickClientsRequest {
+            target: Some(pb::kick_clients_request::Target::ClientId(client.id.clone())),
+            reason: "a reason".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let broadcast = server.log_line("admin: Broadcast").await;
+    assert!(broadcast.contains("caller=127.0.0.1:"), "{broadcast}");
+    assert!(
+        broadcast.contains("data_bytes=17") && broadcast.contains("recipients=1"),
+        "{broadcast}"
+    );
+    let kick = server.log_line("admin: KickClients").await;
+    assert!(
+        kick.contains("caller=127.0.0.1:") && kick.contains("kicked=1"),
+        "{kick}"
+    );
+    assert!(kick.contains(&client.id), "{kick}");
+    let everything = server.log.borrow().join("\n");
+    assert!(!everything.contains("do-not-log-this"), "data must not be logged");
+    assert!(!everything.contains("a reason"), "a kick's reason text is data too");
+    server.sigterm().await;
+}

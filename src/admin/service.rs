@@ -165,7 +165,7 @@ impl Admin for AdminService {
         let reason_bytes = request.reason.len();
         let closing = Closing::with_frame(DisconnectReason::Kicked, close_code, request.reason);
         let kicked = self.hub.kick(target.clone(), closing).await.map_err(AdminError::from)?;
-        tracing::info!(%caller, target = ?target, code = close_code, reason_bytes, kicked, "admin: KickClients");
+        tracing::info!(%caller, %target, code = close_code, reason_bytes, kicked, "admin: KickClients");
         if let (KickTarget::Client(id), 0) = (&target, kicked) {
             return Err(AdminError::NotFound(id.to_string()).into());
         }

@@ -160,6 +160,17 @@ pub enum KickTarget {
     Topic(Topic),
 }
 
+/// `client c-1`, `user "alice"`, `topic news`: for logs.
+impl std::fmt::Display for KickTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Client(id) => write!(f, "client {id}"),
+            Self::User(user) => write!(f, "user {user:?}"),
+            Self::Topic(topic) => write!(f, "topic {topic}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
     pub clients: u64,

@@ -60,8 +60,9 @@ pub fn run<'a>(
         let mut rate = ctx
             .rate
             .map(|quota| Box::new(Rate::new(quota, ctx.limits.client_rate_grace)));
-        // Whether a `forbidden` answer was logged: once per client, not per request.
-        let mut forbidden_logged = false;
+        // Whether a refusal by policy (`forbidden`, `publish_disabled`) was
+        // logged: once per client, not per request.
+        let mut refusal_logged = false;
         loop {
             let next = tokio::select! {
                 biased;
@@ -107,7 +108,7 @@ pub fn run<'a>(
                     handles.bytes_received.increment(text.len() as u64);
                     shared.messages_received.fetch_add(1, Relaxed);
                     let waited =
-                        match handle_request(text.as_str(), ctx, shared, rate.as_deref_mut(), &mut forbidden_logged) {
+                        match handle_request(text.as_str(), ctx, shared, rate.as_deref_mut(), &mut refusal_logged) {
                             Ok(None) => Ok(()),
                             // The hub is full: wait for room (rare, boxed). The
                             // socket is not read meanwhile: TCP pushes back. A
@@ -197,7 +198,7 @@ fn handle_request<'a>(
     ctx: &'a Context,
     shared: &Shared,
     rate: Option<&mut Rate>,
-    forbidden_logged: &mut bool,
+    refusal_logged: &mut bool,
 ) -> Result<Option<Wait<'a>>, Error> {
     let parsed = protocol::parse(text);
     // Every request counts against the rate, malformed ones too.
@@ -229,8 +230,8 @@ fn handle_request<'a>(
         Ok(request) => request,
     };
     if let Err(e) = policy::check(&request, ctx.limits.client_publish, shared.identity.as_deref()) {
-        if e.code == ErrorCode::Forbidden && !std::mem::replace(forbidden_logged, true) {
-            tracing::info!(client_id = %shared.id, user = shared.user(), "client asked for what its token does not allow; answered forbidden");
+        if !std::mem::replace(refusal_logged, true) {
+            tracing::info!(client_id = %shared.id, user = shared.user(), code = e.code.as_str(), "client asked for what it may not do; refused (logged once per client)");
         }
         return reply_error(shared, &e).map(|()| None);
     }

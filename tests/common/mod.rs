@@ -335,6 +335,8 @@ pub struct Binary {
     pub ws: SocketAddr,
     pub admin: SocketAddr,
     pub metrics: SocketAddr,
+    /// The log lines (stderr) after the "listening" line, as they come.
+    pub log: tokio::sync::watch::Receiver<Vec<String>>,
 }
 
 impl Binary {
@@ -376,13 +378,29 @@ impl Binary {
                 .unwrap_or_else(|| panic!("{key} address in {line:?}"))
         };
         let (ws, admin, metrics) = (addr("ws"), addr("admin"), addr("metrics"));
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let (log_tx, log) = tokio::sync::watch::channel(Vec::new());
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                log_tx.send_modify(|log| log.push(line));
+            }
+        });
         Binary {
             child,
             ws,
             admin,
             metrics,
+            log,
         }
+    }
+
+    /// Waits for a log line containing `text`; returns it.
+    pub async fn log_line(&self, text: &str) -> String {
+        let mut log = self.log.clone();
+        let found = tokio::time::timeout(WAIT, log.wait_for(|lines| lines.iter().any(|l| l.contains(text))))
+            .await
+            .unwrap_or_else(|_| panic!("no log line with {text:?} in {:?}", self.log.borrow()))
+            .expect("log open");
+        found.iter().find(|l| l.contains(text)).unwrap().clone()
     }
 
     pub fn url(&self) -> String {
