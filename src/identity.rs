@@ -66,9 +66,10 @@ impl Identity {
         self.publish
     }
 
-    /// The token's `exp`.
-    pub fn expires(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(self.exp)
+    /// The token's `exp`; `None` when it lies beyond what the clock can
+    /// represent (an issuer's "never"), which the client outlives.
+    pub fn expires(&self) -> Option<SystemTime> {
+        UNIX_EPOCH.checked_add(Duration::from_secs(self.exp))
     }
 }
 
@@ -256,6 +257,24 @@ mod tests {
         assert!(TopicRules(&all).allows("anything") && TopicRules(&all).allows_all());
         let none = rules(&[]).unwrap();
         assert!(!TopicRules(&none).allows("news"), "an empty claim allows nothing");
+    }
+
+    #[test]
+    fn an_expiry_past_the_clock_is_never() {
+        let config = AuthConfig {
+            jwt_secret: Some("k".into()),
+            ..AuthConfig::default()
+        };
+        let verifier = Verifier::from_config(&config).unwrap().unwrap();
+        let key = jsonwebtoken::EncodingKey::from_secret(b"k").unwrap();
+        for exp in [u64::MAX, u64::MAX / 2, 1 << 62] {
+            let claims = serde_json::json!({"sub": "u", "exp": exp});
+            let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap();
+            let identity = verifier.verify(&token).unwrap();
+            if let Some(at) = identity.expires() {
+                assert!(at > SystemTime::now());
+            }
+        }
     }
 
     #[test]

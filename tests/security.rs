@@ -99,6 +99,10 @@ async fn a_valid_token_names_the_user_for_clients_and_operators() {
     assert_eq!(listed.total, 1);
     assert_eq!(listed.clients[0].id, by_query.id);
 
+    // An issuer's "never": an exp past what the clock holds.
+    let mut forever = WsClient::connect(&with_token(&server, &token(json!({"sub": "f", "exp": u64::MAX})))).await;
+    forever.ping().await;
+
     let kicked = admin
         .kick_clients(pb::KickClientsRequest {
             target: Some(pb::kick_clients_request::Target::User("alice".into())),
@@ -110,7 +114,8 @@ async fn a_valid_token_names_the_user_for_clients_and_operators() {
     assert_eq!(kicked.kicked, 1);
     assert_eq!(by_query.closed().await.0, 4000);
     let stats = server.stats().await;
-    assert_eq!(stats.clients, 1, "bob stays");
+    assert_eq!(stats.clients, 2, "bob and f stay");
+    forever.ping().await;
     server.stop().await;
 }
 

@@ -47,12 +47,13 @@ pub fn run<'a>(
             .identity
             .as_ref()
             .filter(|_| ctx.close_on_expiry)
-            .map(|identity| {
+            .and_then(|identity| {
                 let left = identity
-                    .expires()
+                    .expires()?
                     .duration_since(std::time::SystemTime::now())
                     .unwrap_or_default();
-                last_seen + left
+                // Past what the monotonic clock holds: never, in practice.
+                last_seen.checked_add(left)
             });
         let idle = tokio::time::sleep_until(deadline(last_seen, ctx.idle_timeout, expires));
         tokio::pin!(idle);
