@@ -367,6 +367,15 @@ mod tests {
             panic!("1e400 is a JSON number")
         };
         assert_eq!(pong(Some(&id)).as_str(), r#"{"type":"pong","id":1e400}"#);
+        // Found by the `client_frame` fuzz target (whose own check parsed
+        // frames into a Value, which refuses 1e400): the error frame
+        // echoing such an id is valid JSON all the same.
+        let Err(e) = parse(r#"{"type":"publish","data":"\ud800","id":1e400}"#) else {
+            panic!("a lone surrogate is refused")
+        };
+        let frame = error(&e);
+        assert!(frame.as_str().contains(r#""id":1e400"#));
+        serde_json::from_str::<Box<RawValue>>(frame.as_str()).expect("valid JSON");
         assert_eq!(code(r#"{"type":"ping","id":true}"#), ErrorCode::BadRequest);
     }
 

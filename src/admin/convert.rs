@@ -171,4 +171,25 @@ mod tests {
             }
         }
     }
+
+    /// Found by the `admin_input` fuzz target (whose own check was too
+    /// strict): a number no f64 holds is valid JSON, and passes byte for byte.
+    #[test]
+    fn data_keeps_numbers_past_f64_as_sent() {
+        let text = "55555E555555555555555555";
+        assert_eq!(json_data(text, 4096).map(|raw| raw.get()), Ok(text));
+        assert!(
+            serde_json::from_str::<serde_json::Value>(text).is_err(),
+            "too large for a Value"
+        );
+    }
+
+    #[test]
+    fn kick_codes_and_reasons() {
+        assert_eq!(kick_close(0, ""), Ok(4000));
+        assert_eq!(kick_close(4999, &"r".repeat(MAX_REASON_BYTES)), Ok(4999));
+        assert_eq!(kick_close(1000, ""), Err(AdminError::InvalidCode(1000)));
+        assert_eq!(kick_close(5000, ""), Err(AdminError::InvalidCode(5000)));
+        assert!(kick_close(4000, &"é".repeat(62)).is_err(), "124 bytes");
+    }
 }
