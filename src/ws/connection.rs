@@ -39,7 +39,23 @@ pub type Ws = WebSocketStream<Stream>;
 /// own, so nothing only the opening needed stays in memory for the life of
 /// the connection.
 pub async fn handle(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr) {
-    let Some((ws, shared, slot)) = open(&ctx, stream, peer).await else {
+    let Some(handshaking) = ctx.gate.begin_handshake() else {
+        // Full: answer at once and never wait on this socket. What of the
+        // request has arrived is read and dropped, so closing sends a FIN
+        // (not a reset that could discard the answer).
+        let _ = stream.try_write(FULL);
+        let mut sink = [0u8; 4096];
+        for _ in 0..2 {
+            if !matches!(stream.try_read(&mut sink), Ok(n) if n > 0) {
+                break;
+            }
+        }
+        refused::<()>(HandshakeFailure::MaxConnections, peer);
+        return;
+    };
+    let opened = open(&ctx, stream, peer).await;
+    drop(handshaking);
+    let Some((ws, shared, slot)) = opened else {
         return;
     };
     // The writer starts at once; the hub queues the welcome as it registers
@@ -50,6 +66,9 @@ pub async fn handle(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr) {
         .spawn(writer::run(sink, shared.clone(), ctx.ping_interval).instrument(span(&shared)));
     ctx.tracker.spawn(steady(ctx.clone(), stream, shared, writer, slot));
 }
+
+/// The answer to a socket accepted while the node is full.
+const FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 34\r\nConnection: close\r\nRetry-After: 5\r\n\r\ntoo many connections on this node\n";
 
 /// A debug span: free at the default log level, and every connection line
 /// carries the client id when debugging.

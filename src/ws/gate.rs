@@ -30,6 +30,8 @@ pub struct Gate {
     verifier: Option<Verifier>,
     /// Clients holding a [`Slot`].
     connections: AtomicUsize,
+    /// Sockets accepted and still in their handshakes.
+    handshakes: AtomicUsize,
     /// Clients per address; kept only with a per-address limit.
     per_ip: Mutex<HashMap<IpAddr, u32>>,
 }
@@ -63,6 +65,16 @@ impl Drop for Slot {
                 }
             }
         }
+    }
+}
+
+/// A socket's place among the handshakes in flight, given back when dropped.
+#[derive(Debug)]
+pub struct Handshaking(Arc<Gate>);
+
+impl Drop for Handshaking {
+    fn drop(&mut self) {
+        self.0.handshakes.fetch_sub(1, Relaxed);
     }
 }
 
@@ -113,6 +125,7 @@ impl Gate {
             proxies: config.trusted_proxies.clone(),
             verifier,
             connections: AtomicUsize::new(0),
+            handshakes: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
         })
     }
@@ -171,6 +184,19 @@ impl Gate {
             gate: self.clone(),
             ip: Some(ip),
         })
+    }
+
+    /// A socket just accepted starts its handshakes, unless clients and
+    /// handshakes in flight together already reach `--max-connections`: so
+    /// the limit bounds the sockets clients hold, and connections that
+    /// never finish a handshake cannot take the node's file descriptors.
+    pub fn begin_handshake(self: &Arc<Self>) -> Option<Handshaking> {
+        let handshakes = self.handshakes.fetch_add(1, Relaxed) + 1;
+        if handshakes + self.connections.load(Relaxed) > self.max_connections {
+            self.handshakes.fetch_sub(1, Relaxed);
+            return None;
+        }
+        Some(Handshaking(self.clone()))
     }
 
     /// Clients holding a slot now.
@@ -333,6 +359,14 @@ mod tests {
         assert!(g.admit(&Request::default(), a).is_ok());
         drop(second);
         assert_eq!(g.connections(), 0);
+        // Handshakes in flight count against the node's limit too.
+        let (h1, h2) = (g.begin_handshake().unwrap(), g.begin_handshake().unwrap());
+        assert!(g.begin_handshake().is_none());
+        let admitted = g.admit(&Request::default(), a).unwrap();
+        drop(h1);
+        assert!(g.begin_handshake().is_none(), "one client and one handshake: full");
+        drop((h2, admitted));
+        assert!(g.begin_handshake().is_some());
     }
 
     #[test]
