@@ -80,9 +80,13 @@ fn listen(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<TcpListen
 /// Reloads the WebSocket port's TLS certificate on each SIGHUP; a bad file
 /// keeps the previous certificate. Without TLS, SIGHUP is logged and ignored
 /// (rather than ending the process, its default).
-async fn reload_on_hangup(ctx: Arc<ws::Context>) {
-    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-        return;
+async fn reload_on_hangup(ctx: Arc<ws::Context>, hangups: std::io::Result<tokio::signal::unix::Signal>) {
+    let mut hangups = match hangups {
+        Ok(hangups) => hangups,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP; certificates will not be reloaded");
+            return;
+        }
     };
     while hangups.recv().await.is_some() {
         match &ctx.tls {
@@ -164,7 +168,10 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
     )?);
     metrics::gauge_set(metrics::MAX_CONNECTIONS, ctx.gate.max_connections as f64);
     let mut hub_task = tokio::spawn(hub.run());
-    let reload_task = tokio::spawn(reload_on_hangup(ctx.clone()));
+    // Installed here, before the node serves, so an early SIGHUP never
+    // takes its default action (ending the process).
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    let reload_task = tokio::spawn(reload_on_hangup(ctx.clone(), hangups));
 
     let admin = admin::Server::new(&config, hub_handle.clone(), lifecycle.clone(), stop.clone())?;
     let mut admin_task = tokio::spawn(admin.serve(listeners.admin));

@@ -17,6 +17,9 @@ async fn main() -> std::process::ExitCode {
         eprintln!("wshub: {e}");
         return std::process::ExitCode::from(2);
     }
+    // Signal handlers before anything listens: a SIGTERM that arrives as
+    // soon as the node accepts clients is a graceful shutdown.
+    let shutdown = wshub::shutdown::signal();
     // One socket per client: take the hard file limit, as Go programs do.
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!(error = %e, "cannot raise the open-file limit");
@@ -34,7 +37,7 @@ async fn main() -> std::process::ExitCode {
         metrics = %listeners.metrics.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         "listening"
     );
-    match wshub::run(listeners, config, wshub::shutdown::signal()).await {
+    match wshub::run(listeners, config, shutdown).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e @ wshub::Error::TaskEnded(_)) => {
             eprintln!("wshub: {e}");

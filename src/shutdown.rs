@@ -23,31 +23,49 @@ pub async fn until_stop_or_ended(
     }
 }
 
-/// Completes on SIGINT or SIGTERM.
-pub async fn signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for SIGINT");
+/// Completes on SIGINT or SIGTERM. The handlers are installed when this is
+/// called, not when the future is first polled: call it before the node
+/// listens, so a signal that arrives early is a graceful shutdown rather
+/// than the default action (the process killed on the spot).
+#[cfg(unix)]
+pub fn signal() -> impl Future<Output = ()> + Send {
+    use tokio::signal::unix::{signal, SignalKind};
+    let wait = |kind: SignalKind, name: &'static str| {
+        let installed = signal(kind);
+        async move {
+            match installed {
+                Ok(mut stream) => {
+                    stream.recv().await;
+                    tracing::info!("{name}: shutting down");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for {name}");
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    };
+    let (interrupt, terminate) = (
+        wait(SignalKind::interrupt(), "SIGINT"),
+        wait(SignalKind::terminate(), "SIGTERM"),
+    );
+    async move {
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate => {}
+        }
+    }
+}
+
+/// Completes on Ctrl-C.
+#[cfg(not(unix))]
+pub fn signal() -> impl Future<Output = ()> + Send {
+    async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::info!("Ctrl-C: shutting down");
+        } else {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT: shutting down"),
-        _ = term => tracing::info!("SIGTERM: shutting down"),
     }
 }
 

@@ -21,6 +21,24 @@ async fn sigterm_closes_clients_with_1001_and_exits_0() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// Signal handlers are installed before the node listens: a SIGTERM sent
+/// the moment it says it listens is a graceful shutdown (exit 0), never the
+/// default action (killed by the signal). Found under load, where a client
+/// could connect and the test send SIGTERM before the handler existed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_as_soon_as_the_node_listens_is_a_graceful_shutdown() {
+    use std::os::unix::process::ExitStatusExt;
+    for _ in 0..5 {
+        let mut server = Binary::spawn(&[]).await;
+        server.sigterm().await;
+        let status = tokio::time::timeout(Duration::from_secs(20), server.child.wait())
+            .await
+            .expect("exits in time")
+            .unwrap();
+        assert_eq!((status.code(), status.signal()), (Some(0), None), "{status:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_key_and_certificate_files_stop_the_process_before_it_serves() {
     let dir = std::env::temp_dir().join(format!("wshub-bad-files-{}", std::process::id()));

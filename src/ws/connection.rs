@@ -1,6 +1,8 @@
-//! One connection from accept to unregister: handshake, register with the
-//! hub, run the reader here and the writer in its own task, then end it
-//! within a bound and report why it ended.
+//! One connection from accept to unregister. A first task opens it (TLS,
+//! the HTTP upgrade and the gate, within `--handshake-timeout`) and ends;
+//! the connection then runs in two tasks: the steady one (register with the
+//! hub, the reader, then ending within a bound and reporting why) and the
+//! writer.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -80,13 +82,11 @@ fn span(shared: &Shared) -> tracing::Span {
 /// hub will know it; `None` (counted) when the request was refused.
 async fn open(ctx: &Context, stream: TcpStream, peer: SocketAddr) -> Option<(Ws, Arc<Shared>, Slot)> {
     let _ = stream.set_nodelay(true);
-    let (mut stream, upgraded) = match tokio::time::timeout(ctx.handshake_timeout, handshakes(ctx, stream, peer)).await
-    {
+    let (stream, upgraded) = match tokio::time::timeout(ctx.handshake_timeout, handshakes(ctx, stream, peer)).await {
         Ok(Ok(done)) => done,
         Ok(Err(reason)) => return refused(reason, peer),
         Err(_) => return refused(HandshakeFailure::Timeout, peer),
     };
-    let _ = stream.flush().await;
     let handshake::Upgraded { admitted, leftover } = upgraded;
     let ws = WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(ctx.ws_config)).await;
     let id = ClientId(ctx.next_id.fetch_add(1, Relaxed));

@@ -353,7 +353,10 @@ impl Binary {
                 "127.0.0.1:0",
             ])
             .args(args)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("WSHUB_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
