@@ -33,7 +33,11 @@ fn token_with(secret: &str, mut claims: Value) -> String {
         claims["exp"] = json!(now() + 3600);
     }
     let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap();
-    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+    sign(jsonwebtoken::Algorithm::HS256, &key, &claims)
+}
+
+fn sign(algorithm: jsonwebtoken::Algorithm, key: &jsonwebtoken::EncodingKey, claims: &Value) -> String {
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(algorithm), claims, key).unwrap()
 }
 
 async fn auth_server(configure: impl FnOnce(&mut wshub::Config)) -> TestServer {
@@ -188,12 +192,7 @@ async fn public_keys_verify_es256_and_rs256_tokens() {
     let server = TestServer::with(|c| c.auth.jwt_public_key = Some(ec_public.clone())).await;
     let key = jsonwebtoken::EncodingKey::from_ec_pem(ec.serialize_pem().as_bytes()).unwrap();
     let claims = json!({"sub": "ec-user", "exp": now() + 60});
-    let es256 = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
-        &claims,
-        &key,
-    )
-    .unwrap();
+    let es256 = sign(jsonwebtoken::Algorithm::ES256, &key, &claims);
     let client = WsClient::connect(&with_token(&server, &es256)).await;
     assert_eq!(client.welcome["user"], "ec-user");
     // An HS256 token signed with the public key's text is refused (no algorithm confusion).
@@ -229,12 +228,7 @@ async fn public_keys_verify_es256_and_rs256_tokens() {
     let server = TestServer::with(|c| c.auth.jwt_public_key = Some(rsa_public.clone())).await;
     let key = jsonwebtoken::EncodingKey::from_rsa_pem(&std::fs::read(&rsa_private).unwrap()).unwrap();
     let claims = json!({"sub": "rsa-user", "exp": now() + 60});
-    let rs256 = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
-        &claims,
-        &key,
-    )
-    .unwrap();
+    let rs256 = sign(jsonwebtoken::Algorithm::RS256, &key, &claims);
     let client = WsClient::connect(&with_token(&server, &rs256)).await;
     assert_eq!(client.welcome["user"], "rsa-user");
     assert_eq!(

@@ -74,16 +74,6 @@ async fn metric_reaches(server: &Binary, series: &str, value: f64) {
     }
 }
 
-async fn sighup(server: &Binary) {
-    let pid = server.child.id().unwrap().to_string();
-    let status = tokio::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(status.success());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_serves_and_reloads_its_certificate_on_sighup_without_dropping_clients() {
     let (first, second) = (Pki::new("wss-first"), Pki::new("wss-second"));
@@ -103,7 +93,7 @@ async fn wss_serves_and_reloads_its_certificate_on_sighup_without_dropping_clien
     let (_, _, cert_pem, key_pem) = second.leaf("localhost");
     std::fs::write(&cert, cert_pem).unwrap();
     std::fs::write(&key, key_pem).unwrap();
-    sighup(&server).await;
+    server.signal("HUP").await;
     metric_reaches(&server, "wshub_tls_reloads_total{result=\"ok\"}", 1.0).await;
     let (mut fresh, _) = wss(&server, &second.ca.pem())
         .await
@@ -115,7 +105,7 @@ async fn wss_serves_and_reloads_its_certificate_on_sighup_without_dropping_clien
 
     // A broken file keeps the certificate in use.
     std::fs::write(&cert, "not a certificate").unwrap();
-    sighup(&server).await;
+    server.signal("HUP").await;
     metric_reaches(&server, "wshub_tls_reloads_total{result=\"error\"}", 1.0).await;
     wss(&server, &second.ca.pem())
         .await

@@ -429,9 +429,14 @@ impl Binary {
     }
 
     pub async fn sigterm(&self) {
+        self.signal("TERM").await;
+    }
+
+    /// Sends the signal named `name` (`TERM`, `HUP`) to the process.
+    pub async fn signal(&self, name: &str) {
         let pid = self.child.id().unwrap().to_string();
         let kill = tokio::process::Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([&format!("-{name}"), &pid])
             .status()
             .await
             .unwrap();
