@@ -118,14 +118,14 @@ pub enum Error {
     TaskEnded(&'static str),
 }
 
-/// Checks everything that can be checked before binding: the configuration
-/// and the admin TLS material. `main` calls it first, so a bad flag or file
-/// exits at once, with nothing served.
-pub fn preflight(config: &Config) -> Result<(), Error> {
+/// Checks everything that can be checked before binding: the configuration,
+/// the TLS material of both ports, the client-token key. `main` calls it
+/// first, so a bad flag or file exits at once, with nothing served; [`run`]
+/// calls it again and keeps what it loaded for the data plane.
+pub fn preflight(config: &Config) -> Result<ws::Security, Error> {
     config.validate().map_err(Error::Config)?;
     admin::load_tls(config)?;
-    ws::Security::load(config)?;
-    Ok(())
+    ws::Security::load(config)
 }
 
 /// Runs the server until `shutdown` completes, then shuts down gracefully:
@@ -138,7 +138,7 @@ pub fn preflight(config: &Config) -> Result<(), Error> {
 /// while the node runs, the node shuts down and `run` returns
 /// [`Error::TaskEnded`], so it never runs half alive while reporting ready.
 pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    preflight(&config)?;
+    let security = preflight(&config)?;
     metrics::install();
     metrics::gauge_set(metrics::CLIENT_QUEUE_CAPACITY, config.client.send_queue_len as f64);
     metrics::gauge_set(
@@ -162,10 +162,11 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
     let ctx = Arc::new(ws::Context::new(
         hub_handle.clone(),
         &config,
+        security,
         lifecycle.clone(),
         tracker.clone(),
         force.clone(),
-    )?);
+    ));
     metrics::gauge_set(metrics::MAX_CONNECTIONS, ctx.gate.max_connections as f64);
     let mut hub_task = tokio::spawn(hub.run());
     // Installed here, before the node serves, so an early SIGHUP never

@@ -88,11 +88,11 @@ impl Context {
     pub fn new(
         hub: HubHandle,
         config: &Config,
+        security: Security,
         lifecycle: Lifecycle,
         tracker: TaskTracker,
         force: CancellationToken,
-    ) -> Result<Self, crate::Error> {
-        let security = Security::load(config)?;
+    ) -> Self {
         let limits = config.client.clone();
         let ws_config = WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER)
@@ -104,7 +104,7 @@ impl Context {
             let burst = limits.client_burst.and_then(std::num::NonZeroU32::new).unwrap_or(rate);
             policy::Rate::quota(rate, burst)
         });
-        Ok(Self {
+        Self {
             hub,
             close_on_expiry: config.auth.jwt_close_on_expiry,
             rate,
@@ -121,12 +121,13 @@ impl Context {
             live: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             ws_config,
-        })
+        }
     }
 }
 
 /// The data plane's security material, read from the configuration: a bad
 /// key, certificate or origin pattern is found here, before anything is served.
+#[derive(Debug)]
 pub struct Security {
     pub gate: gate::Gate,
     pub tls: Option<tls::Tls>,
