@@ -77,31 +77,43 @@ fn listen(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<TcpListen
     socket.listen(backlog)
 }
 
-/// Reloads the WebSocket port's TLS certificate on each SIGHUP; a bad file
-/// keeps the previous certificate. Without TLS, SIGHUP is logged and ignored
+/// On each SIGHUP, reloads what comes from files and may be rotated: the
+/// WebSocket port's TLS certificate and the client-token key (from
+/// `--jwt-secret-file` or `--jwt-public-key`). New connections get the new
+/// ones; open connections keep theirs. A file that does not load keeps the
+/// previous material in use. Without either, SIGHUP is logged and ignored
 /// (rather than ending the process, its default).
-async fn reload_on_hangup(ctx: Arc<ws::Context>, hangups: std::io::Result<tokio::signal::unix::Signal>) {
+async fn reload_on_hangup(
+    ctx: Arc<ws::Context>,
+    auth: config::AuthConfig,
+    hangups: std::io::Result<tokio::signal::unix::Signal>,
+) {
     let mut hangups = match hangups {
         Ok(hangups) => hangups,
         Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGHUP; certificates will not be reloaded");
+            tracing::error!(error = %e, "cannot listen for SIGHUP; certificates and keys will not be reloaded");
             return;
         }
     };
+    let key_file = auth.jwt_secret_file.is_some() || auth.jwt_public_key.is_some();
     while hangups.recv().await.is_some() {
-        match &ctx.tls {
-            None => tracing::info!("SIGHUP: no TLS certificate to reload"),
-            Some(tls) => match tls.reload() {
-                Ok(()) => {
-                    metrics::tls_reload(true);
-                    tracing::info!("SIGHUP: TLS certificate reloaded; new connections get it");
-                }
-                Err(e) => {
-                    metrics::tls_reload(false);
-                    tracing::error!(error = %e, "SIGHUP: TLS reload failed; the previous certificate stays in use");
-                }
-            },
+        if ctx.tls.is_none() && !key_file {
+            tracing::info!("SIGHUP: no certificate or key file to reload");
         }
+        if let Some(tls) = &ctx.tls {
+            reloaded("tls", "TLS certificate", tls.reload());
+        }
+        if key_file {
+            reloaded("jwt_key", "client-token key", ctx.gate.reload_verifier(&auth));
+        }
+    }
+}
+
+fn reloaded(what: &'static str, name: &str, result: Result<(), String>) {
+    metrics::reload(what, result.is_ok());
+    match result {
+        Ok(()) => tracing::info!("SIGHUP: {name} reloaded; new connections get it"),
+        Err(e) => tracing::error!(error = %e, "SIGHUP: {name} reload failed; the previous one stays in use"),
     }
 }
 
@@ -172,7 +184,7 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
     // Installed here, before the node serves, so an early SIGHUP never
     // takes its default action (ending the process).
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
-    let reload_task = tokio::spawn(reload_on_hangup(ctx.clone(), hangups));
+    let reload_task = tokio::spawn(reload_on_hangup(ctx.clone(), config.auth.clone(), hangups));
 
     let admin = admin::Server::new(&config, hub_handle.clone(), lifecycle.clone(), stop.clone())?;
     let mut admin_task = tokio::spawn(admin.serve(listeners.admin));

@@ -1,5 +1,6 @@
 //! wss:// on the WebSocket port through rustls, with certificates made at
-//! test time, and a certificate reload on SIGHUP under a live connection.
+//! test time, and what SIGHUP reloads under live connections: the
+//! certificate and the client-token key.
 
 mod common;
 
@@ -94,7 +95,7 @@ async fn wss_serves_and_reloads_its_certificate_on_sighup_without_dropping_clien
     std::fs::write(&cert, cert_pem).unwrap();
     std::fs::write(&key, key_pem).unwrap();
     server.signal("HUP").await;
-    metric_reaches(&server, "wshub_tls_reloads_total{result=\"ok\"}", 1.0).await;
+    metric_reaches(&server, "wshub_reloads_total{what=\"tls\",result=\"ok\"}", 1.0).await;
     let (mut fresh, _) = wss(&server, &second.ca.pem())
         .await
         .expect("new clients get the new certificate");
@@ -106,10 +107,54 @@ async fn wss_serves_and_reloads_its_certificate_on_sighup_without_dropping_clien
     // A broken file keeps the certificate in use.
     std::fs::write(&cert, "not a certificate").unwrap();
     server.signal("HUP").await;
-    metric_reaches(&server, "wshub_tls_reloads_total{result=\"error\"}", 1.0).await;
+    metric_reaches(&server, "wshub_reloads_total{what=\"tls\",result=\"error\"}", 1.0).await;
     wss(&server, &second.ca.pem())
         .await
         .expect("still the second certificate");
     ping(&mut live).await;
     server.sigterm().await;
+}
+
+/// An HS256 token for `sub`, signed with `secret`, valid for an hour.
+fn token(secret: &str, sub: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap();
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &json!({"sub": sub, "exp": exp}), &key).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_token_key_file_is_reloaded_on_sighup_without_dropping_clients() {
+    let dir = std::env::temp_dir().join(format!("wshub-jwt-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret_file = dir.join("jwt-secret");
+    std::fs::write(&secret_file, "first-secret\n").unwrap();
+    let server = Binary::spawn(&["--jwt-secret-file", secret_file.to_str().unwrap()]).await;
+    let url = |token: &str| format!("{}?token={token}", server.url());
+    let mut live = common::WsClient::connect(&url(&token("first-secret", "early"))).await;
+
+    std::fs::write(&secret_file, "second-secret\n").unwrap();
+    server.signal("HUP").await;
+    metric_reaches(&server, "wshub_reloads_total{what=\"jwt_key\",result=\"ok\"}", 1.0).await;
+    let refused = common::WsClient::try_connect(url(&token("first-secret", "late")).as_str()).await;
+    assert_eq!(
+        refused.err().map(|(status, _)| status),
+        Some(401),
+        "the old key no longer signs"
+    );
+    let fresh = common::WsClient::connect(&url(&token("second-secret", "late"))).await;
+    assert_eq!(fresh.welcome["user"], "late");
+    live.ping().await;
+
+    // An empty file does not load: the second secret stays in use.
+    std::fs::write(&secret_file, "").unwrap();
+    server.signal("HUP").await;
+    metric_reaches(&server, "wshub_reloads_total{what=\"jwt_key\",result=\"error\"}", 1.0).await;
+    common::WsClient::connect(&url(&token("second-secret", "later"))).await;
+    live.ping().await;
+    server.sigterm().await;
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -45,7 +45,7 @@ pub const ADMIN_EVENTS_LAGGED_TOTAL: &str = "wshub_admin_events_lagged_total";
 pub const ADMIN_PANICS_TOTAL: &str = "wshub_admin_panics_total";
 pub const BUILD_INFO: &str = "wshub_build_info";
 pub const MAX_CONNECTIONS: &str = "wshub_max_connections";
-pub const TLS_RELOADS_TOTAL: &str = "wshub_tls_reloads_total";
+pub const RELOADS_TOTAL: &str = "wshub_reloads_total";
 
 /// How often the hub samples every client's queue (depth histogram, max, bytes).
 pub const QUEUE_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
@@ -187,9 +187,12 @@ pub fn events_lagged(n: u64) {
     metrics::counter!(ADMIN_EVENTS_LAGGED_TOTAL).increment(n);
 }
 
-/// A certificate reload on SIGHUP, by result (`ok`, `error`).
-pub fn tls_reload(ok: bool) {
-    metrics::counter!(TLS_RELOADS_TOTAL, "result" => if ok { "ok" } else { "error" }).increment(1);
+/// What SIGHUP reloads: the `wss://` certificate, the client-token key.
+pub const RELOADED: [&str; 2] = ["tls", "jwt_key"];
+
+/// A reload on SIGHUP of `what` (one of [`RELOADED`]), by result.
+pub fn reload(what: &'static str, ok: bool) {
+    metrics::counter!(RELOADS_TOTAL, "what" => what, "result" => if ok { "ok" } else { "error" }).increment(1);
 }
 
 /// An admin handler panicked (a bug) and was answered INTERNAL.
@@ -294,8 +297,8 @@ fn describe() {
         "Clients the node accepts at once (--max-connections); upgrades past it answer 503."
     );
     describe_counter!(
-        TLS_RELOADS_TOTAL,
-        "Reloads of the WebSocket port's TLS certificate on SIGHUP, by result."
+        RELOADS_TOTAL,
+        "Reloads on SIGHUP of the wss:// certificate (what=tls) and the client-token key (what=jwt_key), by result."
     );
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     // Every series with a fixed label set exists from the start, at zero, so
@@ -308,8 +311,10 @@ fn describe() {
     }
     metrics::counter!(ADMIN_EVENTS_LAGGED_TOTAL).absolute(0);
     metrics::counter!(ADMIN_PANICS_TOTAL).absolute(0);
-    for result in ["ok", "error"] {
-        metrics::counter!(TLS_RELOADS_TOTAL, "result" => result).absolute(0);
+    for what in RELOADED {
+        for result in ["ok", "error"] {
+            metrics::counter!(RELOADS_TOTAL, "what" => what, "result" => result).absolute(0);
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use ipnet::IpNet;
 
@@ -27,7 +27,8 @@ pub struct Gate {
     /// 0: no per-address limit.
     max_per_ip: usize,
     proxies: Vec<IpNet>,
-    verifier: Option<Verifier>,
+    /// `None`: client identity is off. Replaced by a reload.
+    verifier: RwLock<Option<Verifier>>,
     /// Clients holding a [`Slot`].
     connections: AtomicUsize,
     /// Sockets accepted and still in their handshakes.
@@ -123,15 +124,19 @@ impl Gate {
             max_connections,
             max_per_ip: config.max_connections_per_ip,
             proxies: config.trusted_proxies.clone(),
-            verifier,
+            verifier: RwLock::new(verifier),
             connections: AtomicUsize::new(0),
             handshakes: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
         })
     }
 
-    pub fn auth_enabled(&self) -> bool {
-        self.verifier.is_some()
+    /// Replaces the token verifier with one built from the key files again
+    /// (on SIGHUP); a key that does not load keeps the one in use.
+    pub fn reload_verifier(&self, config: &crate::config::AuthConfig) -> Result<(), String> {
+        let fresh = Verifier::from_config(config)?;
+        *self.verifier.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
     }
 
     /// Decides on a request from `peer`: origin, then limits, then token,
@@ -146,7 +151,7 @@ impl Gate {
         }
         let addr = self.client_addr(request, peer);
         let slot = self.take_slot(addr.ip())?;
-        let identity = match &self.verifier {
+        let identity = match &*self.verifier.read().unwrap_or_else(|e| e.into_inner()) {
             None => None,
             Some(verifier) => {
                 let token = request
