@@ -10,6 +10,7 @@ pub mod code {
     pub const INVALID_DATA: u16 = 1007;
     pub const POLICY_VIOLATION: u16 = 1008;
     pub const TOO_LARGE: u16 = 1009;
+    pub const INTERNAL_ERROR: u16 = 1011;
     pub const SERVICE_RESTART: u16 = 1012;
     pub const KICKED: u16 = 4000;
     pub const SLOW_CONSUMER: u16 = 4008;
@@ -33,10 +34,11 @@ pub enum DisconnectReason {
     Drain,
     TokenExpired,
     RateLimited,
+    InternalError,
 }
 
 impl DisconnectReason {
-    pub const ALL: [DisconnectReason; 11] = [
+    pub const ALL: [DisconnectReason; 12] = [
         Self::ClientClose,
         Self::ReadError,
         Self::PingTimeout,
@@ -48,6 +50,7 @@ impl DisconnectReason {
         Self::Drain,
         Self::TokenExpired,
         Self::RateLimited,
+        Self::InternalError,
     ];
 
     /// The label value in metrics and the `reason` of admin events.
@@ -64,6 +67,7 @@ impl DisconnectReason {
             Self::Drain => "drain",
             Self::TokenExpired => "token_expired",
             Self::RateLimited => "rate_limited",
+            Self::InternalError => "internal_error",
         }
     }
 }
@@ -175,6 +179,11 @@ impl Closing {
 
     pub fn rate_limited() -> Self {
         Self::with_frame(DisconnectReason::RateLimited, code::RATE_LIMITED, "rate limited")
+    }
+
+    /// A bug in the server ended the connection (a panic, caught).
+    pub fn internal_error() -> Self {
+        Self::with_frame(DisconnectReason::InternalError, code::INTERNAL_ERROR, "internal error")
     }
 
     pub fn code(&self) -> u16 {

@@ -117,6 +117,15 @@ fn reloaded(what: &'static str, name: &str, result: Result<(), String>) {
     }
 }
 
+/// The text of a caught panic's payload (`panic!("...")`), or "".
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
 /// Errors that stop the server from starting, or end it.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -82,11 +82,7 @@ where
                 Err(panic) => Err(panic),
             };
             let response = outcome.unwrap_or_else(|panic| {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
+                let what = crate::panic_message(&*panic);
                 tracing::error!(method = method.unwrap_or("other"), panic = %what, "admin handler panicked; answered INTERNAL");
                 metrics::admin_panic();
                 Ok(tonic::Status::internal("internal error").into_http())

@@ -176,7 +176,7 @@ fn steady(
         }
         tracing::debug!("connected");
 
-        reader::run(&mut stream, &ctx, &shared).await;
+        guarded(reader::run(&mut stream, &ctx, &shared), &shared).await;
         Box::pin(finish(&ctx, stream, &shared, writer)).await;
 
         let reason = shared.closing().map_or(DisconnectReason::ReadError, |c| c.reason);
@@ -188,6 +188,23 @@ fn steady(
         drop(slot);
     }
     .instrument(span)
+}
+
+/// Runs the reader; should it panic (a bug), the panic is logged and the
+/// connection closed with `1011 "internal error"` like any other close, so
+/// it still ends within its bounds, is counted and leaves the hub, instead
+/// of staying listed with no one reading it.
+///
+/// Built from combinators rather than as an `async fn`, which would hold the
+/// reader's state twice for the life of the connection.
+fn guarded<'a>(read: impl Future<Output = ()> + 'a, shared: &'a Shared) -> impl Future<Output = ()> + 'a {
+    use futures_util::FutureExt;
+    std::panic::AssertUnwindSafe(read).catch_unwind().map(move |read| {
+        if let Err(panic) = read {
+            tracing::error!(panic = %crate::panic_message(&*panic), "a connection's reader panicked (a bug); closing it with 1011");
+            shared.close(Closing::internal_error());
+        }
+    })
 }
 
 /// Ends the connection within `--close-timeout` of its closing: when the
@@ -224,4 +241,36 @@ async fn finish(ctx: &Context, stream: SplitStream<Ws>, shared: &Shared, mut wri
     };
     let until = deadline.min(Instant::now() + LINGER_TIME);
     let _ = tokio::time::timeout_at(until, discard).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_util::sync::CancellationToken;
+
+    #[tokio::test]
+    async fn a_reader_that_panics_closes_its_connection_with_1011() {
+        let shared = Shared::new(
+            ClientId(1),
+            "127.0.0.1:1".parse().unwrap(),
+            CancellationToken::new(),
+            8,
+            1 << 20,
+        );
+        guarded(async { panic!("a bug") }, &shared).await;
+        let closing = shared.closing().expect("closed");
+        assert_eq!(closing.reason, DisconnectReason::InternalError);
+        assert_eq!(closing.code(), 1011);
+        assert!(shared.token.is_cancelled(), "the close took effect");
+
+        let fine = Shared::new(
+            ClientId(2),
+            "127.0.0.1:2".parse().unwrap(),
+            CancellationToken::new(),
+            8,
+            1 << 20,
+        );
+        guarded(async {}, &fine).await;
+        assert!(fine.closing().is_none());
+    }
 }
