@@ -54,17 +54,27 @@ fn texts(rx: &mut ClientTx) -> Vec<String> {
         .collect()
 }
 
-/// A running hub (8 topics per client, a command channel of `queue_len`).
-fn start(queue_len: usize) -> (HubHandle, tokio::task::JoinHandle<()>) {
-    let (hub, handle) = Hub::new(HubConfig {
+/// The tests' hub configuration: 8 topics per client, small queues, a 5 s
+/// admin deadline.
+fn config() -> HubConfig {
+    HubConfig {
         max_topics_per_client: 8,
         max_topics: 100_000,
-        queue_len,
+        queue_len: 8,
         queue_bytes: 1 << 20,
-        deadline: std::time::Duration::from_secs(10),
+        deadline: std::time::Duration::from_secs(5),
         write_timeout: std::time::Duration::from_secs(10),
         send_queue_len: 8,
         send_queue_bytes: 1 << 20,
+    }
+}
+
+/// A running hub (8 topics per client, a command channel of `queue_len`).
+fn start(queue_len: usize) -> (HubHandle, tokio::task::JoinHandle<()>) {
+    let (hub, handle) = Hub::new(HubConfig {
+        queue_len,
+        deadline: std::time::Duration::from_secs(10),
+        ..config()
     });
     (handle, tokio::spawn(hub.run()))
 }
@@ -321,16 +331,7 @@ async fn admin_calls_overtake_a_full_client_channel() {
 #[tokio::test(start_paused = true)]
 async fn an_admin_call_to_a_hub_that_does_not_answer_has_a_deadline() {
     // A hub that is never run: the call must not wait for ever.
-    let (_hub, handle) = Hub::new(HubConfig {
-        max_topics_per_client: 8,
-        max_topics: 100_000,
-        queue_len: 8,
-        queue_bytes: 1 << 20,
-        deadline: std::time::Duration::from_secs(5),
-        write_timeout: std::time::Duration::from_secs(10),
-        send_queue_len: 8,
-        send_queue_bytes: 1 << 20,
-    });
+    let (_hub, handle) = Hub::new(config());
     let started = tokio::time::Instant::now();
     assert_eq!(
         handle.stats().await.map(|_| ()),
@@ -342,14 +343,9 @@ async fn an_admin_call_to_a_hub_that_does_not_answer_has_a_deadline() {
 #[tokio::test]
 async fn client_publishes_are_bounded_in_bytes_until_the_hub_takes_them() {
     let (hub, handle) = Hub::new(HubConfig {
-        max_topics_per_client: 8,
-        max_topics: 100_000,
         queue_len: 1000,
         queue_bytes: 100,
-        deadline: std::time::Duration::from_secs(5),
-        write_timeout: std::time::Duration::from_secs(10),
-        send_queue_len: 8,
-        send_queue_bytes: 1 << 20,
+        ..config()
     });
     let sixty = "x".repeat(60);
     let command = || {
@@ -390,14 +386,8 @@ async fn a_client_registering_after_a_drain_began_is_closed_like_the_rest() {
 #[test]
 fn queue_peaks_between_samples_are_kept_and_an_overflow_reads_full() {
     let (mut hub, _handle) = Hub::new(HubConfig {
-        max_topics_per_client: 8,
-        max_topics: 100_000,
-        queue_len: 8,
-        queue_bytes: 1 << 20,
-        deadline: std::time::Duration::from_secs(5),
-        write_timeout: std::time::Duration::from_secs(10),
         send_queue_len: 4,
-        send_queue_bytes: 1 << 20,
+        ..config()
     });
     let (tx, _rx) = client(1, 4);
     let (respond, _) = tokio::sync::oneshot::channel();
