@@ -32,6 +32,9 @@ pub struct Config {
     #[command(flatten)]
     pub gate: GateConfig,
 
+    #[command(flatten)]
+    pub cluster: ClusterConfig,
+
     /// Server ping interval; also announced to clients in the welcome frame.
     #[arg(long, env = "WSHUB_PING_INTERVAL", default_value = "25s", value_parser = parse_duration)]
     pub ping_interval: Duration,
@@ -98,6 +101,40 @@ pub struct Config {
     /// PEM CA bundle; when set, admin clients must present a certificate it signed.
     #[arg(long, env = "WSHUB_ADMIN_TLS_CLIENT_CA", requires = "admin_tls_cert")]
     pub admin_tls_client_ca: Option<PathBuf>,
+}
+
+/// The node's name and, past one machine, the backplane it shares with other nodes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterConfig {
+    /// This node's name (1-64 of A-Za-z0-9_-), in client ids (`c-7@NODE`), `welcome`, the
+    /// admin API, logs and metrics. Default: `<hostname>-<random>`, new for every process.
+    #[arg(long, env = "WSHUB_NODE_ID", value_parser = parse_node)]
+    pub node_id: Option<crate::types::NodeId>,
+
+    /// Redis URL of the backplane shared by the nodes of a cluster:
+    /// `redis://[:PASSWORD@]HOST:PORT/DB`, or `rediss://` for TLS. Default: none (a node alone).
+    #[arg(long, env = "WSHUB_BACKPLANE", hide_env_values = true)]
+    pub backplane: Option<String>,
+
+    /// Whether /readyz and gRPC health report not-ready while the backplane is down
+    /// (clients are taken either way, and local delivery goes on).
+    #[arg(long, env = "WSHUB_BACKPLANE_REQUIRED", default_value_t = false, action = clap::ArgAction::Set)]
+    pub backplane_required: bool,
+
+    /// How long a node's presence lasts in the backplane without a refresh (refreshed every
+    /// third of it): a crashed node's clients leave cluster-wide listings within it.
+    #[arg(long, env = "WSHUB_BACKPLANE_PRESENCE_TTL", default_value = "15s", value_parser = parse_duration)]
+    pub backplane_presence_ttl: Duration,
+
+    /// How often the canary sends a heartbeat through the backplane; a heartbeat not back
+    /// by the next one marks the backplane down (`wshub_backplane_up` 0) and resubscribes.
+    #[arg(long, env = "WSHUB_BACKPLANE_HEARTBEAT", default_value = "2s", value_parser = parse_duration)]
+    pub backplane_heartbeat: Duration,
+
+    /// Messages for other nodes waiting to be sent to the backplane; past it (or while the
+    /// backplane is down) they are dropped and counted (`wshub_backplane_dropped_total`).
+    #[arg(long, env = "WSHUB_BACKPLANE_QUEUE_LEN", default_value_t = 16384)]
+    pub backplane_queue_len: usize,
 }
 
 /// Per-client limits, shared by the hub (queues) and the data plane (frames).
@@ -272,10 +309,20 @@ impl Config {
             ("--admin-deadline", self.admin_deadline),
             ("--handshake-timeout", self.gate.handshake_timeout),
             ("--client-rate-grace", self.client.client_rate_grace),
+            ("--backplane-presence-ttl", self.cluster.backplane_presence_ttl),
+            ("--backplane-heartbeat", self.cluster.backplane_heartbeat),
         ] {
             if value.is_zero() {
                 return Err(format!("{flag} must be longer than zero"));
             }
+        }
+        if let Some(url) = &self.cluster.backplane {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err("--backplane must be a redis:// or rediss:// URL".into());
+            }
+        }
+        if self.cluster.backplane_queue_len == 0 {
+            return Err("--backplane-queue-len must be at least 1".into());
         }
         if self.ping_interval.is_zero() || self.idle_timeout <= self.ping_interval {
             return Err("--idle-timeout must be longer than a non-zero --ping-interval".into());
@@ -321,6 +368,10 @@ pub fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
 }
 
 /// Parses `500ms`, `25s`, `1m` (humantime).
+pub fn parse_node(s: &str) -> Result<crate::types::NodeId, String> {
+    crate::types::NodeId::parse(s).map_err(|()| "a node id is 1-64 characters of A-Za-z0-9_-".to_string())
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| e.to_string())
 }

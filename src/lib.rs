@@ -9,6 +9,9 @@
 //!   fans messages out into client queues without ever waiting on a client.
 //! - [`admin`] — the control plane: a tonic gRPC service whose every call is
 //!   a command into the hub, plus health and reflection.
+//! - [`backplane`] — past one machine: other nodes, over Redis. The hub
+//!   hands it clients' publishes and its topic interest; it brings other
+//!   nodes' publishes into the hub, and runs admin calls on every node.
 //! - [`metrics`] — Prometheus metrics and the `/metrics`, `/healthz`,
 //!   `/readyz` endpoints.
 //! - [`protocol`] — the client protocol's JSON frames; [`close`] — close
@@ -20,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod backplane;
 pub mod close;
 pub mod config;
 pub mod hub;
@@ -75,6 +79,57 @@ fn listen(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<TcpListen
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(backlog)
+}
+
+/// Joins the cluster when there is a backplane (the engine connects in the
+/// background); otherwise a cluster of one.
+fn join_cluster(
+    config: &Config,
+    node: &types::NodeId,
+    hub: &mut hub::Hub,
+    hub_handle: &hub::HubHandle,
+    lifecycle: &lifecycle::Lifecycle,
+    stop: &CancellationToken,
+) -> Result<Arc<backplane::Cluster>, Error> {
+    let cluster = &config.cluster;
+    let Some(url) = &cluster.backplane else {
+        return Ok(backplane::Cluster::alone(
+            node.clone(),
+            hub_handle.clone(),
+            lifecycle.clone(),
+        ));
+    };
+    if !types::join_cluster(node) {
+        return Err(Error::Config(
+            "this process already runs as another node of a cluster".into(),
+        ));
+    }
+    // rediss:// uses rustls with the process's default provider: ring, as
+    // for the other listeners (an embedding program's choice stands).
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    if cluster.backplane_required {
+        lifecycle.require_backplane();
+    }
+    let config = backplane::cluster::ClusterConfig {
+        node: node.clone(),
+        presence_ttl: cluster.backplane_presence_ttl,
+        heartbeat: cluster.backplane_heartbeat,
+        // Answers from other nodes must come within the admin deadline.
+        deadline: config.admin_deadline / 2,
+    };
+    let queue_len = cluster.backplane_queue_len;
+    let engine_stop = stop.clone();
+    let joined = backplane::Cluster::join(
+        |inbound| backplane::redis::Redis::start(url, queue_len, inbound, engine_stop),
+        hub_handle.clone(),
+        config,
+        lifecycle.clone(),
+        stop.clone(),
+    )
+    .map_err(Error::Config)?;
+    hub.set_relay(joined.clone());
+    tracing::info!(%node, "backplane: joining the cluster over Redis (connecting in the background)");
+    Ok(joined)
 }
 
 /// On each SIGHUP, reloads what comes from files and may be rotated: the
@@ -145,6 +200,9 @@ pub enum Error {
 /// calls it again and keeps what it loaded for the data plane.
 pub fn preflight(config: &Config) -> Result<ws::Security, Error> {
     config.validate().map_err(Error::Config)?;
+    if let Some(url) = &config.cluster.backplane {
+        backplane::redis::Redis::check(url).map_err(Error::Config)?;
+    }
     admin::load_tls(config)?;
     ws::Security::load(config)
 }
@@ -167,7 +225,9 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
         config.client.send_queue_bytes as f64,
     );
     let lifecycle = lifecycle::Lifecycle::default();
-    let (hub, hub_handle) = hub::Hub::new(hub::HubConfig {
+    let node = config.cluster.node_id.clone().unwrap_or_else(types::NodeId::generate);
+    metrics::node_info(node.as_str());
+    let (mut hub, hub_handle) = hub::Hub::new(hub::HubConfig {
         max_topics_per_client: config.client.max_topics_per_client,
         max_topics: config.client.max_topics,
         queue_len: config.hub_queue_len,
@@ -180,8 +240,13 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
     let stop = CancellationToken::new();
     let force = CancellationToken::new();
     let tracker = TaskTracker::new();
+    // The backplane outlives the data plane's shutdown: clients still here
+    // get messages from other nodes until they are closed.
+    let backplane_stop = CancellationToken::new();
+    let cluster = join_cluster(&config, &node, &mut hub, &hub_handle, &lifecycle, &backplane_stop)?;
     let ctx = Arc::new(ws::Context::new(
         hub_handle.clone(),
+        node.clone(),
         &config,
         security,
         lifecycle.clone(),
@@ -195,7 +260,13 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let reload_task = tokio::spawn(reload_on_hangup(ctx.clone(), config.auth.clone(), hangups));
 
-    let admin = admin::Server::new(&config, hub_handle.clone(), lifecycle.clone(), stop.clone())?;
+    let admin = admin::Server::new(
+        &config,
+        hub_handle.clone(),
+        cluster.clone(),
+        lifecycle.clone(),
+        stop.clone(),
+    )?;
     let mut admin_task = tokio::spawn(admin.serve(listeners.admin));
     // Monitoring outlives the rest, so /readyz answers 503 through the shutdown.
     let metrics_stop = CancellationToken::new();
@@ -205,7 +276,12 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
         metrics_stop.clone(),
     ));
     let mut ws_task = tokio::spawn(ws::serve(listeners.ws, ctx.clone(), stop.clone()));
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), "wshub running");
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        %node,
+        backplane = if cluster.clustered() { "redis" } else { "none" },
+        "wshub running"
+    );
 
     // Until asked to stop, or until a part that must run for good ends.
     let died = shutdown::until_stop_or_ended(
@@ -252,6 +328,12 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
         metrics_task.abort();
     }
     reload_task.abort();
+    // Other nodes stop expecting this one's answers at once, not after the TTL.
+    if cluster.clustered() {
+        let _ = tokio::time::timeout_at(hard_end, cluster.leave()).await;
+    }
+    backplane_stop.cancel();
+    drop(cluster);
     drop(ctx);
     drop(hub_handle);
     if !hub_task.is_finished() && tokio::time::timeout_at(hard_end, &mut hub_task).await.is_err() {

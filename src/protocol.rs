@@ -256,12 +256,16 @@ pub fn message(topic: Option<&Topic>, from: &str, data: &RawValue) -> Utf8Bytes 
 }
 
 /// The first frame a client receives.
-/// `{"type":"welcome",...}`; with auth on it names the token's `user`.
-pub fn welcome(client_id: ClientId, ping_interval_ms: u128, user: Option<&str>) -> Utf8Bytes {
+/// `{"type":"welcome",...}`: the client's id, the node it is on (its
+/// characters need no escaping) and, with auth on, the token's `user`.
+pub fn welcome(client_id: ClientId, node: &crate::types::NodeId, ping_interval_ms: u128, user: Option<&str>) -> Utf8Bytes {
     let user = user
         .map(|u| format!(r#","user":{}"#, serde_json::Value::from(u)))
         .unwrap_or_default();
-    format!(r#"{{"type":"welcome","client_id":"{client_id}","ping_interval_ms":{ping_interval_ms}{user}}}"#).into()
+    format!(
+        r#"{{"type":"welcome","client_id":"{client_id}","node":"{node}","ping_interval_ms":{ping_interval_ms}{user}}}"#
+    )
+    .into()
 }
 
 /// `{"type":"pong"}`, with the request's id if it had one.

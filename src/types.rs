@@ -4,26 +4,117 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-/// A client's id: `c-<n>`, unique for the life of the process. Clients and
-/// operators treat it as opaque.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A client's id: `c-<n>`, unique for the life of the process; on a node in
+/// a cluster `c-<n>@<node>`, unique across the cluster and naming the node
+/// that owns the client. Clients and operators treat it as opaque.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct ClientId(pub u64);
+
+/// The node this process runs as in a cluster, set once when it joins one
+/// ([`join_cluster`]); client ids name it from then on. One process is one node.
+static CLUSTER_NODE: OnceLock<NodeId> = OnceLock::new();
+
+/// Makes this process's client ids name `node` (`c-7@node`). Once per
+/// process: false if it already joined as another node.
+pub fn join_cluster(node: &NodeId) -> bool {
+    CLUSTER_NODE.get_or_init(|| node.clone()) == node
+}
 
 impl fmt::Display for ClientId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "c-{}", self.0)
+        match CLUSTER_NODE.get() {
+            Some(node) => write!(f, "c-{}@{}", self.0, node),
+            None => write!(f, "c-{}", self.0),
+        }
     }
 }
 
+/// A client id as an operator gives it: the number, and the node it names
+/// if any (`c-7@node-b`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientRef {
+    pub id: ClientId,
+    pub node: Option<NodeId>,
+}
+
+impl FromStr for ClientRef {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (n, node) = match s.split_once('@') {
+            Some((n, node)) => (n, Some(NodeId::parse(node)?)),
+            None => (s, None),
+        };
+        let id = n.strip_prefix("c-").and_then(|n| n.parse().ok()).ok_or(())?;
+        Ok(ClientRef { id: ClientId(id), node })
+    }
+}
+
+/// A client of this node: `c-<n>`, or `c-<n>@<this node>`.
 impl FromStr for ClientId {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
-        s.strip_prefix("c-")
-            .and_then(|n| n.parse().ok())
-            .map(ClientId)
-            .ok_or(())
+        let r: ClientRef = s.parse()?;
+        match r.node {
+            Some(node) if CLUSTER_NODE.get() != Some(&node) => Err(()),
+            _ => Ok(r.id),
+        }
+    }
+}
+
+/// The longest node id, in bytes.
+pub const MAX_NODE_LEN: usize = 64;
+
+/// A node's name: 1–64 characters of `A-Za-z0-9_-`, so it can sit in
+/// client ids, channel names and metric labels as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(Arc<str>);
+
+impl NodeId {
+    pub fn parse(s: &str) -> Result<NodeId, ()> {
+        let valid = (1..=MAX_NODE_LEN).contains(&s.len())
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+        if valid {
+            Ok(NodeId(s.into()))
+        } else {
+            Err(())
+        }
+    }
+
+    /// `<host>-<6 hex digits>`: readable, and new for every process.
+    pub fn generate() -> NodeId {
+        use std::hash::{BuildHasher, Hasher};
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let host: String = host
+            .trim()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .take(MAX_NODE_LEN - 7)
+            .collect();
+        // RandomState is seeded randomly per process; the pid and the clock
+        // make two processes started together differ all the same.
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        hasher.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        let suffix = hasher.finish() & 0xff_ffff;
+        let host = if host.is_empty() { "node".to_string() } else { host };
+        NodeId(format!("{host}-{suffix:06x}").into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -66,4 +157,26 @@ impl fmt::Display for Topic {
 pub enum Source {
     Client,
     Admin,
+    /// A client's publish on another node, come through the backplane.
+    Backplane,
 }
+
+/// Topics and node ids cross the backplane as strings and are checked again
+/// when read: another node's message is input like any other.
+macro_rules! serde_as_str {
+    ($t:ty) => {
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                <$t>::parse(&s).map_err(|_| serde::de::Error::custom(concat!("invalid ", stringify!($t))))
+            }
+        }
+    };
+}
+serde_as_str!(Topic);
+serde_as_str!(NodeId);

@@ -22,7 +22,7 @@ fuzz_target!(|input: (&str, u32)| {
         // valid JSON no f64 holds.
         serde_json::from_str::<Box<serde_json::value::RawValue>>(data.get()).expect("accepted data is JSON");
     }
-    let _ = convert::client_id(text);
+    let _ = convert::client_ref(text);
     let _ = convert::optional_topic(text);
     if let Ok(close) = convert::kick_close(code, text) {
         assert!((4000..=4999).contains(&close));

@@ -5,8 +5,9 @@ use serde_json::value::RawValue;
 
 use super::pb;
 use super::AdminError;
+use crate::backplane::cluster::{ClusterCursor, NodeStats};
 use crate::hub::{self, ClientId, Cursor, EventKind, Order};
-use crate::types::Topic;
+use crate::types::{ClientRef, NodeId, Topic};
 
 /// The largest page a ListClients call may ask for.
 pub const MAX_PAGE_SIZE: u32 = 1000;
@@ -51,12 +52,30 @@ pub fn json_data(data: &str, limit: usize) -> Result<&RawValue, AdminError> {
     Ok(data)
 }
 
-/// A client id from a request; one that cannot name a client is not found.
-pub fn client_id(id: &str) -> Result<ClientId, AdminError> {
+/// A client id from a request (`c-7`, or `c-7@node` in a cluster); one that
+/// cannot name a client is not found.
+pub fn client_ref(id: &str) -> Result<ClientRef, AdminError> {
     if id.is_empty() {
         return Err(AdminError::Missing("client_id"));
     }
     id.parse().map_err(|()| AdminError::NotFound(id.to_string()))
+}
+
+/// A client's id as operators see it: `c-7`, or in a cluster `c-7@node`.
+pub fn client_text(id: ClientId, node: &NodeId, clustered: bool) -> String {
+    if clustered {
+        format!("c-{}@{node}", id.0)
+    } else {
+        format!("c-{}", id.0)
+    }
+}
+
+pub fn client_name(client: &ClientRef, this: &NodeId, clustered: bool) -> String {
+    client_text(client.id, client.node.as_ref().unwrap_or(this), clustered)
+}
+
+pub fn nodes(nodes: &[NodeId]) -> Vec<String> {
+    nodes.iter().map(ToString::to_string).collect()
 }
 
 pub fn order(order: i32) -> Order {
@@ -95,9 +114,28 @@ pub fn decode_cursor(token: &str, order: Order) -> Result<Option<Cursor>, AdminE
     Ok(Some(cursor))
 }
 
-pub fn client_info(info: hub::ClientInfo) -> pb::ClientInfo {
+/// In a cluster a page token names the node of the last client shown too:
+/// `a17@node-b`. A node alone keeps its tokens as they were.
+pub fn encode_cluster_cursor(cursor: &ClusterCursor, clustered: bool) -> String {
+    let local = encode_cursor(cursor.cursor);
+    if clustered {
+        format!("{local}@{}", cursor.node)
+    } else {
+        local
+    }
+}
+
+pub fn decode_cluster_cursor(token: &str, order: Order, this: &NodeId) -> Result<Option<ClusterCursor>, AdminError> {
+    let (local, node) = match token.split_once('@') {
+        Some((local, node)) => (local, NodeId::parse(node).map_err(|()| AdminError::InvalidPageToken)?),
+        None => (token, this.clone()),
+    };
+    Ok(decode_cursor(local, order)?.map(|cursor| ClusterCursor { node, cursor }))
+}
+
+pub fn client_info(info: hub::ClientInfo, node: &NodeId, clustered: bool) -> pb::ClientInfo {
     pb::ClientInfo {
-        id: info.id.to_string(),
+        id: client_text(info.id, node, clustered),
         user: info.user,
         remote_addr: info.remote_addr.to_string(),
         connected_at: Some(info.connected_at.into()),
@@ -107,23 +145,39 @@ pub fn client_info(info: hub::ClientInfo) -> pb::ClientInfo {
         queue_high_water: info.queue_high_water,
         messages_sent: info.messages_sent,
         messages_received: info.messages_received,
-        node: String::new(),
+        node: node.to_string(),
     }
 }
 
-pub fn stats(stats: hub::Stats) -> pb::Stats {
-    pb::Stats {
-        clients: stats.clients,
-        topics: stats.topics,
-        hub_queue_depth: stats.hub_queue_depth,
-        hub_queue_capacity: stats.hub_queue_capacity,
-        messages_sent: stats.messages_sent,
-        messages_received: stats.messages_received,
-        slow_consumer_evictions: stats.slow_consumer_evictions,
+/// Stats from every node that answered, this node first: totals summed,
+/// this node's queue and uptime.
+pub fn stats(nodes: Vec<NodeStats>, partial: bool) -> pb::Stats {
+    let now = std::time::SystemTime::now();
+    let mut out = pb::Stats {
         version: env!("CARGO_PKG_VERSION").to_string(),
-        uptime: prost_types::Duration::try_from(stats.uptime).ok(),
-        node: String::new(),
+        partial,
+        ..Default::default()
+    };
+    if let Some(this) = nodes.first() {
+        out.hub_queue_depth = this.stats.hub_queue_depth;
+        out.hub_queue_capacity = this.stats.hub_queue_capacity;
+        out.uptime = prost_types::Duration::try_from(this.stats.uptime).ok();
+        out.node = this.node.to_string();
     }
+    for n in &nodes {
+        out.clients += n.stats.clients;
+        out.topics += n.stats.topics;
+        out.messages_sent += n.stats.messages_sent;
+        out.messages_received += n.stats.messages_received;
+        out.slow_consumer_evictions += n.stats.slow_consumer_evictions;
+        out.nodes.push(pb::NodeStats {
+            id: n.node.to_string(),
+            clients: n.stats.clients,
+            topics: n.stats.topics,
+            last_seen: Some(now.checked_sub(n.age).unwrap_or(now).into()),
+        });
+    }
+    out
 }
 
 pub fn event_kind(kind: EventKind) -> pb::EventKind {

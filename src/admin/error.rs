@@ -34,6 +34,8 @@ pub enum AdminError {
     DrainRunning,
     #[error("the hub is shutting down")]
     Unavailable,
+    #[error("node {0}, which holds the client, did not answer; try again")]
+    NodeUnavailable(String),
     #[error("the hub did not answer within the server's deadline of {0:?}")]
     DeadlineExceeded(std::time::Duration),
 }
@@ -65,7 +67,7 @@ impl From<AdminError> for Status {
             AdminError::NotFound(_) => Status::not_found(message),
             AdminError::Unauthenticated => Status::unauthenticated(message),
             AdminError::DrainRunning => Status::failed_precondition(message),
-            AdminError::Unavailable => Status::unavailable(message),
+            AdminError::Unavailable | AdminError::NodeUnavailable(_) => Status::unavailable(message),
             AdminError::DeadlineExceeded(_) => Status::deadline_exceeded(message),
         }
     }
@@ -93,6 +95,7 @@ mod tests {
             (AdminError::Unauthenticated, Code::Unauthenticated),
             (AdminError::DrainRunning, Code::FailedPrecondition),
             (HubError::ShuttingDown.into(), Code::Unavailable),
+            (AdminError::NodeUnavailable("b".into()), Code::Unavailable),
             (
                 HubError::Timeout(std::time::Duration::from_secs(5)).into(),
                 Code::DeadlineExceeded,

@@ -66,12 +66,19 @@ impl Server {
     pub fn new(
         config: &Config,
         hub: HubHandle,
+        cluster: std::sync::Arc<crate::backplane::Cluster>,
         lifecycle: Lifecycle,
         stop: CancellationToken,
     ) -> Result<Self, crate::Error> {
         let tls = load_tls(config)?;
         layer::register_series();
-        let service = AdminService::new(hub, config.client.max_message_bytes, lifecycle.clone(), stop.clone());
+        let service = AdminService::new(
+            hub,
+            cluster,
+            config.client.max_message_bytes,
+            lifecycle.clone(),
+            stop.clone(),
+        );
         let token = config.admin_token().map_err(crate::Error::Config)?;
         Ok(Self {
             service,
@@ -92,12 +99,19 @@ impl Server {
         reporter.set_service_status("", ServingStatus::Serving).await;
         let mut ready = self.lifecycle.subscribe();
         tokio::spawn(async move {
-            // Readiness only ever turns off; an error means the server is gone.
-            if ready.wait_for(|r| !*r).await.is_ok() {
-                reporter
-                    .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
-                    .await;
-                reporter.set_service_status("", ServingStatus::NotServing).await;
+            // Readiness turns off for good at a drain or shutdown, and back
+            // and forth with a required backplane; the loop ends with the server.
+            loop {
+                let status = if *ready.borrow_and_update() {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
+                reporter.set_service_status(SERVICE_NAME, status).await;
+                reporter.set_service_status("", status).await;
+                if ready.changed().await.is_err() {
+                    return;
+                }
             }
         });
         let reflection = || {

@@ -3,6 +3,7 @@
 //! the hub handle.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::Stream;
@@ -16,8 +17,9 @@ use tonic::{Request, Response, Status};
 use super::convert::{self, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 use super::pb::{self, admin_server::Admin};
 use super::AdminError;
-use crate::close::{Closing, DisconnectReason};
+use crate::backplane::{Cluster, Gathered};
 use crate::hub::{Event, HubHandle, KickTarget, ListQuery};
+use crate::types::ClientRef;
 use crate::lifecycle::Lifecycle;
 use crate::{metrics, protocol};
 
@@ -45,6 +47,9 @@ fn caller<T>(request: &Request<T>) -> String {
 
 pub struct AdminService {
     hub: HubHandle,
+    /// Every node's hub, for the calls that cover the cluster (this node
+    /// only, without a backplane).
+    cluster: Arc<Cluster>,
     max_message_bytes: usize,
     lifecycle: Lifecycle,
     /// Server shutdown: ends open streams.
@@ -52,9 +57,16 @@ pub struct AdminService {
 }
 
 impl AdminService {
-    pub fn new(hub: HubHandle, max_message_bytes: usize, lifecycle: Lifecycle, stop: CancellationToken) -> Self {
+    pub fn new(
+        hub: HubHandle,
+        cluster: Arc<Cluster>,
+        max_message_bytes: usize,
+        lifecycle: Lifecycle,
+        stop: CancellationToken,
+    ) -> Self {
         Self {
             hub,
+            cluster,
             max_message_bytes,
             lifecycle,
             stop,
@@ -73,16 +85,17 @@ impl Admin for AdminService {
         let topic = convert::optional_topic(&request.topic)?;
         let data = convert::json_data(&request.data, self.max_message_bytes)?;
         let frame = protocol::message(topic.as_ref(), "admin", data);
-        let exclude = request
+        let exclude: Vec<ClientRef> = request
             .exclude_client_ids
             .iter()
             .filter_map(|id| id.parse().ok())
             .collect();
-        let delivery = self
-            .hub
-            .broadcast(topic.clone(), frame, exclude)
+        let gathered = self
+            .cluster
+            .broadcast(topic.clone(), frame, &exclude)
             .await
             .map_err(AdminError::from)?;
+        let delivery = gathered.value;
         tracing::info!(
             %caller,
             topic = topic.as_ref().map_or("(everyone)", |t| t.as_str()),
@@ -90,11 +103,15 @@ impl Admin for AdminService {
             excluded = request.exclude_client_ids.len(),
             recipients = delivery.recipients,
             dropped = delivery.dropped,
+            nodes = gathered.nodes.len(),
+            missing = ?gathered.missing,
             "admin: Broadcast"
         );
         Ok(Response::new(pb::BroadcastResponse {
             recipients: delivery.recipients,
             dropped: delivery.dropped,
+            partial: gathered.partial(),
+            nodes: convert::nodes(&gathered.nodes),
         }))
     }
 
@@ -104,12 +121,16 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::SendToClientResponse>, Status> {
         let caller = caller(&request);
         let request = request.into_inner();
-        let id = convert::client_id(&request.client_id)?;
+        let client = convert::client_ref(&request.client_id)?;
         let data = convert::json_data(&request.data, self.max_message_bytes)?;
         let frame = protocol::message(None, "admin", data);
-        let queued = self.hub.send_to(id, frame).await.map_err(AdminError::from)?;
-        tracing::info!(%caller, client_id = %id, data_bytes = request.data.len(), queued, "admin: SendToClient");
-        Ok(Response::new(pb::SendToClientResponse { dropped: !queued }))
+        let gathered = self.cluster.send_to(&client, frame).await.map_err(AdminError::from)?;
+        let queued = found(&gathered, &request.client_id)?;
+        tracing::info!(%caller, client_id = %request.client_id, data_bytes = request.data.len(), queued, "admin: SendToClient");
+        Ok(Response::new(pb::SendToClientResponse {
+            dropped: !queued,
+            node: gathered.nodes.first().map(ToString::to_string).unwrap_or_default(),
+        }))
     }
 
     async fn list_clients(
@@ -128,20 +149,36 @@ impl Admin for AdminService {
             user: Some(request.user).filter(|u| !u.is_empty()),
             order,
             page_size: page_size as usize,
-            cursor: convert::decode_cursor(&request.page_token, order)?,
+            cursor: None,
         };
-        let page = self.hub.list_clients(query).await.map_err(AdminError::from)?;
+        let after = convert::decode_cluster_cursor(&request.page_token, order, self.cluster.node())?;
+        let gathered = self.cluster.list(query, after).await.map_err(AdminError::from)?;
+        let clustered = self.cluster.clustered();
+        let page = &gathered.value;
         Ok(Response::new(pb::ListClientsResponse {
-            clients: page.clients.into_iter().map(convert::client_info).collect(),
-            next_page_token: page.next.map(convert::encode_cursor).unwrap_or_default(),
+            clients: page
+                .clients
+                .iter()
+                .map(|(node, info)| convert::client_info(info.clone(), node, clustered))
+                .collect(),
+            next_page_token: page
+                .next
+                .as_ref()
+                .map(|next| convert::encode_cluster_cursor(next, clustered))
+                .unwrap_or_default(),
             total: page.total,
+            partial: gathered.partial(),
+            nodes: convert::nodes(&gathered.nodes),
         }))
     }
 
     async fn get_client(&self, request: Request<pb::GetClientRequest>) -> Result<Response<pb::ClientInfo>, Status> {
-        let id = convert::client_id(&request.get_ref().client_id)?;
-        let info = self.hub.get_client(id).await.map_err(AdminError::from)?;
-        Ok(Response::new(convert::client_info(info)))
+        let id = &request.get_ref().client_id;
+        let client = convert::client_ref(id)?;
+        let gathered = self.cluster.get_client(&client).await.map_err(AdminError::from)?;
+        let info = found(&gathered, id)?;
+        let node = gathered.nodes.first().unwrap_or(self.cluster.node());
+        Ok(Response::new(convert::client_info(info, node, self.cluster.clustered())))
     }
 
     async fn kick_clients(
@@ -152,9 +189,15 @@ impl Admin for AdminService {
         let caller = caller(&request);
         let request = request.into_inner();
         let close_code = convert::kick_close(request.code, &request.reason)?;
+        let mut client = None;
         let target = match request.target {
             None => return Err(AdminError::NoTarget.into()),
-            Some(Target::ClientId(id)) => KickTarget::Client(convert::client_id(&id)?),
+            Some(Target::ClientId(id)) => {
+                let r = convert::client_ref(&id)?;
+                let target = KickTarget::Client(r.id);
+                client = Some(r);
+                target
+            }
             Some(Target::User(user)) if user.is_empty() => return Err(AdminError::NoTarget.into()),
             Some(Target::User(user)) => KickTarget::User(user),
             Some(Target::Topic(topic)) => match convert::optional_topic(&topic)? {
@@ -163,18 +206,28 @@ impl Admin for AdminService {
             },
         };
         let reason_bytes = request.reason.len();
-        let closing = Closing::with_frame(DisconnectReason::Kicked, close_code, request.reason);
-        let kicked = self.hub.kick(target.clone(), closing).await.map_err(AdminError::from)?;
-        tracing::info!(%caller, %target, code = close_code, reason_bytes, kicked, "admin: KickClients");
-        if let (KickTarget::Client(id), 0) = (&target, kicked) {
-            return Err(AdminError::NotFound(id.to_string()).into());
+        let gathered = self
+            .cluster
+            .kick(client.as_ref(), target.clone(), close_code, &request.reason)
+            .await
+            .map_err(AdminError::from)?;
+        let kicked = gathered.value;
+        tracing::info!(%caller, %target, code = close_code, reason_bytes, kicked, missing = ?gathered.missing, "admin: KickClients");
+        if let (Some(client), 0) = (&client, kicked) {
+            let name = convert::client_name(client, self.cluster.node(), self.cluster.clustered());
+            return Err(missing_or_not_found(&gathered, name).into());
         }
-        Ok(Response::new(pb::KickClientsResponse { kicked }))
+        Ok(Response::new(pb::KickClientsResponse {
+            kicked,
+            partial: gathered.partial(),
+            nodes: convert::nodes(&gathered.nodes),
+        }))
     }
 
     async fn get_stats(&self, _: Request<pb::GetStatsRequest>) -> Result<Response<pb::Stats>, Status> {
-        let stats = self.hub.stats().await.map_err(AdminError::from)?;
-        Ok(Response::new(convert::stats(stats)))
+        let gathered = self.cluster.stats().await.map_err(AdminError::from)?;
+        let partial = gathered.partial();
+        Ok(Response::new(convert::stats(gathered.value, partial)))
     }
 
     type WatchEventsStream = BoxStream<pb::Event>;
@@ -226,6 +279,22 @@ impl Admin for AdminService {
         let (tx, rx) = mpsc::channel(DRAIN_PROGRESS_BUFFER);
         tokio::spawn(drain(self.hub.clone(), rate, deadline, tx, self.stop.clone()));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// What a call about one client found: its answer, NOT_FOUND when no node
+/// holds it, UNAVAILABLE when its node did not answer.
+fn found<T: Clone>(gathered: &Gathered<Option<T>>, id: &str) -> Result<T, AdminError> {
+    gathered
+        .value
+        .clone()
+        .ok_or_else(|| missing_or_not_found(gathered, id.to_string()))
+}
+
+fn missing_or_not_found<T>(gathered: &Gathered<T>, id: String) -> AdminError {
+    match gathered.missing.first() {
+        Some(node) => AdminError::NodeUnavailable(node.to_string()),
+        None => AdminError::NotFound(id),
     }
 }
 

@@ -97,7 +97,7 @@ pub struct Publish {
 }
 
 /// What a fan-out did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Delivery {
     /// Clients the message was queued for.
     pub recipients: u64,
@@ -105,7 +105,7 @@ pub struct Delivery {
     pub dropped: u64,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Order {
     #[default]
     ConnectedAt,
@@ -114,7 +114,7 @@ pub enum Order {
 }
 
 /// Where a page walk stands; the admin plane turns it into an opaque token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Cursor {
     /// After this client in connection order.
     After(ClientId),
@@ -122,7 +122,7 @@ pub enum Cursor {
     AfterDepth(u32, ClientId),
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ListQuery {
     pub topic: Option<Topic>,
     pub user: Option<String>,
@@ -131,15 +131,15 @@ pub struct ListQuery {
     pub cursor: Option<Cursor>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ClientPage {
     pub clients: Vec<ClientInfo>,
     pub next: Option<Cursor>,
     pub total: u64,
 }
 
-/// A snapshot of one client.
-#[derive(Debug, Clone)]
+/// A snapshot of one client (also what another node answers about its own).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ClientInfo {
     pub id: ClientId,
     pub user: String,
@@ -153,7 +153,7 @@ pub struct ClientInfo {
     pub messages_received: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum KickTarget {
     Client(ClientId),
     User(String),
@@ -171,7 +171,7 @@ impl std::fmt::Display for KickTarget {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Stats {
     pub clients: u64,
     pub topics: u64,

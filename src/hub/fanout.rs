@@ -5,6 +5,7 @@
 use super::*;
 use crate::metrics::DropReason;
 use crate::protocol::{self, ErrorCode, RequestError, RequestId};
+use crate::types::Source;
 
 impl Hub {
     /// Counts, logs and announces an eviction: the one place for all of
@@ -92,10 +93,13 @@ impl Hub {
             })
         } else {
             entry.topics.insert(topic.clone());
-            self.topics
-                .entry(topic.clone())
-                .or_default()
-                .insert(id, entry.tx.clone());
+            let members = self.topics.entry(topic.clone()).or_default();
+            if members.is_empty() {
+                if let Some(relay) = &self.relay {
+                    relay.interest(&topic, true);
+                }
+            }
+            members.insert(id, entry.tx.clone());
             self.metrics.topics.set(self.topics.len() as f64);
             self.emit(EventKind::Subscribed, id, Some(topic), "", 0);
             Ok(())
@@ -159,6 +163,12 @@ impl Hub {
             }
         }
         self.peak = peak;
+        // Other nodes fan a client's publish out to their own clients; what
+        // came from them, or from the admin plane (which asks every node
+        // itself), goes no further.
+        if let (Source::Client, Some(relay)) = (source, &self.relay) {
+            relay.publish(topic.as_ref(), &frame);
+        }
         self.metrics.broadcast(source, delivery.recipients as usize);
         self.metrics.dropped(DropReason::SlowConsumer, delivery.dropped);
         self.metrics.dropped(DropReason::Closing, closed);

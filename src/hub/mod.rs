@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{broadcast, mpsc};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 pub use client::{ClientId, ClientTx, Fill, Outbound, PushError, QueueStats, Shared};
 pub use command::*;
@@ -40,6 +41,17 @@ pub enum HubError {
     /// A drain or shutdown has started: no new clients; close with this.
     #[error("the hub takes no new clients")]
     Refused(Closing),
+}
+
+/// Where the hub hands on what other nodes must see: with a backplane,
+/// the cluster; on a node alone, nothing. Both calls return at once: the
+/// hub never waits on another node any more than on a client.
+pub trait Relay: Send + Sync + 'static {
+    /// A client's publish, already fanned out on this node.
+    fn publish(&self, topic: Option<&Topic>, frame: &Utf8Bytes);
+    /// This node's interest in a topic: on at its first local subscriber,
+    /// off after its last leaves.
+    fn interest(&self, topic: &Topic, on: bool);
 }
 
 /// The hub's limits.
@@ -104,6 +116,8 @@ pub struct Hub {
     /// Whether the node-wide topic limit refused a subscribe since the
     /// topic count was last below it: the warning is logged once per crossing.
     at_topic_limit: bool,
+    /// Other nodes, when there is a backplane.
+    relay: Option<std::sync::Arc<dyn Relay>>,
     metrics: &'static Handles,
 }
 
@@ -132,9 +146,15 @@ impl Hub {
             peak: Fill::default(),
             overflowed: false,
             at_topic_limit: false,
+            relay: None,
             metrics,
         };
         (hub, handle)
+    }
+
+    /// Hands clients' publishes and topic interest on to other nodes.
+    pub fn set_relay(&mut self, relay: std::sync::Arc<dyn Relay>) {
+        self.relay = Some(relay);
     }
 
     /// Runs until every handle is dropped and both channels are empty.
@@ -272,6 +292,9 @@ impl Hub {
             if members.is_empty() {
                 self.topics.remove(topic);
                 self.at_topic_limit = false;
+                if let Some(relay) = &self.relay {
+                    relay.interest(topic, false);
+                }
             }
         }
         self.metrics.topics.set(self.topics.len() as f64);

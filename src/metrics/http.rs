@@ -63,12 +63,12 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    if state.lifecycle.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: draining or shutting down\n",
-        )
+    match state.lifecycle.not_ready_reason() {
+        None if state.lifecycle.backplane_down() => (
+            StatusCode::OK,
+            "ready (the backplane is down: local delivery only)\n".to_string(),
+        ),
+        None => (StatusCode::OK, "ready\n".to_string()),
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")),
     }
 }

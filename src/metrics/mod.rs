@@ -46,6 +46,13 @@ pub const ADMIN_PANICS_TOTAL: &str = "wshub_admin_panics_total";
 pub const BUILD_INFO: &str = "wshub_build_info";
 pub const MAX_CONNECTIONS: &str = "wshub_max_connections";
 pub const RELOADS_TOTAL: &str = "wshub_reloads_total";
+pub const NODE_INFO: &str = "wshub_node_info";
+pub const BACKPLANE_UP: &str = "wshub_backplane_up";
+pub const BACKPLANE_ROUNDTRIP_SECONDS: &str = "wshub_backplane_roundtrip_seconds";
+pub const BACKPLANE_ERRORS_TOTAL: &str = "wshub_backplane_errors_total";
+pub const BACKPLANE_DROPPED_TOTAL: &str = "wshub_backplane_dropped_total";
+pub const BACKPLANE_MESSAGES_TOTAL: &str = "wshub_backplane_messages_total";
+pub const BACKPLANE_NODES: &str = "wshub_backplane_nodes";
 
 /// How often the hub samples every client's queue (depth histogram, max, bytes).
 pub const QUEUE_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
@@ -76,7 +83,7 @@ pub struct Handles {
     pub bytes_sent: Counter,
     pub broadcast_recipients: FixedHistogram,
     disconnects: Vec<Counter>,
-    broadcasts: [Counter; 2],
+    broadcasts: [Counter; 3],
     dropped: [Counter; 2],
 }
 
@@ -113,6 +120,12 @@ pub fn install() -> &'static PrometheusHandle {
                 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
             ],
         );
+        let builder = builder.and_then(|b| {
+            b.set_buckets_for_metric(
+                buckets(BACKPLANE_ROUNDTRIP_SECONDS),
+                &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+            )
+        });
         // The bucket lists above are non-empty, so the builder cannot fail;
         // a recorder already installed by an embedding program is reused.
         let handle = match builder.map(|b| b.install_recorder()) {
@@ -163,6 +176,7 @@ pub fn handles() -> &'static Handles {
             broadcasts: [
                 metrics::counter!(BROADCASTS_TOTAL, "source" => "client"),
                 metrics::counter!(BROADCASTS_TOTAL, "source" => "admin"),
+                metrics::counter!(BROADCASTS_TOTAL, "source" => "backplane"),
             ],
             dropped: [
                 metrics::counter!(DROPPED_MESSAGES_TOTAL, "reason" => "slow_consumer"),
@@ -193,6 +207,97 @@ pub const RELOADED: [&str; 2] = ["tls", "jwt_key"];
 /// A reload on SIGHUP of `what` (one of [`RELOADED`]), by result.
 pub fn reload(what: &'static str, ok: bool) {
     metrics::counter!(RELOADS_TOTAL, "what" => what, "result" => if ok { "ok" } else { "error" }).increment(1);
+}
+
+/// What can go wrong on the backplane, as `wshub_backplane_errors_total{kind}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackplaneError {
+    /// Connecting (or reconnecting) to the engine failed.
+    Connect,
+    /// A batch of publishes failed or timed out.
+    Publish,
+    /// Subscribing or unsubscribing failed.
+    Subscribe,
+    /// Refreshing or reading node presence failed.
+    Presence,
+    /// The canary's heartbeat did not come back in time.
+    Stall,
+    /// A message from the backplane could not be read.
+    Decode,
+    /// A node did not answer a cluster-wide admin call in time.
+    Timeout,
+}
+
+impl BackplaneError {
+    pub const ALL: [BackplaneError; 7] = [
+        Self::Connect,
+        Self::Publish,
+        Self::Subscribe,
+        Self::Presence,
+        Self::Stall,
+        Self::Decode,
+        Self::Timeout,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Publish => "publish",
+            Self::Subscribe => "subscribe",
+            Self::Presence => "presence",
+            Self::Stall => "stall",
+            Self::Decode => "decode",
+            Self::Timeout => "timeout",
+        }
+    }
+}
+
+/// The backplane's own series, described and created (at zero) when a node
+/// joins a cluster: a node alone has none of them.
+pub fn backplane_start() {
+    describe_gauge!(BACKPLANE_UP, "1 while the backplane carries messages: connected and the canary's last heartbeat came back in time.");
+    describe_histogram!(
+        BACKPLANE_ROUNDTRIP_SECONDS,
+        Unit::Seconds,
+        "Time for the canary's heartbeat to go out through the backplane and come back."
+    );
+    describe_counter!(BACKPLANE_ERRORS_TOTAL, "Backplane failures, by kind.");
+    describe_counter!(
+        BACKPLANE_DROPPED_TOTAL,
+        "Messages for other nodes dropped: the backplane was down or its outbound queue full."
+    );
+    describe_counter!(BACKPLANE_MESSAGES_TOTAL, "Messages through the backplane, by direction (out, in).");
+    describe_gauge!(BACKPLANE_NODES, "Live nodes in the cluster, as this node last read their presence.");
+    metrics::gauge!(BACKPLANE_UP).set(0.0);
+    for kind in BackplaneError::ALL {
+        metrics::counter!(BACKPLANE_ERRORS_TOTAL, "kind" => kind.as_str()).absolute(0);
+    }
+    metrics::counter!(BACKPLANE_DROPPED_TOTAL).absolute(0);
+    for direction in ["out", "in"] {
+        metrics::counter!(BACKPLANE_MESSAGES_TOTAL, "direction" => direction).absolute(0);
+    }
+    let _ = metrics::histogram!(BACKPLANE_ROUNDTRIP_SECONDS);
+}
+
+/// `wshub_node_info{node="..."} 1`: which node this is, alone or in a cluster.
+pub fn node_info(node: &str) {
+    describe_gauge!(NODE_INFO, "Always 1; the node label says which node this is.");
+    metrics::gauge!(NODE_INFO, "node" => node.to_string()).set(1.0);
+}
+
+/// One backplane failure.
+pub fn backplane_error(kind: BackplaneError) {
+    metrics::counter!(BACKPLANE_ERRORS_TOTAL, "kind" => kind.as_str()).increment(1);
+}
+
+/// Messages for other nodes that were dropped.
+pub fn backplane_dropped(n: u64) {
+    metrics::counter!(BACKPLANE_DROPPED_TOTAL).increment(n);
+}
+
+/// Messages sent to (`out`) or taken from (`in`) the backplane.
+pub fn backplane_messages(direction: &'static str, n: u64) {
+    metrics::counter!(BACKPLANE_MESSAGES_TOTAL, "direction" => direction).increment(n);
 }
 
 /// An admin handler panicked (a bug) and was answered INTERNAL.

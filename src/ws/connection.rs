@@ -163,7 +163,7 @@ fn steady(
         ctx.live.fetch_add(1, Relaxed);
         {
             let user = shared.identity.as_ref().map(|i| i.user());
-            let welcome = protocol::welcome(shared.id, ctx.ping_interval.as_millis(), user);
+            let welcome = protocol::welcome(shared.id, &ctx.node, ctx.ping_interval.as_millis(), user);
             if let Err(refused) = Box::pin(ctx.hub.register(shared.clone(), welcome.clone())).await {
                 // Draining or shutting down: say so after the welcome, then end.
                 // (The queue is new: the welcome fits.)

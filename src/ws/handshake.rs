@@ -48,7 +48,7 @@ where
             return Err(Refusal::Io);
         }
         buf.extend_from_slice(&chunk[..n]);
-        match read_head(&buf, gate, lifecycle.is_ready(), peer) {
+        match read_head(&buf, gate, lifecycle.accepting(), peer) {
             None => continue,
             Some((head_len, Answer::Upgrade(key, admitted))) => {
                 let response = format!(

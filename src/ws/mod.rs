@@ -57,6 +57,8 @@ const WRITE_BUFFER: usize = 1024;
 /// What every connection needs; shared by all of them.
 pub struct Context {
     pub hub: HubHandle,
+    /// This node, named in every welcome.
+    pub node: crate::types::NodeId,
     pub limits: ClientLimits,
     pub ping_interval: Duration,
     pub idle_timeout: Duration,
@@ -87,6 +89,7 @@ pub struct Context {
 impl Context {
     pub fn new(
         hub: HubHandle,
+        node: crate::types::NodeId,
         config: &Config,
         security: Security,
         lifecycle: Lifecycle,
@@ -106,6 +109,7 @@ impl Context {
         });
         Self {
             hub,
+            node,
             close_on_expiry: config.auth.jwt_close_on_expiry,
             rate,
             gate: Arc::new(security.gate),

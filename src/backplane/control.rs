@@ -1,0 +1,117 @@
+//! The control protocol: JSON messages on each node's control channel.
+//!
+//! A node asking the cluster sends a [`Message::Request`] to every other
+//! live node's channel, with an id and its own node as the reply address;
+//! each answers with a [`Message::Answer`] on the asker's channel, about its
+//! own clients only. The canary's [`Message::Heartbeat`] goes to the node's
+//! own channel and comes back to it. Data messages (publishes) are not
+//! control messages: see [`super::cluster`] for their envelope.
+
+use serde::{Deserialize, Serialize};
+
+use crate::hub::{ClientInfo, ClientPage, Delivery, KickTarget, ListQuery, Stats};
+use crate::types::{ClientId, NodeId, Topic};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Message {
+    Request { id: u64, from: NodeId, op: Op },
+    Answer { id: u64, node: NodeId, answer: Answer },
+    Heartbeat { seq: u64 },
+}
+
+/// What a node is asked to do with its own clients.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    /// A page of its clients; the asker has set the cursor for this node.
+    List(ListQuery),
+    Get(ClientId),
+    Kick {
+        target: KickTarget,
+        code: u16,
+        reason: String,
+    },
+    /// Queue an encoded frame for one client.
+    Send {
+        id: ClientId,
+        frame: String,
+    },
+    /// Fan an encoded frame out (everyone, or a topic), skipping `exclude`.
+    Broadcast {
+        topic: Option<Topic>,
+        frame: String,
+        exclude: Vec<ClientId>,
+    },
+    Stats,
+}
+
+/// A node's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Answer {
+    Page(ClientPage),
+    /// `None`: no such client here.
+    Client(Option<ClientInfo>),
+    Kicked(u64),
+    /// `None`: no such client here; `Some(false)`: not queued.
+    Sent(Option<bool>),
+    Delivered(Delivery),
+    Stats(Stats),
+    /// The node could not answer (its hub is shutting down, or timed out).
+    Failed(String),
+}
+
+impl Message {
+    pub fn encode(&self) -> bytes::Bytes {
+        // A Message holds nothing serde_json cannot write (no maps with non-string keys).
+        serde_json::to_vec(self).unwrap_or_default().into()
+    }
+
+    pub fn decode(payload: &[u8]) -> Option<Message> {
+        serde_json::from_slice(payload).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::{Cursor, Order};
+
+    #[test]
+    fn messages_round_trip() {
+        let node = NodeId::parse("a").unwrap();
+        let query = ListQuery {
+            topic: Some(Topic::parse("news").unwrap()),
+            user: Some("ünïcode \"user\"".into()),
+            order: Order::QueueDepth,
+            page_size: 10,
+            cursor: Some(Cursor::AfterDepth(3, ClientId(7))),
+        };
+        let message = Message::Request {
+            id: 9,
+            from: node.clone(),
+            op: Op::List(query),
+        };
+        let back = Message::decode(&message.encode()).unwrap();
+        let Message::Request {
+            id: 9,
+            from,
+            op: Op::List(query),
+        } = back
+        else {
+            panic!("{back:?}")
+        };
+        assert_eq!(from, node);
+        assert_eq!(query.user.as_deref(), Some("ünïcode \"user\""));
+        assert_eq!(query.cursor, Some(Cursor::AfterDepth(3, ClientId(7))));
+    }
+
+    #[test]
+    fn bad_input_is_refused() {
+        assert!(Message::decode(b"{\"type\":\"request\",\"id\":1,\"from\":\"bad node!\",\"op\":\"stats\"}").is_none());
+        assert!(Message::decode(b"\xff").is_none());
+        let topic = br#"{"type":"request","id":1,"from":"a","op":{"broadcast":{"topic":"no spaces","frame":"x","exclude":[]}}}"#;
+        assert!(Message::decode(topic).is_none());
+    }
+}

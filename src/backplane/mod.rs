@@ -1,0 +1,77 @@
+//! The backplane: how the nodes of a cluster reach one another, so that
+//! together they behave as one hub. Off by default; a node alone needs none.
+//!
+//! Data flows one way through here: the hub hands clients' publishes and its
+//! topic interest to the [`Cluster`] (as its [`crate::hub::Relay`]), which
+//! sends them through an [`Engine`]; what other nodes publish comes back from
+//! the engine into this node's hub. The admin plane asks the cluster to run
+//! its calls on every node (scatter-gather over each node's control channel).
+//!
+//! - [`Engine`] — the small trait a message engine implements: publish to a
+//!   channel without waiting, listen to channels, node presence. [`redis`] is
+//!   the one engine today; the hub and the cluster never see a Redis type.
+//! - [`cluster`] — the engine-independent part: envelopes, the canary, node
+//!   presence, cluster-wide admin calls.
+//! - [`control`] — the control protocol's messages.
+
+pub mod cluster;
+pub mod control;
+pub mod redis;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+
+pub use cluster::{Cluster, Gathered};
+
+use crate::types::{NodeId, Topic};
+
+/// Where a message goes. The engine names them (see `docs/cluster.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// Publishes to one topic: nodes with subscribers to it listen.
+    Topic(Topic),
+    /// Publishes to every client: every node listens.
+    Everyone,
+    /// One node's control channel: requests to it, answers to its requests,
+    /// its canary's heartbeats.
+    Node(NodeId),
+}
+
+/// A message the engine received on a channel this node listens to.
+#[derive(Debug)]
+pub struct Inbound {
+    pub channel: Channel,
+    pub payload: Bytes,
+}
+
+/// A live node as presence shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presence {
+    pub node: NodeId,
+    /// How long ago it last refreshed its presence.
+    pub age: Duration,
+}
+
+/// A message engine carrying the cluster's traffic. Sending never waits:
+/// a message that cannot go now is dropped and counted, never buffered
+/// without bound. Received messages go to the channel the engine was
+/// started with.
+pub trait Engine: Send + Sync + 'static {
+    /// Queues `payload` for `channel`; false if it was dropped (the
+    /// outbound queue is full, or the engine is disconnected).
+    fn publish(&self, channel: Channel, payload: Bytes) -> bool;
+    /// Starts or stops listening to `channel`; kept across reconnects.
+    fn listen(&self, channel: Channel, on: bool);
+    /// Tears the subscription down and sets it up again: the canary found it
+    /// connected but silent.
+    fn resubscribe(&self);
+    /// Marks `node` alive for `ttl` and answers the live nodes (including it).
+    fn refresh_presence(&self, node: &NodeId, ttl: Duration) -> BoxFuture<'_, Result<Vec<Presence>, String>>;
+    /// Removes `node`'s presence at once (a clean shutdown).
+    fn leave(&self, node: &NodeId) -> BoxFuture<'_, Result<(), String>>;
+    /// Whether the engine's connections are up (not whether they deliver:
+    /// that is the canary's question).
+    fn connected(&self) -> bool;
+}

@@ -1,0 +1,422 @@
+//! The Redis engine: Redis pub/sub carries messages, a sorted set holds
+//! node presence. Two connections, each owned by one task that reconnects
+//! on its own with backoff:
+//!
+//! - the sender: one multiplexed connection; it takes the outbound queue in
+//!   batches and sends each batch as one pipeline, so messages leave in the
+//!   order they were queued (and one publisher's messages stay in order).
+//!   Presence calls share the connection.
+//! - the subscriber: one pub/sub connection, subscribed to exactly the
+//!   channels the node listens to; after a reconnect (or when the canary
+//!   asks) it subscribes to all of them again.
+//!
+//! Names: `wshub:topic:{<topic>}`, `wshub:all`, `wshub:node:{<node>}`, and
+//! the key `wshub:nodes`. The braces are Redis Cluster hash tags, so each
+//! topic and node channel maps to one slot and sharded pub/sub
+//! (SSUBSCRIBE / SPUBLISH) can carry them later without renaming.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use redis::aio::MultiplexedConnection;
+use redis::AsyncConnectionConfig;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::{Channel, Engine, Inbound, Presence};
+use crate::metrics::{self, BackplaneError};
+use crate::types::{NodeId, Topic};
+
+/// Connecting, and any one command, may take this long.
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Reconnect backoff: from the first to the last, doubling, with jitter.
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Publishes sent as one pipeline, at most.
+const BATCH: usize = 512;
+/// Channels named in one SUBSCRIBE, at most (a resubscribe of many topics).
+const SUBSCRIBE_BATCH: usize = 1000;
+/// The presence key: node → when it last refreshed (Redis's clock, ms).
+const NODES_KEY: &str = "wshub:nodes";
+
+/// Refreshes a node (unless ARGV[1] is empty), prunes nodes older than the
+/// TTL and answers [now, node, seen, node, seen, ...], all on Redis's clock,
+/// so nodes' clocks need not agree.
+const PRESENCE_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - tonumber(ARGV[2])))
+if ARGV[1] ~= '' then redis.call('ZADD', KEYS[1], now, ARGV[1]) end
+local live = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+table.insert(live, 1, tostring(now))
+return live
+";
+
+fn name(channel: &Channel) -> String {
+    match channel {
+        Channel::Topic(topic) => format!("wshub:topic:{{{topic}}}"),
+        Channel::Everyone => "wshub:all".to_string(),
+        Channel::Node(node) => format!("wshub:node:{{{node}}}"),
+    }
+}
+
+fn parse_name(name: &str) -> Option<Channel> {
+    if name == "wshub:all" {
+        return Some(Channel::Everyone);
+    }
+    let tag = |prefix: &str| name.strip_prefix(prefix)?.strip_prefix('{')?.strip_suffix('}');
+    if let Some(topic) = tag("wshub:topic:") {
+        return Topic::parse(topic).ok().map(Channel::Topic);
+    }
+    tag("wshub:node:").and_then(|node| NodeId::parse(node).ok().map(Channel::Node))
+}
+
+/// The Redis engine; see the module docs.
+pub struct Redis {
+    client: redis::Client,
+    /// Messages waiting for the sender task.
+    outbox: mpsc::Sender<(Channel, Bytes)>,
+    /// The sender's connection while it is up: presence calls use it too.
+    conn: Mutex<Option<MultiplexedConnection>>,
+    /// The channels the node listens to, by Redis name.
+    wanted: Mutex<HashSet<String>>,
+    /// `wanted` changed: the subscriber reconciles.
+    changed: Notify,
+    /// The canary found the subscription silent: the subscriber reconnects.
+    reset: Notify,
+    sender_up: AtomicBool,
+    subscriber_up: AtomicBool,
+}
+
+impl Redis {
+    /// Checks the URL (a bad one is a configuration error, before serving).
+    pub fn check(url: &str) -> Result<(), String> {
+        redis::Client::open(url).map(|_| ()).map_err(|e| format!("--backplane: {e}"))
+    }
+
+    /// Starts the engine's tasks. It connects in the background: a Redis
+    /// that is not there yet delays nothing. Received messages go to
+    /// `inbound`; when it is full they are dropped and counted.
+    pub fn start(
+        url: &str,
+        queue_len: usize,
+        inbound: mpsc::Sender<Inbound>,
+        stop: CancellationToken,
+    ) -> Result<Arc<Redis>, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("--backplane: {e}"))?;
+        let (outbox, queued) = mpsc::channel(queue_len);
+        let redis = Arc::new(Redis {
+            client,
+            outbox,
+            conn: Mutex::new(None),
+            wanted: Mutex::new(HashSet::new()),
+            changed: Notify::new(),
+            reset: Notify::new(),
+            sender_up: AtomicBool::new(false),
+            subscriber_up: AtomicBool::new(false),
+        });
+        tokio::spawn(redis.clone().send_loop(queued, stop.clone()));
+        tokio::spawn(redis.clone().subscribe_loop(inbound, stop));
+        Ok(redis)
+    }
+
+    fn config() -> AsyncConnectionConfig {
+        AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(IO_TIMEOUT))
+            .set_response_timeout(Some(IO_TIMEOUT))
+    }
+
+    fn connection(&self) -> Option<MultiplexedConnection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The sender task: connect, then send batches until an error; while
+    /// disconnected, what is queued is dropped (and counted), not kept.
+    async fn send_loop(self: Arc<Self>, mut queued: mpsc::Receiver<(Channel, Bytes)>, stop: CancellationToken) {
+        let mut backoff = Backoff::default();
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            let config = Self::config();
+            let connect = self.client.get_multiplexed_async_connection_with_config(&config);
+            let conn = tokio::select! {
+                conn = connect => conn,
+                _ = stop.cancelled() => return,
+            };
+            let mut conn = match conn {
+                Ok(conn) => conn,
+                Err(e) => {
+                    metrics::backplane_error(BackplaneError::Connect);
+                    if backoff.attempts == 0 {
+                        tracing::warn!(error = %e, "backplane: cannot connect to Redis; local delivery goes on, retrying with backoff");
+                    }
+                    // Wait out the backoff, dropping what comes meanwhile.
+                    let wait = tokio::time::sleep(backoff.next());
+                    tokio::pin!(wait);
+                    loop {
+                        tokio::select! {
+                            _ = &mut wait => break,
+                            _ = stop.cancelled() => return,
+                            got = queued.recv() => match got {
+                                Some(_) => metrics::backplane_dropped(1 + drain(&mut queued)),
+                                None => return,
+                            },
+                        }
+                    }
+                    continue;
+                }
+            };
+            if backoff.attempts > 0 {
+                tracing::info!(attempts = backoff.attempts, "backplane: connected to Redis again");
+            }
+            backoff = Backoff::default();
+            *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
+            self.sender_up.store(true, Ordering::Relaxed);
+            loop {
+                let got = tokio::select! {
+                    got = queued.recv_many(&mut batch, BATCH) => got,
+                    _ = stop.cancelled() => 0,
+                };
+                if got == 0 {
+                    return;
+                }
+                let mut pipe = redis::pipe();
+                for (channel, payload) in &batch {
+                    pipe.cmd("PUBLISH").arg(name(channel)).arg(payload.as_ref()).ignore();
+                }
+                match pipe.exec_async(&mut conn).await {
+                    Ok(()) => metrics::backplane_messages("out", batch.len() as u64),
+                    Err(e) => {
+                        metrics::backplane_error(BackplaneError::Publish);
+                        metrics::backplane_dropped(batch.len() as u64);
+                        tracing::warn!(error = %e, dropped = batch.len(), "backplane: publishing to Redis failed; reconnecting");
+                        batch.clear();
+                        break;
+                    }
+                }
+                batch.clear();
+            }
+            self.sender_up.store(false, Ordering::Relaxed);
+            *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
+
+    /// The subscriber task: connect, subscribe to every wanted channel, then
+    /// pass messages on and follow changes to `wanted`, until the connection
+    /// ends or the canary asks for a new one.
+    async fn subscribe_loop(self: Arc<Self>, inbound: mpsc::Sender<Inbound>, stop: CancellationToken) {
+        let mut backoff = Backoff::default();
+        loop {
+            let connect = tokio::time::timeout(IO_TIMEOUT, self.client.get_async_pubsub());
+            let pubsub = tokio::select! {
+                pubsub = connect => pubsub,
+                _ = stop.cancelled() => return,
+            };
+            let (mut sink, mut stream) = match pubsub {
+                Ok(Ok(pubsub)) => pubsub.split(),
+                failed => {
+                    let error = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "timed out".to_string(),
+                    };
+                    metrics::backplane_error(BackplaneError::Connect);
+                    if backoff.attempts == 0 {
+                        tracing::warn!(%error, "backplane: cannot subscribe in Redis; retrying with backoff");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next()) => continue,
+                        _ = stop.cancelled() => return,
+                    }
+                }
+            };
+            backoff = Backoff::default();
+            let mut subscribed: HashSet<String> = HashSet::new();
+            self.subscriber_up.store(true, Ordering::Relaxed);
+            // After a (re)connect, subscribe to all; then on each change.
+            let mut dirty = true;
+            let why = loop {
+                if std::mem::take(&mut dirty) {
+                    let (add, remove) = {
+                        let wanted = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
+                        let add: Vec<String> = wanted.difference(&subscribed).cloned().collect();
+                        let remove: Vec<String> = subscribed.difference(&wanted).cloned().collect();
+                        (add, remove)
+                    };
+                    if let Err(e) = reconcile(&mut sink, &add, &remove).await {
+                        metrics::backplane_error(BackplaneError::Subscribe);
+                        break format!("subscribing failed: {e}");
+                    }
+                    subscribed.extend(add);
+                    for channel in &remove {
+                        subscribed.remove(channel);
+                    }
+                }
+                tokio::select! {
+                    msg = stream.next() => match msg {
+                        Some(msg) => {
+                            metrics::backplane_messages("in", 1);
+                            let Some(channel) = parse_name(msg.get_channel_name()) else {
+                                metrics::backplane_error(BackplaneError::Decode);
+                                continue;
+                            };
+                            let payload = Bytes::copy_from_slice(msg.get_payload_bytes());
+                            // Never wait here: the library buffers what this
+                            // task has not read, so it must read at once.
+                            if inbound.try_send(Inbound { channel, payload }).is_err() {
+                                metrics::backplane_dropped(1);
+                            }
+                        }
+                        None => break "the connection ended".to_string(),
+                    },
+                    _ = self.changed.notified() => dirty = true,
+                    _ = self.reset.notified() => break "the canary found it silent".to_string(),
+                    _ = stop.cancelled() => return,
+                }
+            };
+            self.subscriber_up.store(false, Ordering::Relaxed);
+            tracing::warn!(reason = %why, "backplane: Redis subscription lost; resubscribing");
+        }
+    }
+}
+
+/// Subscribes and unsubscribes in batches, each within the I/O timeout.
+async fn reconcile(sink: &mut redis::aio::PubSubSink, add: &[String], remove: &[String]) -> Result<(), String> {
+    for chunk in add.chunks(SUBSCRIBE_BATCH) {
+        let done = tokio::time::timeout(IO_TIMEOUT, sink.subscribe(chunk)).await;
+        done.map_err(|_| "timed out".to_string())?.map_err(|e| e.to_string())?;
+    }
+    for chunk in remove.chunks(SUBSCRIBE_BATCH) {
+        let done = tokio::time::timeout(IO_TIMEOUT, sink.unsubscribe(chunk)).await;
+        done.map_err(|_| "timed out".to_string())?.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Empties a receiver without waiting; answers how many it took.
+fn drain<T>(rx: &mut mpsc::Receiver<T>) -> u64 {
+    let mut n = 0;
+    while rx.try_recv().is_ok() {
+        n += 1;
+    }
+    n
+}
+
+/// Exponential backoff with jitter, from [`BACKOFF_FIRST`] to [`BACKOFF_MAX`].
+#[derive(Default)]
+struct Backoff {
+    attempts: u32,
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let base = BACKOFF_FIRST.saturating_mul(1 << self.attempts.min(6)).min(BACKOFF_MAX);
+        self.attempts += 1;
+        // Jitter of up to half the wait, so nodes that lost Redis together
+        // do not all come back in the same instant.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        base + base.mul_f64(f64::from(nanos % 1000) / 2000.0)
+    }
+}
+
+impl Engine for Redis {
+    fn publish(&self, channel: Channel, payload: Bytes) -> bool {
+        if !self.sender_up.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.outbox.try_send((channel, payload)).is_ok()
+    }
+
+    fn listen(&self, channel: Channel, on: bool) {
+        let name = name(&channel);
+        let mut wanted = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = if on { wanted.insert(name) } else { wanted.remove(&name) };
+        if changed {
+            self.changed.notify_one();
+        }
+    }
+
+    fn resubscribe(&self) {
+        self.reset.notify_one();
+    }
+
+    fn refresh_presence(&self, node: &NodeId, ttl: Duration) -> BoxFuture<'_, Result<Vec<Presence>, String>> {
+        let node = node.clone();
+        Box::pin(async move {
+            let mut conn = self.connection().ok_or("not connected to Redis")?;
+            let answer: Vec<String> = redis::cmd("EVAL")
+                .arg(PRESENCE_SCRIPT)
+                .arg(1)
+                .arg(NODES_KEY)
+                .arg(node.as_str())
+                .arg(ttl.as_millis() as u64)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            let now: u64 = answer.first().and_then(|n| n.parse().ok()).ok_or("bad presence answer")?;
+            Ok(answer[1..]
+                .chunks_exact(2)
+                .filter_map(|pair| {
+                    let node = NodeId::parse(&pair[0]).ok()?;
+                    let seen: u64 = pair[1].parse::<f64>().ok()? as u64;
+                    Some(Presence {
+                        node,
+                        age: Duration::from_millis(now.saturating_sub(seen)),
+                    })
+                })
+                .collect())
+        })
+    }
+
+    fn leave(&self, node: &NodeId) -> BoxFuture<'_, Result<(), String>> {
+        let node = node.clone();
+        Box::pin(async move {
+            let mut conn = self.connection().ok_or("not connected to Redis")?;
+            redis::cmd("ZREM")
+                .arg(NODES_KEY)
+                .arg(node.as_str())
+                .exec_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn connected(&self) -> bool {
+        self.sender_up.load(Ordering::Relaxed) && self.subscriber_up.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_carry_hash_tags() {
+        let topic = Channel::Topic(Topic::parse("news.eu:1").unwrap());
+        let node = Channel::Node(NodeId::parse("node-a_1").unwrap());
+        for channel in [topic.clone(), node.clone(), Channel::Everyone] {
+            assert_eq!(parse_name(&name(&channel)), Some(channel));
+        }
+        assert_eq!(name(&topic), "wshub:topic:{news.eu:1}");
+        assert_eq!(name(&node), "wshub:node:{node-a_1}");
+        assert_eq!(parse_name("wshub:topic:{bad topic}"), None);
+        assert_eq!(parse_name("other"), None);
+    }
+
+    #[test]
+    fn backoff_grows_to_its_cap_with_jitter() {
+        let mut backoff = Backoff::default();
+        let first = backoff.next();
+        assert!(first >= BACKOFF_FIRST && first <= BACKOFF_FIRST * 3 / 2);
+        for _ in 0..20 {
+            let wait = backoff.next();
+            assert!(wait <= BACKOFF_MAX * 3 / 2, "{wait:?}");
+        }
+        assert!(backoff.next() >= BACKOFF_MAX);
+    }
+}
