@@ -86,11 +86,11 @@ pub struct ClusterPage {
     pub total: u64,
 }
 
-/// The canary's state.
+/// The canary's state: the last heartbeat sent, when, on which subscription.
 #[derive(Default)]
 struct Canary {
     seq: u64,
-    sent: Option<Instant>,
+    sent: Option<(Instant, u64)>,
     returned: bool,
 }
 
@@ -106,6 +106,8 @@ pub struct Cluster {
     /// Live nodes as presence last showed them, for when it cannot be read.
     live: Mutex<Vec<Presence>>,
     canary: Mutex<Canary>,
+    /// Whether this node's presence is in the engine (its last refresh worked).
+    present: AtomicBool,
     up: AtomicBool,
     lifecycle: Lifecycle,
 }
@@ -132,6 +134,7 @@ impl Cluster {
             next_request: AtomicU64::new(1),
             live: Mutex::new(Vec::new()),
             canary: Mutex::new(Canary::default()),
+            present: AtomicBool::new(false),
             up: AtomicBool::new(false),
             lifecycle,
         }
@@ -315,7 +318,14 @@ impl Cluster {
         presence.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = beat.tick() => self.heartbeat(),
+                _ = beat.tick() => {
+                    // A node shows itself before it says it is up, so
+                    // others expect its answers from the first moment.
+                    if !self.present.load(Ordering::Relaxed) {
+                        let _ = self.live_nodes().await;
+                    }
+                    self.heartbeat();
+                }
                 _ = presence.tick() => {
                     let _ = self.live_nodes().await;
                 }
@@ -324,29 +334,35 @@ impl Cluster {
         }
     }
 
-    /// Judges the previous heartbeat (back in time: up; not back: down, and
-    /// a connected subscription that let it pass silently is renewed), then
-    /// sends the next one to this node's own channel.
+    /// Judges the previous heartbeat, then sends the next one to this
+    /// node's own channel. A heartbeat that did not come back on the
+    /// subscription it was sent on, still up, is a silent stall: the
+    /// backplane is down and the subscription is renewed. One that was lost
+    /// while reconnecting says nothing; the next one will.
     fn heartbeat(&self) {
         let Some(engine) = &self.engine else { return };
-        let (outstanding, seq) = {
+        let subscription = engine.subscription();
+        let (stalled, seq) = {
             let mut canary = self.canary.lock().unwrap_or_else(|e| e.into_inner());
-            let outstanding = canary.sent.is_some() && !canary.returned;
+            let stalled = match canary.sent {
+                Some((_, on)) if !canary.returned => subscription == Some(on),
+                _ => false,
+            };
             canary.seq += 1;
-            canary.sent = Some(Instant::now());
+            canary.sent = subscription.map(|on| (Instant::now(), on));
             canary.returned = false;
-            (outstanding, canary.seq)
+            (stalled, canary.seq)
         };
-        if outstanding {
-            if engine.connected() {
-                metrics::backplane_error(BackplaneError::Stall);
-                tracing::warn!("backplane: the canary's heartbeat did not come back; renewing the subscription");
-                engine.resubscribe();
-            }
+        let present = self.present.load(Ordering::Relaxed);
+        let sent = !stalled && present && subscription.is_some() && self.send(self.node.clone(), &Message::Heartbeat { seq });
+        if !sent {
+            self.canary.lock().unwrap_or_else(|e| e.into_inner()).sent = None;
             self.set_up(false);
         }
-        if !self.send(self.node.clone(), &Message::Heartbeat { seq }) {
-            self.set_up(false);
+        if stalled {
+            metrics::backplane_error(BackplaneError::Stall);
+            tracing::warn!("backplane: the canary's heartbeat did not come back; renewing the subscription");
+            engine.resubscribe();
         }
     }
 
@@ -357,7 +373,7 @@ impl Cluster {
                 return;
             }
             canary.returned = true;
-            canary.sent.map(|sent| sent.elapsed())
+            canary.sent.map(|(sent, _)| sent.elapsed())
         };
         if let Some(roundtrip) = roundtrip {
             ::metrics::histogram!(metrics::BACKPLANE_ROUNDTRIP_SECONDS).record(roundtrip.as_secs_f64());
@@ -387,11 +403,13 @@ impl Cluster {
         );
         match read.await {
             Ok(Ok(live)) => {
+                self.present.store(true, Ordering::Relaxed);
                 metrics::gauge_set(metrics::BACKPLANE_NODES, live.len() as f64);
                 *self.live.lock().unwrap_or_else(|e| e.into_inner()) = live.clone();
                 live
             }
             _ => {
+                self.present.store(false, Ordering::Relaxed);
                 metrics::backplane_error(BackplaneError::Presence);
                 self.live.lock().unwrap_or_else(|e| e.into_inner()).clone()
             }
@@ -423,6 +441,7 @@ impl Cluster {
                 .filter(|p| p.node != self.node && only.is_none_or(|n| *n == p.node))
                 .collect(),
         };
+        tracing::debug!(others = ?others, "backplane: asking the other nodes");
         let mut missing: Vec<NodeId> = Vec::new();
         if !others.is_empty() {
             let id = self.next_request.fetch_add(1, Ordering::Relaxed);

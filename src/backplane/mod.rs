@@ -71,7 +71,9 @@ pub trait Engine: Send + Sync + 'static {
     fn refresh_presence(&self, node: &NodeId, ttl: Duration) -> BoxFuture<'_, Result<Vec<Presence>, String>>;
     /// Removes `node`'s presence at once (a clean shutdown).
     fn leave(&self, node: &NodeId) -> BoxFuture<'_, Result<(), String>>;
-    /// Whether the engine's connections are up (not whether they deliver:
-    /// that is the canary's question).
-    fn connected(&self) -> bool;
+    /// While the engine is connected and subscribed to every channel it
+    /// listens to: which subscription this is (a new one after each
+    /// reconnect); `None` while it is not. Whether the subscription
+    /// delivers is the canary's question.
+    fn subscription(&self) -> Option<u64>;
 }

@@ -16,7 +16,7 @@
 //! (SSUBSCRIBE / SPUBLISH) can carry them later without renaming.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -90,7 +90,8 @@ pub struct Redis {
     /// The canary found the subscription silent: the subscriber reconnects.
     reset: Notify,
     sender_up: AtomicBool,
-    subscriber_up: AtomicBool,
+    /// The current subscription's number, 0 while there is none.
+    subscription: AtomicU64,
 }
 
 impl Redis {
@@ -118,7 +119,7 @@ impl Redis {
             changed: Notify::new(),
             reset: Notify::new(),
             sender_up: AtomicBool::new(false),
-            subscriber_up: AtomicBool::new(false),
+            subscription: AtomicU64::new(0),
         });
         tokio::spawn(redis.clone().send_loop(queued, stop.clone()));
         tokio::spawn(redis.clone().subscribe_loop(inbound, stop));
@@ -210,6 +211,7 @@ impl Redis {
     /// ends or the canary asks for a new one.
     async fn subscribe_loop(self: Arc<Self>, inbound: mpsc::Sender<Inbound>, stop: CancellationToken) {
         let mut backoff = Backoff::default();
+        let mut generation = 0;
         loop {
             let connect = tokio::time::timeout(IO_TIMEOUT, self.client.get_async_pubsub());
             let pubsub = tokio::select! {
@@ -235,7 +237,7 @@ impl Redis {
             };
             backoff = Backoff::default();
             let mut subscribed: HashSet<String> = HashSet::new();
-            self.subscriber_up.store(true, Ordering::Relaxed);
+            generation += 1;
             // After a (re)connect, subscribe to all; then on each change.
             let mut dirty = true;
             let why = loop {
@@ -254,6 +256,8 @@ impl Redis {
                     for channel in &remove {
                         subscribed.remove(channel);
                     }
+                    // Up once every channel is subscribed (the first time).
+                    self.subscription.store(generation, Ordering::Relaxed);
                 }
                 tokio::select! {
                     msg = stream.next() => match msg {
@@ -277,7 +281,7 @@ impl Redis {
                     _ = stop.cancelled() => return,
                 }
             };
-            self.subscriber_up.store(false, Ordering::Relaxed);
+            self.subscription.store(0, Ordering::Relaxed);
             tracing::warn!(reason = %why, "backplane: Redis subscription lost; resubscribing");
         }
     }
@@ -386,8 +390,9 @@ impl Engine for Redis {
         })
     }
 
-    fn connected(&self) -> bool {
-        self.sender_up.load(Ordering::Relaxed) && self.subscriber_up.load(Ordering::Relaxed)
+    fn subscription(&self) -> Option<u64> {
+        let generation = self.subscription.load(Ordering::Relaxed);
+        (generation != 0 && self.sender_up.load(Ordering::Relaxed)).then_some(generation)
     }
 }
 

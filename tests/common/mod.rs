@@ -4,6 +4,7 @@
 
 pub mod pki;
 pub mod raw;
+pub mod redis;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,0 +1,336 @@
+//! Several nodes over a real Redis backplane, as separate processes: they
+//! behave as one hub, and a backplane or node failure never takes the data
+//! plane down.
+
+mod common;
+
+use std::time::Duration;
+
+use common::redis::{eventually, Redis};
+use common::{metric, Binary, WsClient, WAIT};
+use serde_json::{json, Value};
+use wshub::admin::pb;
+
+/// A node of a cluster over `redis`, with short heartbeats and TTL so
+/// failures show within a test's time.
+async fn node(redis: &Redis, id: &str, extra: &[&str]) -> Binary {
+    let url = redis.url();
+    let mut args = vec![
+        "--backplane",
+        &url,
+        "--node-id",
+        id,
+        "--backplane-heartbeat",
+        "250ms",
+        "--backplane-presence-ttl",
+        "3s",
+        "--admin-deadline",
+        "2s",
+    ];
+    args.extend_from_slice(extra);
+    let node = Binary::spawn(&args).await;
+    node.log_line("backplane up").await;
+    node
+}
+
+async fn list(node: &Binary, page_size: u32, page_token: String) -> pb::ListClientsResponse {
+    node.admin()
+        .await
+        .list_clients(pb::ListClientsRequest {
+            page_size,
+            page_token,
+            ..Default::default()
+        })
+        .await
+        .expect("ListClients")
+        .into_inner()
+}
+
+/// Publishes `n` numbered messages and waits for each ack, so they are in
+/// the hub (and on their way to Redis) in order. Returns the messages the
+/// publisher itself received meanwhile (a publish to everyone reaches it too).
+async fn publish_numbered(client: &mut WsClient, topic: Option<&str>, n: u64) -> Vec<Value> {
+    for i in 0..n {
+        let mut request = json!({"type":"publish","data":{"n":i},"id":i});
+        if let Some(topic) = topic {
+            request["topic"] = json!(topic);
+        }
+        client.send(request).await;
+    }
+    let mut own = Vec::new();
+    let mut acked = 0;
+    while acked < n {
+        let frame = client.recv().await;
+        if frame["type"] == "ack" {
+            assert_eq!(frame, json!({"type":"ack","id":acked}));
+            acked += 1;
+        } else {
+            own.push(frame);
+        }
+    }
+    own
+}
+
+/// Reads `n` messages and checks they are 0..n in order, from `from`.
+async fn expect_numbered(client: &mut WsClient, topic: Option<&str>, from: &str, n: u64) {
+    for i in 0..n {
+        let message = client.recv().await;
+        assert_eq!(message["type"], "message", "{message}");
+        assert_eq!(message["data"], json!({"n": i}), "in order, each once: {message}");
+        assert_eq!(message["from"], from);
+        assert_eq!(message.get("topic").and_then(Value::as_str), topic);
+    }
+}
+
+/// Proves nothing else came before: the next frame is this admin message.
+async fn next_is(client: &mut WsClient, data: &Value) {
+    let message = client.recv().await;
+    assert_eq!(&message["data"], data, "no duplicate or stray message before the marker");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_behave_as_one_hub() {
+    let redis = Redis::start().await;
+    let (a, b, c) = tokio::join!(node(&redis, "a", &[]), node(&redis, "b", &[]), node(&redis, "c", &[]));
+
+    let mut a1 = WsClient::connect(&a.url()).await;
+    let mut b1 = WsClient::connect(&b.url()).await;
+    let mut c1 = WsClient::connect(&c.url()).await;
+    let mut c2 = WsClient::connect(&c.url()).await;
+    assert_eq!(a1.welcome["node"], "a");
+    assert_eq!(c2.welcome["node"], "c");
+    assert!(c1.id.ends_with("@c") && a1.id.ends_with("@a"), "ids name their node: {}", c1.id);
+    assert_ne!(c1.id, a1.id);
+
+    // Topic interest reaches Redis: B and C subscribe, A does not.
+    b1.subscribe("news").await;
+    c1.subscribe("news").await;
+    eventually(WAIT, "B and C subscribed to news in Redis", || async {
+        redis.topic_subscribers("news").await == 2
+    })
+    .await;
+
+    // A publish on A reaches each subscriber on B and C once, in order.
+    publish_numbered(&mut a1, Some("news"), 50).await;
+    expect_numbered(&mut b1, Some("news"), &a1.id, 50).await;
+    expect_numbered(&mut c1, Some("news"), &a1.id, 50).await;
+    // To everyone, from B: every client on every node, B's own included.
+    let mut own = publish_numbered(&mut b1, None, 20).await;
+    while own.len() < 20 {
+        own.push(b1.recv().await);
+    }
+    let numbers: Vec<&Value> = own.iter().map(|m| &m["data"]["n"]).collect();
+    assert_eq!(numbers, (0..20).map(|i| json!(i)).collect::<Vec<_>>().iter().collect::<Vec<_>>());
+    let b1_id = b1.id.clone();
+    for client in [&mut a1, &mut c1, &mut c2] {
+        expect_numbered(client, None, &b1_id, 20).await;
+    }
+
+    // Admin on A, about clients on C.
+    let mut admin = a.admin().await;
+    let marker = json!({"marker": 1});
+    let sent = admin
+        .send_to_client(pb::SendToClientRequest {
+            client_id: c2.id.clone(),
+            data: marker.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!sent.dropped);
+    assert_eq!(sent.node, "c");
+    // c2 had no news: the marker is the next thing it sees.
+    next_is(&mut c2, &marker).await;
+
+    let info = admin
+        .get_client(pb::GetClientRequest { client_id: c1.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((info.id.as_str(), info.node.as_str()), (c1.id.as_str(), "c"));
+    assert_eq!(info.topics, ["news"]);
+    assert_eq!(info.messages_sent, 1 + 50 + 20 + 1, "welcome, news, everyone, ack");
+
+    let all = list(&a, 100, String::new()).await;
+    assert_eq!(all.total, 4);
+    assert!(!all.partial);
+    assert_eq!(all.nodes, ["a", "b", "c"]);
+    let ids: Vec<&str> = all.clients.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, [&a1.id, &b1.id, &c1.id, &c2.id], "ordered by node, then connection");
+    // Paging one at a time walks the same clients, each once.
+    let mut walked = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = list(&b, 1, token).await;
+        assert_eq!(page.total, 4);
+        walked.extend(page.clients.into_iter().map(|c| c.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(walked, ids);
+
+    let broadcast = admin
+        .broadcast(pb::BroadcastRequest {
+            topic: "news".into(),
+            data: "{\"all\":1}".into(),
+            exclude_client_ids: vec![b1.id.clone()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((broadcast.recipients, broadcast.partial), (1, false), "c1 only: b1 excluded");
+    assert_eq!(broadcast.nodes, ["a", "b", "c"]);
+    next_is(&mut c1, &json!({"all": 1})).await;
+
+    let stats = admin.get_stats(pb::GetStatsRequest {}).await.unwrap().into_inner();
+    assert_eq!((stats.clients, stats.node.as_str(), stats.partial), (4, "a", false));
+    let per_node: Vec<(&str, u64)> = stats.nodes.iter().map(|n| (n.id.as_str(), n.clients)).collect();
+    assert_eq!(per_node, [("a", 1), ("b", 1), ("c", 2)]);
+
+    let kicked = admin
+        .kick_clients(pb::KickClientsRequest {
+            target: Some(pb::kick_clients_request::Target::ClientId(c2.id.clone())),
+            code: 4002,
+            reason: "moved".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(kicked.kicked, 1);
+    assert_eq!(c2.closed().await, (4002, "moved".into()));
+    // Kick by topic covers every node.
+    let kicked = admin
+        .kick_clients(pb::KickClientsRequest {
+            target: Some(pb::kick_clients_request::Target::Topic("news".into())),
+            code: 4001,
+            reason: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(kicked.kicked, 2);
+    assert_eq!(b1.closed().await.0, 4001);
+    assert_eq!(c1.closed().await.0, 4001);
+    // A client id naming another node is not found on this one's hub.
+    let missing = admin
+        .get_client(pb::GetClientRequest { client_id: "c-1@nowhere".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+
+    assert_eq!(metric(a.metrics, "wshub_node_info{node=\"a\"}").await, 1.0);
+    assert!(metric(b.metrics, "wshub_broadcasts_total{source=\"backplane\"}").await >= 50.0);
+    // Once B and C have no news subscribers, they leave the topic in Redis.
+    eventually(WAIT, "news unsubscribed in Redis", || async {
+        redis.topic_subscribers("news").await == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_is_partial_then_gone_within_the_ttl() {
+    let redis = Redis::start().await;
+    let (a, b) = tokio::join!(node(&redis, "a", &[]), node(&redis, "b", &[]));
+    let _a1 = WsClient::connect(&a.url()).await;
+    let _b1 = WsClient::connect(&b.url()).await;
+    assert_eq!(list(&a, 100, String::new()).await.total, 2);
+
+    b.signal("KILL").await;
+    let killed = tokio::time::Instant::now();
+    // B is still in presence and does not answer: a partial answer, never a silent under-count.
+    let page = list(&a, 100, String::new()).await;
+    assert!(page.partial, "{page:?}");
+    assert_eq!((page.total, page.nodes.as_slice()), (1, ["a".to_string()].as_slice()));
+    let stats = a.admin().await.get_stats(pb::GetStatsRequest {}).await.unwrap().into_inner();
+    assert!(stats.partial);
+    // Within the TTL (3 s) B's presence expires: complete answers again.
+    eventually(Duration::from_secs(6), "B's presence expired", || async {
+        !list(&a, 100, String::new()).await.partial
+    })
+    .await;
+    assert!(killed.elapsed() < Duration::from_secs(3) + Duration::from_millis(1500), "{:?}", killed.elapsed());
+    assert_eq!(list(&a, 100, String::new()).await.nodes, ["a"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_keeps_local_delivery_and_heals_by_itself() {
+    let mut redis = Redis::start().await;
+    let (a, b) = tokio::join!(
+        node(&redis, "a", &[]),
+        node(&redis, "b", &["--backplane-required", "true"])
+    );
+    let mut a1 = WsClient::connect(&a.url()).await;
+    let mut a2 = WsClient::connect(&a.url()).await;
+    let mut b1 = WsClient::connect(&b.url()).await;
+    a2.subscribe("t").await;
+    b1.subscribe("t").await;
+    eventually(WAIT, "A and B subscribed to t", || async { redis.topic_subscribers("t").await == 2 }).await;
+    assert_eq!(common::get(b.metrics, "/readyz").await.0, 200);
+
+    redis.kill().await;
+    // Local delivery goes on, at once, while the backplane is down.
+    publish_numbered(&mut a1, Some("t"), 5).await;
+    expect_numbered(&mut a2, Some("t"), &a1.id, 5).await;
+    eventually(WAIT, "A sees the backplane down", || async {
+        metric(a.metrics, "wshub_backplane_up").await == 0.0
+    })
+    .await;
+    a.log_line("backplane down").await;
+    publish_numbered(&mut a1, Some("t"), 3).await;
+    expect_numbered(&mut a2, Some("t"), &a1.id, 3).await;
+    assert!(metric(a.metrics, "wshub_backplane_dropped_total").await >= 1.0);
+    // B requires the backplane: not ready while it is down; A does not.
+    eventually(WAIT, "B not ready", || async { common::get(b.metrics, "/readyz").await.0 == 503 }).await;
+    let (status, body) = common::get(a.metrics, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("backplane is down"), "{body}");
+    // Admin calls on A still answer, partial, with A's own clients.
+    let page = list(&a, 100, String::new()).await;
+    assert_eq!(page.total, 2);
+    assert!(page.partial, "B is expected and cannot be asked");
+
+    // Redis comes back on the same address: both nodes reconnect,
+    // resubscribe and re-register without a restart.
+    assert!(redis.restart().await);
+    eventually(Duration::from_secs(15), "both nodes up again", || async {
+        metric(a.metrics, "wshub_backplane_up").await == 1.0 && metric(b.metrics, "wshub_backplane_up").await == 1.0
+    })
+    .await;
+    eventually(WAIT, "A and B resubscribed to t", || async { redis.topic_subscribers("t").await == 2 }).await;
+    assert_eq!(common::get(b.metrics, "/readyz").await.0, 200);
+    eventually(WAIT, "B listed again", || async {
+        let page = list(&a, 100, String::new()).await;
+        page.total == 3 && !page.partial
+    })
+    .await;
+    publish_numbered(&mut a1, Some("t"), 10).await;
+    expect_numbered(&mut b1, Some("t"), &a1.id, 10).await;
+    expect_numbered(&mut a2, Some("t"), &a1.id, 10).await;
+    assert!(metric(a.metrics, "wshub_backplane_errors_total{kind=\"connect\"}").await >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_canary_catches_a_stalled_subscription() {
+    let redis = Redis::start().await;
+    let a = node(&redis, "a", &[]).await;
+    assert_eq!(metric(a.metrics, "wshub_backplane_up").await, 1.0);
+    // Redis frozen: every connection stays open, nothing is delivered.
+    redis.signal("STOP").await;
+    let stalled = tokio::time::Instant::now();
+    a.log_line("backplane down").await;
+    assert!(
+        stalled.elapsed() < Duration::from_millis(2 * 250 + 250),
+        "down within two heartbeats: {:?}",
+        stalled.elapsed()
+    );
+    assert_eq!(metric(a.metrics, "wshub_backplane_up").await, 0.0);
+    assert!(metric(a.metrics, "wshub_backplane_errors_total{kind=\"stall\"}").await >= 1.0);
+    redis.signal("CONT").await;
+    eventually(Duration::from_secs(15), "up again after the stall", || async {
+        metric(a.metrics, "wshub_backplane_up").await == 1.0
+    })
+    .await;
+    assert!(metric(a.metrics, "wshub_backplane_roundtrip_seconds_count").await >= 2.0);
+}

@@ -1,0 +1,108 @@
+//! A real `redis-server` for the backplane tests: each test starts its own
+//! on a free port and it is killed when dropped.
+
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+use super::WAIT;
+
+pub struct Redis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    /// Starts a server on a free port and waits until it answers PING.
+    pub async fn start() -> Redis {
+        // A port the kernel just gave out and took back: free unless another
+        // process takes it in between, which a retry covers.
+        for _ in 0..5 {
+            let port = {
+                let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                probe.local_addr().unwrap().port()
+            };
+            let mut redis = Redis { port, child: None };
+            if redis.restart().await {
+                return redis;
+            }
+        }
+        panic!("could not start redis-server (is it installed? scripts/test installs it)");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// (Re)starts the server on the same port; true once it answers.
+    pub async fn restart(&mut self) -> bool {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server runs");
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while tokio::time::Instant::now() < deadline {
+            if self.cli(&["PING"]).await.as_deref() == Some("PONG") {
+                return true;
+            }
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    /// Kills the server (SIGKILL) and waits for it to be gone.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.unwrap();
+        }
+    }
+
+    /// Sends a signal (`STOP`, `CONT`) to the server.
+    pub async fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().and_then(|c| c.id()).expect("running").to_string();
+        let status = Command::new("kill").args([&format!("-{name}"), &pid]).status().await.unwrap();
+        assert!(status.success());
+    }
+
+    /// One command through redis-cli; its output, trimmed (`None`: failed).
+    pub async fn cli(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .await
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (out.status.success() && !text.starts_with("Could not connect")).then_some(text)
+    }
+
+    /// Subscribers (nodes) Redis has for a topic's channel.
+    pub async fn topic_subscribers(&self, topic: &str) -> u64 {
+        let out = self
+            .cli(&["PUBSUB", "NUMSUB", &format!("wshub:topic:{{{topic}}}")])
+            .await
+            .unwrap_or_default();
+        out.lines().nth(1).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+    }
+}
+
+/// Polls `check` every 20 ms until it holds, for at most `limit`: for
+/// states with no event to await (another process's view of Redis).
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
