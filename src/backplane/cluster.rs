@@ -158,7 +158,8 @@ impl Cluster {
         lifecycle.set_backplane(false);
         let cluster = Arc::new(Self::new(Some(engine), hub, config, lifecycle));
         tokio::spawn(cluster.clone().route(received, stop.clone()));
-        tokio::spawn(cluster.clone().watch(stop));
+        tokio::spawn(cluster.clone().watch(stop.clone()));
+        tokio::spawn(cluster.clone().refresh(stop));
         Ok(cluster)
     }
 
@@ -309,24 +310,28 @@ impl Cluster {
 
     // ---- The canary and presence ----
 
-    /// Every heartbeat: judge the last heartbeat, send the next; every third
-    /// of the presence TTL: refresh this node's presence and read the others'.
+    /// The canary: every heartbeat, judge the last one and send the next.
     async fn watch(self: Arc<Self>, stop: CancellationToken) {
         let mut beat = tokio::time::interval(self.config.heartbeat);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut presence = tokio::time::interval(self.config.presence_ttl / 3);
-        presence.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = beat.tick() => {
-                    // A node shows itself before it says it is up, so
-                    // others expect its answers from the first moment.
-                    if !self.present.load(Ordering::Relaxed) {
-                        let _ = self.live_nodes().await;
-                    }
-                    self.heartbeat();
-                }
-                _ = presence.tick() => {
+                _ = beat.tick() => self.heartbeat(),
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// Presence: refreshes this node's and reads the others' as often as
+    /// the canary beats (at least three times per TTL), in a task of its
+    /// own so a slow engine never delays the canary's verdict.
+    async fn refresh(self: Arc<Self>, stop: CancellationToken) {
+        let every = self.config.heartbeat.min(self.config.presence_ttl / 3);
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
                     let _ = self.live_nodes().await;
                 }
                 _ = stop.cancelled() => return,
@@ -483,6 +488,10 @@ impl Cluster {
             missing.extend(waiting.into_keys());
         }
         missing.sort();
+        // This node first, then the others by id: answers in a stable order.
+        let start = usize::from(answers.first().is_some_and(|(n, _, _)| *n == self.node));
+        answers[start..].sort_by(|x, y| x.0.cmp(&y.0));
+        nodes[start..].sort();
         Ok(Gathered {
             value: answers,
             nodes,

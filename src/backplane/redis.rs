@@ -23,8 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
-use redis::aio::MultiplexedConnection;
-use redis::AsyncConnectionConfig;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -81,8 +80,9 @@ pub struct Redis {
     client: redis::Client,
     /// Messages waiting for the sender task.
     outbox: mpsc::Sender<(Channel, Bytes)>,
-    /// The sender's connection while it is up: presence calls use it too.
-    conn: Mutex<Option<MultiplexedConnection>>,
+    /// The sender's connection, which presence calls share; it reconnects
+    /// by itself after a failure.
+    conn: ConnectionManager,
     /// The channels the node listens to, by Redis name.
     wanted: Mutex<HashSet<String>>,
     /// `wanted` changed: the subscriber reconciles.
@@ -111,10 +111,18 @@ impl Redis {
     ) -> Result<Arc<Redis>, String> {
         let client = redis::Client::open(url).map_err(|e| format!("--backplane: {e}"))?;
         let (outbox, queued) = mpsc::channel(queue_len);
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(IO_TIMEOUT))
+            .set_response_timeout(Some(IO_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_min_delay(BACKOFF_FIRST)
+            .set_max_delay(BACKOFF_MAX);
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
+            .map_err(|e| format!("--backplane: {e}"))?;
         let redis = Arc::new(Redis {
             client,
             outbox,
-            conn: Mutex::new(None),
+            conn,
             wanted: Mutex::new(HashSet::new()),
             changed: Notify::new(),
             reset: Notify::new(),
@@ -126,83 +134,63 @@ impl Redis {
         Ok(redis)
     }
 
-    fn config() -> AsyncConnectionConfig {
-        AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(IO_TIMEOUT))
-            .set_response_timeout(Some(IO_TIMEOUT))
-    }
-
-    fn connection(&self) -> Option<MultiplexedConnection> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// The sender task: connect, then send batches until an error; while
-    /// disconnected, what is queued is dropped (and counted), not kept.
+    /// The sender task: sends what is queued in batches, one pipeline each,
+    /// in order. The connection manager reconnects by itself after a
+    /// failure; while Redis is unreachable, what is queued is dropped (and
+    /// counted), and a PING with backoff finds out when it is back.
     async fn send_loop(self: Arc<Self>, mut queued: mpsc::Receiver<(Channel, Bytes)>, stop: CancellationToken) {
-        let mut backoff = Backoff::default();
+        let mut conn = self.conn.clone();
         let mut batch = Vec::with_capacity(BATCH);
+        let mut backoff = Backoff::default();
+        let mut probe_at = tokio::time::Instant::now();
         loop {
-            let config = Self::config();
-            let connect = self.client.get_multiplexed_async_connection_with_config(&config);
-            let conn = tokio::select! {
-                conn = connect => conn,
-                _ = stop.cancelled() => return,
-            };
-            let mut conn = match conn {
-                Ok(conn) => conn,
-                Err(e) => {
-                    metrics::backplane_error(BackplaneError::Connect);
-                    if backoff.attempts == 0 {
-                        tracing::warn!(error = %e, "backplane: cannot connect to Redis; local delivery goes on, retrying with backoff");
-                    }
-                    // Wait out the backoff, dropping what comes meanwhile.
-                    let wait = tokio::time::sleep(backoff.next());
-                    tokio::pin!(wait);
-                    loop {
-                        tokio::select! {
-                            _ = &mut wait => break,
-                            _ = stop.cancelled() => return,
-                            got = queued.recv() => match got {
-                                Some(_) => metrics::backplane_dropped(1 + drain(&mut queued)),
-                                None => return,
-                            },
-                        }
-                    }
+            let up = self.sender_up.load(Ordering::Relaxed);
+            let got = tokio::select! {
+                got = queued.recv_many(&mut batch, BATCH) => got,
+                _ = tokio::time::sleep_until(probe_at), if !up => {
+                    let ping = redis::cmd("PING").exec_async(&mut conn).await;
+                    self.sent(ping, 0, &mut backoff);
+                    probe_at = tokio::time::Instant::now() + backoff.next();
                     continue;
                 }
+                _ = stop.cancelled() => 0,
             };
-            if backoff.attempts > 0 {
-                tracing::info!(attempts = backoff.attempts, "backplane: connected to Redis again");
+            if got == 0 {
+                return;
             }
-            backoff = Backoff::default();
-            *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
-            self.sender_up.store(true, Ordering::Relaxed);
-            loop {
-                let got = tokio::select! {
-                    got = queued.recv_many(&mut batch, BATCH) => got,
-                    _ = stop.cancelled() => 0,
-                };
-                if got == 0 {
-                    return;
-                }
-                let mut pipe = redis::pipe();
-                for (channel, payload) in &batch {
-                    pipe.cmd("PUBLISH").arg(name(channel)).arg(payload.as_ref()).ignore();
-                }
-                match pipe.exec_async(&mut conn).await {
-                    Ok(()) => metrics::backplane_messages("out", batch.len() as u64),
-                    Err(e) => {
-                        metrics::backplane_error(BackplaneError::Publish);
-                        metrics::backplane_dropped(batch.len() as u64);
-                        tracing::warn!(error = %e, dropped = batch.len(), "backplane: publishing to Redis failed; reconnecting");
-                        batch.clear();
-                        break;
-                    }
-                }
-                batch.clear();
+            let mut pipe = redis::pipe();
+            for (channel, payload) in &batch {
+                pipe.cmd("PUBLISH").arg(name(channel)).arg(payload.as_ref()).ignore();
             }
-            self.sender_up.store(false, Ordering::Relaxed);
-            *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            let n = batch.len() as u64;
+            batch.clear();
+            self.sent(pipe.exec_async(&mut conn).await, n, &mut backoff);
+        }
+    }
+
+    /// Records how a batch of `n` publishes (or a probe, `n` = 0) went;
+    /// logs each outage once.
+    fn sent(&self, result: redis::RedisResult<()>, n: u64, backoff: &mut Backoff) {
+        let was_up = self.sender_up.swap(result.is_ok(), Ordering::Relaxed);
+        match result {
+            Ok(()) => {
+                metrics::backplane_messages("out", n);
+                if !was_up && backoff.attempts > 0 {
+                    tracing::info!("backplane: connected to Redis again");
+                }
+                *backoff = Backoff::default();
+            }
+            Err(e) => {
+                metrics::backplane_dropped(n);
+                metrics::backplane_error(if e.is_io_error() || e.is_connection_refusal() || e.is_timeout() {
+                    BackplaneError::Connect
+                } else {
+                    BackplaneError::Publish
+                });
+                if was_up || backoff.attempts == 0 {
+                    tracing::warn!(error = %e, "backplane: cannot reach Redis; local delivery goes on, messages for other nodes are dropped; retrying with backoff");
+                }
+            }
         }
     }
 
@@ -300,15 +288,6 @@ async fn reconcile(sink: &mut redis::aio::PubSubSink, add: &[String], remove: &[
     Ok(())
 }
 
-/// Empties a receiver without waiting; answers how many it took.
-fn drain<T>(rx: &mut mpsc::Receiver<T>) -> u64 {
-    let mut n = 0;
-    while rx.try_recv().is_ok() {
-        n += 1;
-    }
-    n
-}
-
 /// Exponential backoff with jitter, from [`BACKOFF_FIRST`] to [`BACKOFF_MAX`].
 #[derive(Default)]
 struct Backoff {
@@ -352,7 +331,7 @@ impl Engine for Redis {
     fn refresh_presence(&self, node: &NodeId, ttl: Duration) -> BoxFuture<'_, Result<Vec<Presence>, String>> {
         let node = node.clone();
         Box::pin(async move {
-            let mut conn = self.connection().ok_or("not connected to Redis")?;
+            let mut conn = self.conn.clone();
             let answer: Vec<String> = redis::cmd("EVAL")
                 .arg(PRESENCE_SCRIPT)
                 .arg(1)
@@ -380,7 +359,7 @@ impl Engine for Redis {
     fn leave(&self, node: &NodeId) -> BoxFuture<'_, Result<(), String>> {
         let node = node.clone();
         Box::pin(async move {
-            let mut conn = self.connection().ok_or("not connected to Redis")?;
+            let mut conn = self.conn.clone();
             redis::cmd("ZREM")
                 .arg(NODES_KEY)
                 .arg(node.as_str())
