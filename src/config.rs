@@ -369,7 +369,7 @@ pub fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
 
 /// Parses `500ms`, `25s`, `1m` (humantime).
 pub fn parse_node(s: &str) -> Result<crate::types::NodeId, String> {
-    crate::types::NodeId::parse(s).map_err(|()| "a node id is 1-64 characters of A-Za-z0-9_-".to_string())
+    crate::types::NodeId::parse(s).map_err(|_| "a node id is 1-64 characters of A-Za-z0-9_-".to_string())
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

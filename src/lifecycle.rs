@@ -115,7 +115,10 @@ mod tests {
         assert!(lifecycle.is_ready(), "not required: ready with the backplane down");
         lifecycle.require_backplane();
         assert!(!lifecycle.is_ready() && lifecycle.accepting());
-        assert_eq!(lifecycle.not_ready_reason(), Some("the backplane is down (--backplane-required)"));
+        assert_eq!(
+            lifecycle.not_ready_reason(),
+            Some("the backplane is down (--backplane-required)")
+        );
         lifecycle.set_backplane(true);
         assert!(lifecycle.is_ready());
         lifecycle.set_not_ready();

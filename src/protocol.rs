@@ -258,7 +258,12 @@ pub fn message(topic: Option<&Topic>, from: &str, data: &RawValue) -> Utf8Bytes 
 /// The first frame a client receives.
 /// `{"type":"welcome",...}`: the client's id, the node it is on (its
 /// characters need no escaping) and, with auth on, the token's `user`.
-pub fn welcome(client_id: ClientId, node: &crate::types::NodeId, ping_interval_ms: u128, user: Option<&str>) -> Utf8Bytes {
+pub fn welcome(
+    client_id: ClientId,
+    node: &crate::types::NodeId,
+    ping_interval_ms: u128,
+    user: Option<&str>,
+) -> Utf8Bytes {
     let user = user
         .map(|u| format!(r#","user":{}"#, serde_json::Value::from(u)))
         .unwrap_or_default();

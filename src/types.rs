@@ -44,7 +44,7 @@ impl FromStr for ClientRef {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
         let (n, node) = match s.split_once('@') {
-            Some((n, node)) => (n, Some(NodeId::parse(node)?)),
+            Some((n, node)) => (n, Some(NodeId::parse(node).map_err(|_| ())?)),
             None => (s, None),
         };
         let id = n.strip_prefix("c-").and_then(|n| n.parse().ok()).ok_or(())?;
@@ -67,19 +67,23 @@ impl FromStr for ClientId {
 /// The longest node id, in bytes.
 pub const MAX_NODE_LEN: usize = 64;
 
+/// A node id that breaks the rules below.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidNode;
+
 /// A node's name: 1–64 characters of `A-Za-z0-9_-`, so it can sit in
 /// client ids, channel names and metric labels as it is.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId(Arc<str>);
 
 impl NodeId {
-    pub fn parse(s: &str) -> Result<NodeId, ()> {
+    pub fn parse(s: &str) -> Result<NodeId, InvalidNode> {
         let valid = (1..=MAX_NODE_LEN).contains(&s.len())
             && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
         if valid {
             Ok(NodeId(s.into()))
         } else {
-            Err(())
+            Err(InvalidNode)
         }
     }
 

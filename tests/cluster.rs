@@ -85,7 +85,10 @@ async fn expect_numbered(client: &mut WsClient, topic: Option<&str>, from: &str,
 /// Proves nothing else came before: the next frame is this admin message.
 async fn next_is(client: &mut WsClient, data: &Value) {
     let message = client.recv().await;
-    assert_eq!(&message["data"], data, "no duplicate or stray message before the marker");
+    assert_eq!(
+        &message["data"], data,
+        "no duplicate or stray message before the marker"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,7 +102,11 @@ async fn three_nodes_behave_as_one_hub() {
     let mut c2 = WsClient::connect(&c.url()).await;
     assert_eq!(a1.welcome["node"], "a");
     assert_eq!(c2.welcome["node"], "c");
-    assert!(c1.id.ends_with("@c") && a1.id.ends_with("@a"), "ids name their node: {}", c1.id);
+    assert!(
+        c1.id.ends_with("@c") && a1.id.ends_with("@a"),
+        "ids name their node: {}",
+        c1.id
+    );
     assert_ne!(c1.id, a1.id);
 
     // Topic interest reaches Redis: B and C subscribe, A does not.
@@ -120,7 +127,10 @@ async fn three_nodes_behave_as_one_hub() {
         own.push(b1.recv().await);
     }
     let numbers: Vec<&Value> = own.iter().map(|m| &m["data"]["n"]).collect();
-    assert_eq!(numbers, (0..20).map(|i| json!(i)).collect::<Vec<_>>().iter().collect::<Vec<_>>());
+    assert_eq!(
+        numbers,
+        (0..20).map(|i| json!(i)).collect::<Vec<_>>().iter().collect::<Vec<_>>()
+    );
     let b1_id = b1.id.clone();
     for client in [&mut a1, &mut c1, &mut c2] {
         expect_numbered(client, None, &b1_id, 20).await;
@@ -143,7 +153,9 @@ async fn three_nodes_behave_as_one_hub() {
     next_is(&mut c2, &marker).await;
 
     let info = admin
-        .get_client(pb::GetClientRequest { client_id: c1.id.clone() })
+        .get_client(pb::GetClientRequest {
+            client_id: c1.id.clone(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -156,7 +168,11 @@ async fn three_nodes_behave_as_one_hub() {
     assert!(!all.partial);
     assert_eq!(all.nodes, ["a", "b", "c"]);
     let ids: Vec<&str> = all.clients.iter().map(|c| c.id.as_str()).collect();
-    assert_eq!(ids, [&a1.id, &b1.id, &c1.id, &c2.id], "ordered by node, then connection");
+    assert_eq!(
+        ids,
+        [&a1.id, &b1.id, &c1.id, &c2.id],
+        "ordered by node, then connection"
+    );
     // Paging one at a time walks the same clients, each once.
     let mut walked = Vec::new();
     let mut token = String::new();
@@ -180,7 +196,11 @@ async fn three_nodes_behave_as_one_hub() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((broadcast.recipients, broadcast.partial), (1, false), "c1 only: b1 excluded");
+    assert_eq!(
+        (broadcast.recipients, broadcast.partial),
+        (1, false),
+        "c1 only: b1 excluded"
+    );
     assert_eq!(broadcast.nodes, ["a", "b", "c"]);
     next_is(&mut c1, &json!({"all": 1})).await;
 
@@ -215,7 +235,9 @@ async fn three_nodes_behave_as_one_hub() {
     assert_eq!(c1.closed().await.0, 4001);
     // A client id naming another node is not found on this one's hub.
     let missing = admin
-        .get_client(pb::GetClientRequest { client_id: "c-1@nowhere".into() })
+        .get_client(pb::GetClientRequest {
+            client_id: "c-1@nowhere".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound);
@@ -243,14 +265,24 @@ async fn a_killed_node_is_partial_then_gone_within_the_ttl() {
     let page = list(&a, 100, String::new()).await;
     assert!(page.partial, "{page:?}");
     assert_eq!((page.total, page.nodes.as_slice()), (1, ["a".to_string()].as_slice()));
-    let stats = a.admin().await.get_stats(pb::GetStatsRequest {}).await.unwrap().into_inner();
+    let stats = a
+        .admin()
+        .await
+        .get_stats(pb::GetStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert!(stats.partial);
     // Within the TTL (3 s) B's presence expires: complete answers again.
     eventually(Duration::from_secs(6), "B's presence expired", || async {
         !list(&a, 100, String::new()).await.partial
     })
     .await;
-    assert!(killed.elapsed() < Duration::from_secs(3) + Duration::from_millis(1500), "{:?}", killed.elapsed());
+    assert!(
+        killed.elapsed() < Duration::from_secs(3) + Duration::from_millis(1500),
+        "{:?}",
+        killed.elapsed()
+    );
     assert_eq!(list(&a, 100, String::new()).await.nodes, ["a"]);
 }
 
@@ -266,7 +298,10 @@ async fn a_redis_outage_keeps_local_delivery_and_heals_by_itself() {
     let mut b1 = WsClient::connect(&b.url()).await;
     a2.subscribe("t").await;
     b1.subscribe("t").await;
-    eventually(WAIT, "A and B subscribed to t", || async { redis.topic_subscribers("t").await == 2 }).await;
+    eventually(WAIT, "A and B subscribed to t", || async {
+        redis.topic_subscribers("t").await == 2
+    })
+    .await;
     assert_eq!(common::get(b.metrics, "/readyz").await.0, 200);
 
     redis.kill().await;
@@ -282,7 +317,10 @@ async fn a_redis_outage_keeps_local_delivery_and_heals_by_itself() {
     expect_numbered(&mut a2, Some("t"), &a1.id, 3).await;
     assert!(metric(a.metrics, "wshub_backplane_dropped_total").await >= 1.0);
     // B requires the backplane: not ready while it is down; A does not.
-    eventually(WAIT, "B not ready", || async { common::get(b.metrics, "/readyz").await.0 == 503 }).await;
+    eventually(WAIT, "B not ready", || async {
+        common::get(b.metrics, "/readyz").await.0 == 503
+    })
+    .await;
     let (status, body) = common::get(a.metrics, "/readyz").await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("backplane is down"), "{body}");
@@ -298,7 +336,10 @@ async fn a_redis_outage_keeps_local_delivery_and_heals_by_itself() {
         metric(a.metrics, "wshub_backplane_up").await == 1.0 && metric(b.metrics, "wshub_backplane_up").await == 1.0
     })
     .await;
-    eventually(WAIT, "A and B resubscribed to t", || async { redis.topic_subscribers("t").await == 2 }).await;
+    eventually(WAIT, "A and B resubscribed to t", || async {
+        redis.topic_subscribers("t").await == 2
+    })
+    .await;
     assert_eq!(common::get(b.metrics, "/readyz").await.0, 200);
     eventually(WAIT, "B listed again", || async {
         let page = list(&a, 100, String::new()).await;

@@ -177,9 +177,11 @@ async fn a_workload_moves_the_metrics_and_every_dashboard_metric_exists() {
         let used = used_metrics(file);
         assert!(!used.is_empty(), "{file} uses no metrics?");
         for name in used {
-            // `up` is made by Prometheus itself for every scrape target.
+            // `up` is made by Prometheus itself for every scrape target; the
+            // backplane's series exist on nodes with --backplane (checked in
+            // the real-Prometheus test, which runs one).
             assert!(
-                name == "up" || exported.contains(&name),
+                name == "up" || name.starts_with("wshub_backplane_") || exported.contains(&name),
                 "{file} uses {name}, which wshub does not export"
             );
         }
@@ -486,11 +488,31 @@ impl Prometheus {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_sees_every_panel_and_the_alerts_fire() {
     let _turn = SERIAL.lock().await;
-    let server = TestServer::with(|c| {
-        c.client.send_queue_len = 4;
-        c.client.send_queue_bytes = 64 * 1024;
-    })
+    // A node with a backplane, so the Backplane row has data too.
+    let redis = common::redis::Redis::start().await;
+    let url = redis.url();
+    let server = common::Binary::spawn(&[
+        "--send-queue-len",
+        "4",
+        "--send-queue-bytes",
+        "64KiB",
+        "--backplane",
+        &url,
+        "--backplane-heartbeat",
+        "200ms",
+    ])
     .await;
+    server.log_line("backplane up").await;
+    let (_, text) = common::get(server.metrics, "/metrics").await;
+    let exported = exported_names(&text);
+    for file in ["grafana/dashboards/wshub.json", "grafana/alerts/wshub.rules.yml"] {
+        for name in used_metrics(file) {
+            assert!(
+                name == "up" || exported.contains(&name),
+                "{file} uses {name}, which a node with a backplane does not export"
+            );
+        }
+    }
     let prometheus = Prometheus::start(server.metrics).await;
     let mut admin = server.admin().await;
     let up = || async { prometheus.query("up{job=\"wshub\"} == 1").await.len() };
@@ -510,7 +532,7 @@ async fn a_real_prometheus_sees_every_panel_and_the_alerts_fire() {
         client_id: "c-999999".into(),
     };
     assert!(admin.get_client(missing).await.is_err());
-    let mut reader = server.client().await;
+    let mut reader = common::WsClient::connect(&server.url()).await;
     reader.subscribe("t").await;
     reader.send(json!({"type":"publish","topic":"t","data":1})).await;
     reader.recv().await;
@@ -554,7 +576,13 @@ async fn a_real_prometheus_sees_every_panel_and_the_alerts_fire() {
     let alerts = tokio::time::timeout(std::time::Duration::from_secs(30), fired)
         .await
         .expect("the mass eviction fires and a queue near its limit is pending");
-    for quiet in ["WshubInstanceDown", "WshubHubQueueNearCapacity", "WshubAdminErrors"] {
+    for quiet in [
+        "WshubInstanceDown",
+        "WshubHubQueueNearCapacity",
+        "WshubAdminErrors",
+        "WshubBackplaneDown",
+        "WshubBackplaneDropping",
+    ] {
         assert!(!alerts.contains_key(quiet), "{quiet} should not be active: {alerts:?}");
     }
 
@@ -575,5 +603,5 @@ async fn a_real_prometheus_sees_every_panel_and_the_alerts_fire() {
     }
     drop(stalled);
     drop(prometheus);
-    server.stop().await;
+    server.sigterm().await;
 }

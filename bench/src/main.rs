@@ -51,6 +51,13 @@ struct Cli {
     /// secret for every connection, to measure a node started with --jwt-secret.
     #[arg(long, global = true)]
     jwt_secret: Option<String>,
+    /// Cluster mode: spread the receiving clients evenly over these WebSocket addresses
+    /// (nodes of one cluster, comma-separated); the publisher stays on --addr.
+    #[arg(long, global = true, value_delimiter = ',')]
+    nodes: Vec<SocketAddr>,
+    /// What to call the server in the report (default: --target), e.g. `three-nodes`.
+    #[arg(long, global = true)]
+    label: Option<String>,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -82,6 +89,21 @@ enum Scenario {
     },
     /// Burst, with the messages injected through the admin Broadcast RPC.
     Admin(BurstArgs),
+    /// Open N connections, say `ready` on stderr, and wait until each has
+    /// received M stamped messages (sent by someone else, e.g. an admin
+    /// Broadcast) or nothing came for --idle: how many clients got them all.
+    Listen {
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        #[arg(long, default_value_t = 1)]
+        messages: u64,
+        /// Give up once nothing has arrived for this long after the first message.
+        #[arg(long, default_value = "10s", value_parser = wshub::config::parse_duration)]
+        idle: Duration,
+        /// How long to wait for the first message.
+        #[arg(long, default_value = "600s", value_parser = wshub::config::parse_duration)]
+        wait: Duration,
+    },
     /// Admin GetStats latency, first on a quiet node, then while one client
     /// publishes to all N clients as fast as it can (needs --admin).
     Flood {
@@ -173,8 +195,14 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
-    let report = match cli.scenario.clone() {
+    let mut report = match cli.scenario.clone() {
         Scenario::Idle { clients, hold } => idle(&cli, clients, hold).await?,
+        Scenario::Listen {
+            clients,
+            messages,
+            idle,
+            wait,
+        } => listen(&cli, clients, messages, idle, wait).await?,
         Scenario::Burst(a) => burst(&cli, a.clients, a.messages, a.size, false).await?,
         Scenario::Admin(a) => burst(&cli, a.clients, a.messages, a.size, true).await?,
         Scenario::Flood {
@@ -194,21 +222,27 @@ async fn run(cli: Cli) -> Result<(), String> {
             queue_bytes,
         } => stall(&cli, &steady, stalled, queue_bytes).await?,
     };
+    if let Some(label) = &cli.label {
+        report.rows[1].1 = label.clone();
+    }
     report.print(cli.json);
     Ok(())
 }
 
+/// Opens `n` receiving connections: to --addr, or spread evenly over --nodes.
 async fn connect_all(cli: &Cli, n: usize) -> Result<(Vec<Ws>, Duration), String> {
     let start = Instant::now();
-    let conns = client::connect_many(
-        cli.addr,
-        &cli.path,
-        n,
-        cli.sources,
-        cli.parallel,
-        cli.jwt_secret.as_deref(),
-    )
-    .await;
+    let nodes = if cli.nodes.is_empty() {
+        vec![cli.addr]
+    } else {
+        cli.nodes.clone()
+    };
+    let mut conns = Vec::with_capacity(n);
+    for (i, node) in nodes.iter().enumerate() {
+        let share = n / nodes.len() + usize::from(i < n % nodes.len());
+        let jwt = cli.jwt_secret.as_deref();
+        conns.extend(client::connect_many(*node, &cli.path, share, cli.sources, cli.parallel, jwt).await);
+    }
     if conns.len() < n {
         return Err(format!("only {} of {n} connections opened", conns.len()));
     }
@@ -225,6 +259,37 @@ async fn idle(cli: &Cli, n: usize, hold: Duration) -> Result<Report, String> {
     report.add("connect_per_s", format!("{:.0}", n as f64 / took.as_secs_f64()));
     rss_rows(&mut report, before, after, n);
     drop(conns);
+    Ok(report)
+}
+
+async fn listen(cli: &Cli, n: usize, messages: u64, idle: Duration, wait: Duration) -> Result<Report, String> {
+    let (conns, took) = connect_all(cli, n).await?;
+    let (receivers, _sinks) = spawn_receivers(conns);
+    eprintln!("ready: {n} clients connected");
+    let expected = n as u64 * messages;
+    let first = async {
+        while receivers.progress.load(Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let started = tokio::time::timeout(wait, first).await.is_ok();
+    let start = Instant::now();
+    let last = if started {
+        client::await_count(&receivers.progress, expected, idle, "listen").await
+    } else {
+        start
+    };
+    let (_, total, all) = receivers.finish().await;
+    let mut report = Report::new("listen", cli.target);
+    report.add("clients", n);
+    report.add("connect_per_s", format!("{:.0}", n as f64 / took.as_secs_f64()));
+    report.add("deliveries", total);
+    report.add("clients_with_all", all.iter().filter(|r| r.count >= messages).count());
+    report.add("lost", expected - total.min(expected));
+    report.add(
+        "spread_s",
+        format!("{:.3}", last.saturating_duration_since(start).as_secs_f64()),
+    );
     Ok(report)
 }
 

@@ -127,7 +127,7 @@ pub fn encode_cluster_cursor(cursor: &ClusterCursor, clustered: bool) -> String 
 
 pub fn decode_cluster_cursor(token: &str, order: Order, this: &NodeId) -> Result<Option<ClusterCursor>, AdminError> {
     let (local, node) = match token.split_once('@') {
-        Some((local, node)) => (local, NodeId::parse(node).map_err(|()| AdminError::InvalidPageToken)?),
+        Some((local, node)) => (local, NodeId::parse(node).map_err(|_| AdminError::InvalidPageToken)?),
         None => (token, this.clone()),
     };
     Ok(decode_cursor(local, order)?.map(|cursor| ClusterCursor { node, cursor }))

@@ -19,8 +19,8 @@ use super::pb::{self, admin_server::Admin};
 use super::AdminError;
 use crate::backplane::{Cluster, Gathered};
 use crate::hub::{Event, HubHandle, KickTarget, ListQuery};
-use crate::types::ClientRef;
 use crate::lifecycle::Lifecycle;
+use crate::types::ClientRef;
 use crate::{metrics, protocol};
 
 /// Drain defaults: the pace and how long it may take.
@@ -178,7 +178,11 @@ impl Admin for AdminService {
         let gathered = self.cluster.get_client(&client).await.map_err(AdminError::from)?;
         let info = found(&gathered, id)?;
         let node = gathered.nodes.first().unwrap_or(self.cluster.node());
-        Ok(Response::new(convert::client_info(info, node, self.cluster.clustered())))
+        Ok(Response::new(convert::client_info(
+            info,
+            node,
+            self.cluster.clustered(),
+        )))
     }
 
     async fn kick_clients(

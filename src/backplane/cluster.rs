@@ -25,8 +25,7 @@ use super::control::{Answer, Message, Op};
 use super::{Channel, Engine, Inbound, Presence};
 use crate::close::{Closing, DisconnectReason};
 use crate::hub::{
-    ClientInfo, Command, Cursor, Delivery, HubError, HubHandle, KickTarget, ListQuery, Order, Publish, Relay,
-    Stats,
+    ClientInfo, Command, Cursor, Delivery, HubError, HubHandle, KickTarget, ListQuery, Order, Publish, Relay, Stats,
 };
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{self, BackplaneError};
@@ -359,7 +358,8 @@ impl Cluster {
             (stalled, canary.seq)
         };
         let present = self.present.load(Ordering::Relaxed);
-        let sent = !stalled && present && subscription.is_some() && self.send(self.node.clone(), &Message::Heartbeat { seq });
+        let sent =
+            !stalled && present && subscription.is_some() && self.send(self.node.clone(), &Message::Heartbeat { seq });
         if !sent {
             self.canary.lock().unwrap_or_else(|e| e.into_inner()).sent = None;
             self.set_up(false);
@@ -433,7 +433,11 @@ impl Cluster {
         let mut answers = Vec::new();
         let mut nodes = Vec::new();
         if only.is_none_or(|n| *n == self.node) {
-            answers.push((self.node.clone(), self.execute(op_for(&self.node)).await?, Duration::ZERO));
+            answers.push((
+                self.node.clone(),
+                self.execute(op_for(&self.node)).await?,
+                Duration::ZERO,
+            ));
             nodes.push(self.node.clone());
         }
         let others: Vec<Presence> = match (&self.engine, only) {
@@ -515,13 +519,15 @@ impl Cluster {
             })
             .await?;
         Ok(gathered.map(|answers| {
-            answers.into_iter().fold(Delivery::default(), |sum, (_, answer, _)| match answer {
-                Answer::Delivered(d) => Delivery {
-                    recipients: sum.recipients + d.recipients,
-                    dropped: sum.dropped + d.dropped,
-                },
-                _ => sum,
-            })
+            answers
+                .into_iter()
+                .fold(Delivery::default(), |sum, (_, answer, _)| match answer {
+                    Answer::Delivered(d) => Delivery {
+                        recipients: sum.recipients + d.recipients,
+                        dropped: sum.dropped + d.dropped,
+                    },
+                    _ => sum,
+                })
         }))
     }
 
@@ -603,7 +609,11 @@ impl Cluster {
     /// connection order); deepest queue first by (depth, node, id). The
     /// cursor names the node and its position, so a walk is as stable as
     /// on one node however clients come and go.
-    pub async fn list(&self, query: ListQuery, after: Option<ClusterCursor>) -> Result<Gathered<ClusterPage>, HubError> {
+    pub async fn list(
+        &self,
+        query: ListQuery,
+        after: Option<ClusterCursor>,
+    ) -> Result<Gathered<ClusterPage>, HubError> {
         let size = query.page_size.max(1);
         let gathered = self
             .gather(None, |node| {

@@ -97,7 +97,9 @@ pub struct Redis {
 impl Redis {
     /// Checks the URL (a bad one is a configuration error, before serving).
     pub fn check(url: &str) -> Result<(), String> {
-        redis::Client::open(url).map(|_| ()).map_err(|e| format!("--backplane: {e}"))
+        redis::Client::open(url)
+            .map(|_| ())
+            .map_err(|e| format!("--backplane: {e}"))
     }
 
     /// Starts the engine's tasks. It connects in the background: a Redis
@@ -117,8 +119,8 @@ impl Redis {
             .set_number_of_retries(1)
             .set_min_delay(BACKOFF_FIRST)
             .set_max_delay(BACKOFF_MAX);
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
-            .map_err(|e| format!("--backplane: {e}"))?;
+        let conn =
+            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(|e| format!("--backplane: {e}"))?;
         let redis = Arc::new(Redis {
             client,
             outbox,
@@ -341,7 +343,10 @@ impl Engine for Redis {
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| e.to_string())?;
-            let now: u64 = answer.first().and_then(|n| n.parse().ok()).ok_or("bad presence answer")?;
+            let now: u64 = answer
+                .first()
+                .and_then(|n| n.parse().ok())
+                .ok_or("bad presence answer")?;
             Ok(answer[1..]
                 .chunks_exact(2)
                 .filter_map(|pair| {

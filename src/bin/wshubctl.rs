@@ -179,6 +179,16 @@ async fn connect(cli: &Cli) -> Result<Client, String> {
     Ok(AdminClient::with_interceptor(channel, Auth(auth)))
 }
 
+/// On stderr, so tables stay clean: a cluster-wide answer missing a node.
+fn partial_note(partial: bool, answered: &[String]) {
+    if partial {
+        eprintln!(
+            "partial: a live node did not answer in time; answered: {}",
+            answered.join(", ")
+        );
+    }
+}
+
 fn status(e: Status) -> String {
     e.message().to_string()
 }
@@ -201,7 +211,19 @@ async fn run(cli: Cli) -> Result<(), String> {
                 "messages_sent": s.messages_sent, "messages_received": s.messages_received,
                 "slow_consumer_evictions": s.slow_consumer_evictions,
             });
+            let nodes: Vec<Value> = s
+                .nodes
+                .iter()
+                .map(|n| {
+                    let seen = n.last_seen.and_then(|t| std::time::SystemTime::try_from(t).ok());
+                    let ago = seen.and_then(|t| t.elapsed().ok()).unwrap_or_default();
+                    json!({"id": n.id, "clients": n.clients, "topics": n.topics, "last_seen_seconds_ago": ago.as_secs_f64()})
+                })
+                .collect();
             if json_out {
+                let mut value = value;
+                value["nodes"] = Value::Array(nodes);
+                value["partial"] = json!(s.partial);
                 println!("{value}");
             } else if let Value::Object(map) = value {
                 for (k, v) in map {
@@ -210,6 +232,21 @@ async fn run(cli: Cli) -> Result<(), String> {
                         v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())
                     );
                 }
+                if nodes.len() > 1 {
+                    println!();
+                    println!("{:<24} {:>8} {:>8} {:>10}", "NODE", "CLIENTS", "TOPICS", "SEEN");
+                    for n in &nodes {
+                        let ago = n["last_seen_seconds_ago"].as_f64().unwrap_or(0.0);
+                        println!(
+                            "{:<24} {:>8} {:>8} {:>9.1}s",
+                            n["id"].as_str().unwrap_or(""),
+                            n["clients"],
+                            n["topics"],
+                            ago
+                        );
+                    }
+                }
+                partial_note(s.partial, &s.nodes.iter().map(|n| n.id.clone()).collect::<Vec<_>>());
             }
         }
         Cmd::Clients {
@@ -235,7 +272,8 @@ async fn run(cli: Cli) -> Result<(), String> {
                 OrderBy::ConnectedAt => pb::ClientOrder::ConnectedAt,
                 OrderBy::QueueDepth => pb::ClientOrder::QueueDepth,
             };
-            let (mut shown, mut token, mut total) = (Vec::new(), String::new(), 0);
+            let (mut shown, mut token, mut total, mut partial) = (Vec::new(), String::new(), 0, false);
+            let mut answered = Vec::new();
             while shown.len() < limit {
                 let request = pb::ListClientsRequest {
                     topic: topic.clone().unwrap_or_default(),
@@ -246,6 +284,8 @@ async fn run(cli: Cli) -> Result<(), String> {
                 };
                 let page = admin.list_clients(request).await.map_err(status)?.into_inner();
                 total = page.total;
+                partial |= page.partial;
+                answered = page.nodes;
                 shown.extend(page.clients);
                 token = page.next_page_token;
                 if token.is_empty() {
@@ -255,6 +295,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             print_clients(&shown, json_out);
             if !json_out {
                 println!("{} of {total} clients", shown.len());
+                partial_note(partial, &answered);
             }
         }
         Cmd::Kick {
@@ -276,12 +317,16 @@ async fn run(cli: Cli) -> Result<(), String> {
                 code,
                 reason,
             };
-            let kicked = admin.kick_clients(request).await.map_err(status)?.into_inner().kicked;
+            let r = admin.kick_clients(request).await.map_err(status)?.into_inner();
+            let kicked = r.kicked;
             print_one(
                 json_out,
-                json!({ "kicked": kicked }),
+                json!({ "kicked": kicked, "nodes": r.nodes, "partial": r.partial }),
                 format!("kicked {kicked} client(s)"),
             );
+            if !json_out {
+                partial_note(r.partial, &r.nodes);
+            }
         }
         Cmd::Broadcast { topic, exclude, data } => {
             let request = pb::BroadcastRequest {
@@ -293,9 +338,12 @@ async fn run(cli: Cli) -> Result<(), String> {
             let text = format!("queued for {} client(s), {} evicted as slow", r.recipients, r.dropped);
             print_one(
                 json_out,
-                json!({ "recipients": r.recipients, "dropped": r.dropped }),
+                json!({ "recipients": r.recipients, "dropped": r.dropped, "nodes": r.nodes, "partial": r.partial }),
                 text,
             );
+            if !json_out {
+                partial_note(r.partial, &r.nodes);
+            }
         }
         Cmd::Send { client_id, data } => {
             let request = pb::SendToClientRequest {

@@ -408,3 +408,97 @@ fn queue_peaks_between_samples_are_kept_and_an_overflow_reads_full() {
     assert_eq!(hub.take_peaks(0, 0).fill, 1.0);
     assert_eq!(hub.take_peaks(0, 0).fill, 0.0, "a new interval");
 }
+
+/// What the hub handed its relay (other nodes), in order.
+#[derive(Default)]
+struct Recorded(std::sync::Mutex<Vec<String>>);
+
+impl Relay for Recorded {
+    fn publish(&self, topic: Option<&Topic>, frame: &Utf8Bytes) {
+        let topic = topic.map_or("*", |t| t.as_str());
+        self.0.lock().unwrap().push(format!("publish {topic} {frame}"));
+    }
+    fn interest(&self, topic: &Topic, on: bool) {
+        self.0.lock().unwrap().push(format!("interest {topic} {on}"));
+    }
+}
+
+#[tokio::test]
+async fn the_relay_sees_first_and_last_subscribers_and_clients_publishes_only() {
+    let (a_tx, _a_rx) = client(1, 64);
+    let (b_tx, mut b_rx) = client(2, 64);
+    let (mut hub, handle) = Hub::new(config());
+    let relay = Arc::new(Recorded::default());
+    hub.set_relay(relay.clone());
+    let task = tokio::spawn(hub.run());
+    register(&handle, &a_tx).await;
+    register(&handle, &b_tx).await;
+    let sub = |id, on: bool| {
+        let topic = Topic::parse("news").unwrap();
+        if on {
+            Command::Subscribe {
+                id: ClientId(id),
+                topic,
+                request: None,
+            }
+        } else {
+            Command::Unsubscribe {
+                id: ClientId(id),
+                topic,
+                request: None,
+            }
+        }
+    };
+    let mut from_backplane = match publish(Some("news"), "from-b") {
+        Command::Publish(p) => p,
+        _ => unreachable!(),
+    };
+    from_backplane.source = Source::Backplane;
+    for command in [
+        sub(1, true),
+        sub(2, true),
+        publish(Some("news"), "to-news"),
+        publish(None, "to-all"),
+        Command::Publish(from_backplane),
+        sub(1, false),
+        sub(2, false),
+    ] {
+        handle.send(command).await.unwrap();
+    }
+    // An admin broadcast runs on each node by itself: it is not relayed.
+    // (It takes the control channel, which may overtake the commands above.)
+    stats_after(&handle).await;
+    handle
+        .broadcast(None, Frame::from_static("admin"), HashSet::new())
+        .await
+        .unwrap();
+    stats_after(&handle).await;
+    assert_eq!(
+        *relay.0.lock().unwrap(),
+        [
+            "interest news true",
+            "publish news to-news",
+            "publish * to-all",
+            "interest news false",
+        ],
+        "interest on the first subscriber and off after the last; only clients' publishes go on"
+    );
+    // What came from another node is delivered here all the same.
+    assert_eq!(texts(&mut b_rx), ["to-news", "to-all", "from-b", "admin"]);
+    // A client that leaves with topics gives them up too.
+    handle.send(sub(1, true)).await.unwrap();
+    handle
+        .send(Command::Unregister {
+            shared: a_tx.clone(),
+            reason: DisconnectReason::ClientClose,
+        })
+        .await
+        .unwrap();
+    stats_after(&handle).await;
+    assert_eq!(
+        relay.0.lock().unwrap()[4..],
+        ["interest news true", "interest news false"]
+    );
+    drop(handle);
+    task.await.unwrap();
+}

@@ -123,7 +123,9 @@ pub fn install() -> &'static PrometheusHandle {
         let builder = builder.and_then(|b| {
             b.set_buckets_for_metric(
                 buckets(BACKPLANE_ROUNDTRIP_SECONDS),
-                &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+                &[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ],
             )
         });
         // The bucket lists above are non-empty, so the builder cannot fail;
@@ -255,7 +257,10 @@ impl BackplaneError {
 /// The backplane's own series, described and created (at zero) when a node
 /// joins a cluster: a node alone has none of them.
 pub fn backplane_start() {
-    describe_gauge!(BACKPLANE_UP, "1 while the backplane carries messages: connected and the canary's last heartbeat came back in time.");
+    describe_gauge!(
+        BACKPLANE_UP,
+        "1 while the backplane carries messages: connected and the canary's last heartbeat came back in time."
+    );
     describe_histogram!(
         BACKPLANE_ROUNDTRIP_SECONDS,
         Unit::Seconds,
@@ -266,8 +271,14 @@ pub fn backplane_start() {
         BACKPLANE_DROPPED_TOTAL,
         "Messages for other nodes dropped: the backplane was down or its outbound queue full."
     );
-    describe_counter!(BACKPLANE_MESSAGES_TOTAL, "Messages through the backplane, by direction (out, in).");
-    describe_gauge!(BACKPLANE_NODES, "Live nodes in the cluster, as this node last read their presence.");
+    describe_counter!(
+        BACKPLANE_MESSAGES_TOTAL,
+        "Messages through the backplane, by direction (out, in)."
+    );
+    describe_gauge!(
+        BACKPLANE_NODES,
+        "Live nodes in the cluster, as this node last read their presence."
+    );
     metrics::gauge!(BACKPLANE_UP).set(0.0);
     for kind in BackplaneError::ALL {
         metrics::counter!(BACKPLANE_ERRORS_TOTAL, "kind" => kind.as_str()).absolute(0);

@@ -67,7 +67,11 @@ impl Redis {
     /// Sends a signal (`STOP`, `CONT`) to the server.
     pub async fn signal(&self, name: &str) {
         let pid = self.child.as_ref().and_then(|c| c.id()).expect("running").to_string();
-        let status = Command::new("kill").args([&format!("-{name}"), &pid]).status().await.unwrap();
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .await
+            .unwrap();
         assert!(status.success());
     }
 
