@@ -127,7 +127,9 @@ fn join_cluster(
         stop.clone(),
     )
     .map_err(Error::Config)?;
-    hub.set_relay(joined.clone());
+    if let Some(relay) = joined.relay() {
+        hub.set_relay(relay);
+    }
     tracing::info!(%node, "backplane: joining the cluster over Redis (connecting in the background)");
     Ok(joined)
 }

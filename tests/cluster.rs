@@ -375,3 +375,76 @@ async fn the_canary_catches_a_stalled_subscription() {
     .await;
     assert!(metric(a.metrics, "wshub_backplane_roundtrip_seconds_count").await >= 2.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_starts_without_redis_and_joins_when_it_comes() {
+    // A password in the URL, and no Redis there yet.
+    let mut redis = Redis::on(Redis::free_port(), Some("s3cret pass"));
+    let url = redis.url().replace("s3cret pass", "s3cret%20pass");
+    let a = Binary::spawn(&[
+        "--backplane",
+        &url,
+        "--node-id",
+        "a",
+        "--backplane-heartbeat",
+        "250ms",
+        "--backplane-required",
+        "true",
+    ])
+    .await;
+    a.log_line("cannot reach Redis; local delivery goes on").await;
+    // Serving all the same: local delivery works; not ready, as required.
+    let mut one = WsClient::connect(&a.url()).await;
+    let mut two = WsClient::connect(&a.url()).await;
+    two.subscribe("t").await;
+    publish_numbered(&mut one, Some("t"), 3).await;
+    expect_numbered(&mut two, Some("t"), &one.id, 3).await;
+    let (status, body) = common::get(a.metrics, "/readyz").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (503, "not ready: the backplane is down (--backplane-required)\n")
+    );
+    assert_eq!(metric(a.metrics, "wshub_backplane_up").await, 0.0);
+
+    assert!(redis.restart().await);
+    a.log_line("backplane up").await;
+    assert_eq!(common::get(a.metrics, "/readyz").await, (200, "ready\n".to_string()));
+    // It subscribed to its topic by itself, and another node reaches it.
+    eventually(WAIT, "a subscribed to t", || async {
+        redis.topic_subscribers("t").await == 1
+    })
+    .await;
+    let b = node(&redis, "b", &[]).await;
+    let mut three = WsClient::connect(&b.url()).await;
+    publish_numbered(&mut three, Some("t"), 3).await;
+    expect_numbered(&mut two, Some("t"), &three.id, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_shutdown_leaves_at_once_and_a_shared_node_id_is_reported() {
+    let redis = Redis::start().await;
+    let (a, b) = tokio::join!(node(&redis, "a", &[]), node(&redis, "b", &[]));
+    assert_eq!(list(&a, 100, String::new()).await.nodes, ["a", "b"]);
+    b.sigterm().await;
+    b.log_line("wshub stopped").await;
+    // Not partial, with no wait for the TTL: B took itself out of presence.
+    let page = list(&a, 100, String::new()).await;
+    assert_eq!(
+        (page.nodes.as_slice(), page.partial),
+        (["a".to_string()].as_slice(), false)
+    );
+
+    // A careless operator starts a second process as "a".
+    let twin = Binary::spawn(&[
+        "--backplane",
+        &redis.url(),
+        "--node-id",
+        "a",
+        "--backplane-heartbeat",
+        "250ms",
+    ])
+    .await;
+    twin.log_line("another process runs as this node").await;
+    a.log_line("another process runs as this node").await;
+    assert!(metric(a.metrics, "wshub_backplane_errors_total{kind=\"node_id_conflict\"}").await >= 1.0);
+}

@@ -105,6 +105,10 @@ pub struct Cluster {
     /// Live nodes as presence last showed them, for when it cannot be read.
     live: Mutex<Vec<Presence>>,
     canary: Mutex<Canary>,
+    /// This process, in heartbeats: one from another instance on this
+    /// node's channel means two processes share a node id.
+    instance: u64,
+    conflict_logged: Mutex<Option<Instant>>,
     /// Whether this node's presence is in the engine (its last refresh worked).
     present: AtomicBool,
     up: AtomicBool,
@@ -133,6 +137,8 @@ impl Cluster {
             next_request: AtomicU64::new(1),
             live: Mutex::new(Vec::new()),
             canary: Mutex::new(Canary::default()),
+            instance: random_u64(),
+            conflict_logged: Mutex::new(None),
             present: AtomicBool::new(false),
             up: AtomicBool::new(false),
             lifecycle,
@@ -166,6 +172,16 @@ impl Cluster {
         &self.node
     }
 
+    /// What the hub hands clients' publishes and its topic interest to;
+    /// `None` for a node alone.
+    pub fn relay(&self) -> Option<Arc<dyn Relay>> {
+        let engine = self.engine.clone()?;
+        Some(Arc::new(Outlet {
+            node: self.node.clone(),
+            engine,
+        }))
+    }
+
     /// Whether this node is in a cluster (has a backplane).
     pub fn clustered(&self) -> bool {
         self.engine.is_some()
@@ -189,11 +205,15 @@ impl Cluster {
 
     // ---- What comes in from other nodes ----
 
-    /// Routes what the engine received: publishes into the hub (waiting for
-    /// room, so a busy hub slows this node's intake, never the hub), control
-    /// messages to their handlers.
+    /// Routes what the engine received, never waiting: control messages
+    /// are handled at once (requests in tasks of their own), publishes go
+    /// to [`Cluster::deliver`]'s queue. So a busy hub delays neither the
+    /// canary nor answers to other nodes; publishes it cannot take in time
+    /// are dropped and counted, not buffered without bound.
     async fn route(self: Arc<Self>, mut received: mpsc::Receiver<Inbound>, stop: CancellationToken) {
         let requests = Arc::new(Semaphore::new(MAX_REQUESTS));
+        let (deliveries, queued) = mpsc::channel(INBOUND_QUEUE);
+        tokio::spawn(self.clone().deliver(queued, stop.clone()));
         loop {
             let inbound = tokio::select! {
                 inbound = received.recv() => match inbound {
@@ -202,62 +222,98 @@ impl Cluster {
                 },
                 _ = stop.cancelled() => return,
             };
-            match inbound.channel {
-                Channel::Topic(topic) => self.deliver(Some(topic), inbound.payload).await,
-                Channel::Everyone => self.deliver(None, inbound.payload).await,
-                Channel::Node(_) => match Message::decode(&inbound.payload) {
-                    Some(Message::Request { id, from, op }) => match requests.clone().try_acquire_owned() {
-                        Ok(permit) => {
-                            let cluster = self.clone();
-                            tokio::spawn(async move {
-                                let answer = match cluster.execute(op).await {
-                                    Ok(answer) => answer,
-                                    Err(e) => Answer::Failed(e.to_string()),
-                                };
-                                cluster.answer(from, id, answer);
-                                drop(permit);
-                            });
-                        }
-                        Err(_) => self.answer(from, id, Answer::Failed("busy".into())),
-                    },
-                    Some(Message::Answer { id, node, answer }) => {
-                        let waiting = self.pending.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned();
-                        if let Some(waiting) = waiting {
-                            let _ = waiting.try_send((node, answer));
-                        }
-                    }
-                    Some(Message::Heartbeat { seq }) => self.heartbeat_back(seq),
-                    None => metrics::backplane_error(BackplaneError::Decode),
-                },
+            let topic = match inbound.channel {
+                Channel::Topic(topic) => Some(topic),
+                Channel::Everyone => None,
+                Channel::Node(_) => {
+                    self.control(&requests, &inbound.payload);
+                    continue;
+                }
+            };
+            let Some((origin, frame)) = open_envelope(&inbound.payload) else {
+                metrics::backplane_error(BackplaneError::Decode);
+                continue;
+            };
+            // This node's own publish coming back: its clients have it.
+            if origin == self.node.as_str().as_bytes() {
+                continue;
+            }
+            if deliveries.try_send((topic, frame)).is_err() {
+                metrics::backplane_dropped(1);
             }
         }
     }
 
-    /// A publish from another node: fan it out here, unless it is this
-    /// node's own coming back.
-    async fn deliver(&self, topic: Option<Topic>, payload: Bytes) {
-        let Some(split) = payload.iter().position(|&b| b == b'\n') else {
-            metrics::backplane_error(BackplaneError::Decode);
-            return;
-        };
-        if &payload[..split] == self.node.as_str().as_bytes() {
-            return;
+    /// A message on this node's control channel.
+    fn control(self: &Arc<Self>, requests: &Arc<Semaphore>, payload: &[u8]) {
+        match Message::decode(payload) {
+            Some(Message::Request { id, from, op }) => match requests.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let cluster = self.clone();
+                    tokio::spawn(async move {
+                        let answer = match cluster.execute(op).await {
+                            Ok(answer) => answer,
+                            Err(e) => Answer::Failed(e.to_string()),
+                        };
+                        cluster.answer(from, id, answer);
+                        drop(permit);
+                    });
+                }
+                Err(_) => self.answer(from, id, Answer::Failed("busy".into())),
+            },
+            Some(Message::Answer { id, node, answer }) => {
+                let waiting = self.pending.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned();
+                if let Some(waiting) = waiting {
+                    let _ = waiting.try_send((node, answer));
+                }
+            }
+            Some(Message::Heartbeat { seq, instance }) if instance == self.instance => self.heartbeat_back(seq),
+            Some(Message::Heartbeat { .. }) => self.conflict(),
+            None => metrics::backplane_error(BackplaneError::Decode),
         }
-        let Ok(frame) = Utf8Bytes::try_from(payload.slice(split + 1..)) else {
-            metrics::backplane_error(BackplaneError::Decode);
-            return;
-        };
-        let publish = Publish {
-            topic,
-            frame,
-            source: Source::Backplane,
-            from: None,
-            request: None,
-            exclude: Default::default(),
-            respond: None,
-            budget: None,
-        };
-        let _ = self.hub.send(Command::Publish(publish)).await;
+    }
+
+    /// Another process runs with this node's id: each takes the other's
+    /// publishes for its own echo and skips them. Said loudly (at most once
+    /// a minute) and counted; the operator must give each node its own id.
+    fn conflict(&self) {
+        metrics::backplane_error(BackplaneError::NodeIdConflict);
+        let mut last = self.conflict_logged.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+            *last = Some(Instant::now());
+            tracing::error!(node = %self.node, "backplane: another process runs as this node (same --node-id); messages between the two are lost. Give every node its own --node-id");
+        }
+    }
+
+    /// Fans other nodes' publishes out here, in the order they came,
+    /// waiting for room in the hub's channel.
+    async fn deliver(self: Arc<Self>, mut queued: mpsc::Receiver<(Option<Topic>, Bytes)>, stop: CancellationToken) {
+        loop {
+            let (topic, frame) = tokio::select! {
+                got = queued.recv() => match got {
+                    Some(got) => got,
+                    None => return,
+                },
+                _ = stop.cancelled() => return,
+            };
+            let Ok(frame) = Utf8Bytes::try_from(frame) else {
+                metrics::backplane_error(BackplaneError::Decode);
+                continue;
+            };
+            let publish = Publish {
+                topic,
+                frame,
+                source: Source::Backplane,
+                from: None,
+                request: None,
+                exclude: Default::default(),
+                respond: None,
+                budget: None,
+            };
+            if self.hub.send(Command::Publish(publish)).await.is_err() {
+                return;
+            }
+        }
     }
 
     fn answer(&self, to: NodeId, id: u64, answer: Answer) {
@@ -358,8 +414,16 @@ impl Cluster {
             (stalled, canary.seq)
         };
         let present = self.present.load(Ordering::Relaxed);
-        let sent =
-            !stalled && present && subscription.is_some() && self.send(self.node.clone(), &Message::Heartbeat { seq });
+        let sent = !stalled
+            && present
+            && subscription.is_some()
+            && self.send(
+                self.node.clone(),
+                &Message::Heartbeat {
+                    seq,
+                    instance: self.instance,
+                },
+            );
         if !sent {
             self.canary.lock().unwrap_or_else(|e| e.into_inner()).sent = None;
             self.set_up(false);
@@ -690,6 +754,12 @@ impl<T> Gathered<T> {
     }
 }
 
+/// A publish's envelope, `<origin node>\n<frame>`: (origin, frame).
+fn open_envelope(payload: &Bytes) -> Option<(&[u8], Bytes)> {
+    let split = payload.iter().position(|&b| b == b'\n')?;
+    Some((&payload[..split], payload.slice(split + 1..)))
+}
+
 /// Removes a finished call's entry from the pending map, however it ends.
 struct Pending<'a> {
     cluster: &'a Cluster,
@@ -706,9 +776,16 @@ impl Drop for Pending<'_> {
     }
 }
 
-impl Relay for Cluster {
+/// The hub's way out to other nodes: the engine and this node's name, and
+/// no hub handle, so the hub does not keep itself alive through it.
+pub struct Outlet {
+    node: NodeId,
+    engine: Arc<dyn Engine>,
+}
+
+impl Relay for Outlet {
     fn publish(&self, topic: Option<&Topic>, frame: &Utf8Bytes) {
-        let Some(engine) = &self.engine else { return };
+        let engine = &self.engine;
         let mut payload = BytesMut::with_capacity(self.node.as_str().len() + 1 + frame.len());
         payload.put_slice(self.node.as_str().as_bytes());
         payload.put_u8(b'\n');
@@ -720,10 +797,20 @@ impl Relay for Cluster {
     }
 
     fn interest(&self, topic: &Topic, on: bool) {
-        if let Some(engine) = &self.engine {
-            engine.listen(Channel::Topic(topic.clone()), on);
-        }
+        self.engine.listen(Channel::Topic(topic.clone()), on);
     }
+}
+
+/// A random number, new for every process (RandomState is seeded randomly).
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish()
 }
 
 #[cfg(test)]

@@ -15,9 +15,22 @@ use crate::types::{ClientId, NodeId, Topic};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Message {
-    Request { id: u64, from: NodeId, op: Op },
-    Answer { id: u64, node: NodeId, answer: Answer },
-    Heartbeat { seq: u64 },
+    Request {
+        id: u64,
+        from: NodeId,
+        op: Op,
+    },
+    Answer {
+        id: u64,
+        node: NodeId,
+        answer: Answer,
+    },
+    /// The canary's: `instance` tells this process from another running
+    /// with the same node id.
+    Heartbeat {
+        seq: u64,
+        instance: u64,
+    },
 }
 
 /// What a node is asked to do with its own clients.

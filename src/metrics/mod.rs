@@ -228,10 +228,12 @@ pub enum BackplaneError {
     Decode,
     /// A node did not answer a cluster-wide admin call in time.
     Timeout,
+    /// Another process runs with this node's id.
+    NodeIdConflict,
 }
 
 impl BackplaneError {
-    pub const ALL: [BackplaneError; 7] = [
+    pub const ALL: [BackplaneError; 8] = [
         Self::Connect,
         Self::Publish,
         Self::Subscribe,
@@ -239,6 +241,7 @@ impl BackplaneError {
         Self::Stall,
         Self::Decode,
         Self::Timeout,
+        Self::NodeIdConflict,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -250,6 +253,7 @@ impl BackplaneError {
             Self::Stall => "stall",
             Self::Decode => "decode",
             Self::Timeout => "timeout",
+            Self::NodeIdConflict => "node_id_conflict",
         }
     }
 }

@@ -9,20 +9,38 @@ use super::WAIT;
 
 pub struct Redis {
     pub port: u16,
+    /// `requirepass`, if any.
+    pub password: Option<String>,
     child: Option<Child>,
 }
 
 impl Redis {
     /// Starts a server on a free port and waits until it answers PING.
     pub async fn start() -> Redis {
+        Self::start_with(None).await
+    }
+
+    /// A free port, not started yet: for a node that must come up without Redis.
+    pub fn free_port() -> u16 {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    }
+
+    /// A server (not yet started) that will run on `port`.
+    pub fn on(port: u16, password: Option<&str>) -> Redis {
+        Redis {
+            port,
+            password: password.map(str::to_string),
+            child: None,
+        }
+    }
+
+    /// Starts a server requiring `password` (if any) on a free port.
+    pub async fn start_with(password: Option<&str>) -> Redis {
         // A port the kernel just gave out and took back: free unless another
         // process takes it in between, which a retry covers.
         for _ in 0..5 {
-            let port = {
-                let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-                probe.local_addr().unwrap().port()
-            };
-            let mut redis = Redis { port, child: None };
+            let mut redis = Redis::on(Self::free_port(), password);
             if redis.restart().await {
                 return redis;
             }
@@ -30,13 +48,21 @@ impl Redis {
         panic!("could not start redis-server (is it installed? scripts/test installs it)");
     }
 
+    /// The URL a node is given, with the password if there is one.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}/0", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
     }
 
     /// (Re)starts the server on the same port; true once it answers.
     pub async fn restart(&mut self) -> bool {
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        if let Some(password) = &self.password {
+            command.args(["--requirepass", password]);
+        }
+        let child = command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .stdout(std::process::Stdio::null())
@@ -77,12 +103,12 @@ impl Redis {
 
     /// One command through redis-cli; its output, trimmed (`None`: failed).
     pub async fn cli(&self, args: &[&str]) -> Option<String> {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .await
-            .ok()?;
+        let mut command = Command::new("redis-cli");
+        command.args(["-p", &self.port.to_string()]);
+        if let Some(password) = &self.password {
+            command.args(["--no-auth-warning", "-a", password]);
+        }
+        let out = command.args(args).output().await.ok()?;
         let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
         (out.status.success() && !text.starts_with("Could not connect")).then_some(text)
     }
