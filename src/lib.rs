@@ -330,11 +330,12 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
         metrics_task.abort();
     }
     reload_task.abort();
-    // Other nodes stop expecting this one's answers at once, not after the TTL.
+    // Other nodes stop expecting this one's answers at once, not after the
+    // TTL (its presence refresh stops first, so it cannot come back).
+    backplane_stop.cancel();
     if cluster.clustered() {
         let _ = tokio::time::timeout_at(hard_end, cluster.leave()).await;
     }
-    backplane_stop.cancel();
     drop(cluster);
     drop(ctx);
     drop(hub_handle);

@@ -452,13 +452,14 @@ impl Cluster {
 
     fn set_up(&self, up: bool) {
         if self.up.swap(up, Ordering::Relaxed) != up {
+            // Metric and readiness first: whoever reads the log line finds them set.
+            metrics::gauge_set(metrics::BACKPLANE_UP, if up { 1.0 } else { 0.0 });
+            self.lifecycle.set_backplane(up);
             if up {
                 tracing::info!(node = %self.node, "backplane up: messages reach other nodes");
             } else {
                 tracing::warn!(node = %self.node, "backplane down: local delivery goes on; messages for other nodes are dropped and counted");
             }
-            metrics::gauge_set(metrics::BACKPLANE_UP, if up { 1.0 } else { 0.0 });
-            self.lifecycle.set_backplane(up);
         }
     }
 

@@ -5,7 +5,6 @@
 use super::*;
 use crate::metrics::DropReason;
 use crate::protocol::{self, ErrorCode, RequestError, RequestId};
-use crate::types::Source;
 
 impl Hub {
     /// Counts, logs and announces an eviction: the one place for all of
@@ -163,12 +162,6 @@ impl Hub {
             }
         }
         self.peak = peak;
-        // Other nodes fan a client's publish out to their own clients; what
-        // came from them, or from the admin plane (which asks every node
-        // itself), goes no further.
-        if let (Source::Client, Some(relay)) = (source, &self.relay) {
-            relay.publish(topic.as_ref(), &frame);
-        }
         self.metrics.broadcast(source, delivery.recipients as usize);
         self.metrics.dropped(DropReason::SlowConsumer, delivery.dropped);
         self.metrics.dropped(DropReason::Closing, closed);

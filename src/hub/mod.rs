@@ -27,7 +27,7 @@ pub use handle::HubHandle;
 use crate::close::{Closing, DisconnectReason};
 use crate::metrics::{self, Handles};
 use crate::protocol;
-use crate::types::Topic;
+use crate::types::{Source, Topic};
 
 /// Errors the hub answers with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -194,7 +194,10 @@ impl Hub {
             Command::Unregister { shared, reason } => self.unregister(&shared, reason),
             Command::Subscribe { id, topic, request } => self.subscribe(id, topic, request),
             Command::Unsubscribe { id, topic, request } => self.unsubscribe(id, topic, request),
-            Command::Publish(publish) => self.publish(publish),
+            Command::Publish(publish) => {
+                self.relay(&publish);
+                self.publish(publish)
+            }
             Command::SendTo { id, frame, respond } => {
                 let result = match self.clients.get(&id) {
                     None => Err(HubError::NotFound(id)),
@@ -272,6 +275,18 @@ impl Hub {
             self.evicted(shared);
         }
         self.emit(EventKind::Disconnected, shared.id, None, reason.as_str(), code);
+    }
+
+    /// Hands a client's publish to other nodes, which fan it out to their
+    /// own clients; what came from them, or from the admin plane (which asks
+    /// every node itself), goes no further. Kept out of [`Hub::publish`], so
+    /// the fan-out loop compiles as it does on a node alone.
+    fn relay(&self, publish: &Publish) {
+        let Some(relay) = &self.relay else { return };
+        let sender_here = publish.from.is_none_or(|id| self.clients.contains_key(&id));
+        if publish.source == Source::Client && sender_here {
+            relay.publish(publish.topic.as_ref(), &publish.frame);
+        }
     }
 
     /// Takes a client out of the registry and its topics.

@@ -136,3 +136,81 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A TCP proxy in front of Redis that can silence the subscriptions passing
+/// through it: the connection stays open, commands still reach Redis, but
+/// nothing Redis sends back on it arrives any more (a silent stall).
+pub struct StallProxy {
+    pub port: u16,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::sync::Arc<Proxied>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct Proxied {
+    subscriber: std::sync::atomic::AtomicBool,
+    silenced: std::sync::atomic::AtomicBool,
+}
+
+impl StallProxy {
+    pub async fn start(upstream: u16) -> StallProxy {
+        use std::sync::atomic::Ordering::Relaxed;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let all = conns.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
+                    continue;
+                };
+                let conn = std::sync::Arc::new(Proxied::default());
+                all.lock().unwrap().push(conn.clone());
+                let (mut client_rx, mut client_tx) = client.into_split();
+                let (mut server_rx, mut server_tx) = server.into_split();
+                let up = conn.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0; 16384];
+                    while let Ok(n @ 1..) = client_rx.read(&mut buf).await {
+                        if buf[..n].windows(9).any(|w| w.eq_ignore_ascii_case(b"SUBSCRIBE")) {
+                            up.subscriber.store(true, Relaxed);
+                        }
+                        if server_tx.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    let mut buf = vec![0; 16384];
+                    while let Ok(n @ 1..) = server_rx.read(&mut buf).await {
+                        if conn.silenced.load(Relaxed) {
+                            continue;
+                        }
+                        if client_tx.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        StallProxy { port, conns, task }
+    }
+
+    /// Silences every subscription open now; later ones pass.
+    pub fn silence_subscriptions(&self) -> usize {
+        use std::sync::atomic::Ordering::Relaxed;
+        let conns = self.conns.lock().unwrap();
+        let subscribers: Vec<_> = conns.iter().filter(|c| c.subscriber.load(Relaxed)).collect();
+        for c in &subscribers {
+            c.silenced.store(true, Relaxed);
+        }
+        subscribers.len()
+    }
+}
+
+impl Drop for StallProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
