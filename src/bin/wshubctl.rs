@@ -240,8 +240,8 @@ async fn run(cli: Cli) -> Result<(), String> {
                         println!(
                             "{:<24} {:>8} {:>8} {:>9.1}s",
                             n["id"].as_str().unwrap_or(""),
-                            n["clients"],
-                            n["topics"],
+                            n["clients"].as_u64().unwrap_or(0),
+                            n["topics"].as_u64().unwrap_or(0),
                             ago
                         );
                     }
