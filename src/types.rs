@@ -23,12 +23,18 @@ pub fn join_cluster(node: &NodeId) -> bool {
     CLUSTER_NODE.get_or_init(|| node.clone()) == node
 }
 
+/// The one spelling of a client id: `c-<n>`, or `c-<n>@<node>`.
+fn write_id(f: &mut fmt::Formatter<'_>, id: ClientId, node: Option<&NodeId>) -> fmt::Result {
+    match node {
+        Some(node) => write!(f, "c-{}@{}", id.0, node),
+        None => write!(f, "c-{}", id.0),
+    }
+}
+
+/// A client of this process's node, as its clients and operators see it.
 impl fmt::Display for ClientId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match CLUSTER_NODE.get() {
-            Some(node) => write!(f, "c-{}@{}", self.0, node),
-            None => write!(f, "c-{}", self.0),
-        }
+        write_id(f, *self, CLUSTER_NODE.get())
     }
 }
 
@@ -38,6 +44,13 @@ impl fmt::Display for ClientId {
 pub struct ClientRef {
     pub id: ClientId,
     pub node: Option<NodeId>,
+}
+
+/// A client of any node: `c-7@node-b`, or `c-7` when no node is named.
+impl fmt::Display for ClientRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_id(f, self.id, self.node.as_ref())
+    }
 }
 
 impl FromStr for ClientRef {
@@ -184,3 +197,32 @@ macro_rules! serde_as_str {
 }
 serde_as_str!(Topic);
 serde_as_str!(NodeId);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_refs_read_and_spell_the_same() {
+        for text in ["c-7", "c-7@node-b", "c-18446744073709551615@a_1"] {
+            let r: ClientRef = text.parse().unwrap();
+            assert_eq!(r.to_string(), text);
+        }
+        let r: ClientRef = "c-7@node-b".parse().unwrap();
+        assert_eq!(
+            (r.id, r.node.as_ref().map(NodeId::as_str)),
+            (ClientId(7), Some("node-b"))
+        );
+        for bad in ["", "c-", "c-x", "7", "c-7@", "c-7@bad node", "c-7@a@b", "c--1"] {
+            assert!(bad.parse::<ClientRef>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn generated_node_ids_are_valid_and_differ() {
+        let (a, b) = (NodeId::generate(), NodeId::generate());
+        assert!(NodeId::parse(a.as_str()).is_ok(), "{a}");
+        assert_ne!(a, b);
+        assert!(NodeId::parse(&"x".repeat(MAX_NODE_LEN + 1)).is_err());
+    }
+}

@@ -63,11 +63,8 @@ pub fn client_ref(id: &str) -> Result<ClientRef, AdminError> {
 
 /// A client's id as operators see it: `c-7`, or in a cluster `c-7@node`.
 pub fn client_text(id: ClientId, node: &NodeId, clustered: bool) -> String {
-    if clustered {
-        format!("c-{}@{node}", id.0)
-    } else {
-        format!("c-{}", id.0)
-    }
+    let node = clustered.then(|| node.clone());
+    ClientRef { id, node }.to_string()
 }
 
 pub fn client_name(client: &ClientRef, this: &NodeId, clustered: bool) -> String {

@@ -47,7 +47,7 @@ pub enum HubError {
 /// the cluster; on a node alone, nothing. Both calls return at once: the
 /// hub never waits on another node any more than on a client.
 pub trait Relay: Send + Sync + 'static {
-    /// A client's publish, already fanned out on this node.
+    /// A client's publish, which this node fans out to its own clients.
     fn publish(&self, topic: Option<&Topic>, frame: &Utf8Bytes);
     /// This node's interest in a topic: on at its first local subscriber,
     /// off after its last leaves.
