@@ -496,14 +496,12 @@ impl Cluster {
         op_for: impl Fn(&NodeId) -> Op,
     ) -> Result<Gathered<Vec<(NodeId, Answer, Duration)>>, HubError> {
         let mut answers = Vec::new();
-        let mut nodes = Vec::new();
         if only.is_none_or(|n| *n == self.node) {
             answers.push((
                 self.node.clone(),
                 self.execute(op_for(&self.node)).await?,
                 Duration::ZERO,
             ));
-            nodes.push(self.node.clone());
         }
         let others: Vec<Presence> = match (&self.engine, only) {
             (None, _) => Vec::new(),
@@ -544,7 +542,6 @@ impl Cluster {
                             tracing::warn!(%node, error = %e, "backplane: a node could not answer a cluster-wide call");
                             missing.push(node);
                         } else {
-                            nodes.push(node.clone());
                             answers.push((node, answer, age));
                         }
                     }
@@ -560,7 +557,7 @@ impl Cluster {
         // This node first, then the others by id: answers in a stable order.
         let start = usize::from(answers.first().is_some_and(|(n, _, _)| *n == self.node));
         answers[start..].sort_by(|x, y| x.0.cmp(&y.0));
-        nodes[start..].sort();
+        let nodes = answers.iter().map(|(node, _, _)| node.clone()).collect();
         Ok(Gathered {
             value: answers,
             nodes,
