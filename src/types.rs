@@ -77,6 +77,21 @@ impl FromStr for ClientId {
     }
 }
 
+/// A random number, different in every process and every call: RandomState
+/// is seeded randomly, and the pid and the clock make two processes started
+/// together differ all the same. Not for secrets.
+pub(crate) fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish()
+}
+
 /// The longest node id, in bytes.
 pub const MAX_NODE_LEN: usize = 64;
 
@@ -102,7 +117,6 @@ impl NodeId {
 
     /// `<host>-<6 hex digits>`: readable, and new for every process.
     pub fn generate() -> NodeId {
-        use std::hash::{BuildHasher, Hasher};
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         let host: String = host
             .trim()
@@ -110,16 +124,7 @@ impl NodeId {
             .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
             .take(MAX_NODE_LEN - 7)
             .collect();
-        // RandomState is seeded randomly per process; the pid and the clock
-        // make two processes started together differ all the same.
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u32(std::process::id());
-        hasher.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        let suffix = hasher.finish() & 0xff_ffff;
+        let suffix = random_u64() & 0xff_ffff;
         let host = if host.is_empty() { "node".to_string() } else { host };
         NodeId(format!("{host}-{suffix:06x}").into())
     }

@@ -137,7 +137,7 @@ impl Cluster {
             next_request: AtomicU64::new(1),
             live: Mutex::new(Vec::new()),
             canary: Mutex::new(Canary::default()),
-            instance: random_u64(),
+            instance: crate::types::random_u64(),
             conflict_logged: Mutex::new(None),
             present: AtomicBool::new(false),
             up: AtomicBool::new(false),
@@ -797,18 +797,6 @@ impl Relay for Outlet {
     fn interest(&self, topic: &Topic, on: bool) {
         self.engine.listen(Channel::Topic(topic.clone()), on);
     }
-}
-
-/// A random number, new for every process (RandomState is seeded randomly).
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    hasher.finish()
 }
 
 #[cfg(test)]
