@@ -98,9 +98,21 @@ impl Lifecycle {
         self.inner.ready.subscribe()
     }
 
-    /// Marks a drain as started; false if one already was.
-    pub fn begin_drain(&self) -> bool {
-        !self.inner.draining.swap(true, Ordering::SeqCst)
+    /// Marks a drain as started: `None` while another runs. The drain
+    /// runs while the returned guard lives; a finished drain leaves the node
+    /// not ready, and another may start (to close what the first left).
+    pub fn begin_drain(&self) -> Option<Draining> {
+        (!self.inner.draining.swap(true, Ordering::SeqCst)).then(|| Draining(self.inner.clone()))
+    }
+}
+
+/// A running drain; dropping it ends it.
+#[derive(Debug)]
+pub struct Draining(Arc<Inner>);
+
+impl Drop for Draining {
+    fn drop(&mut self) {
+        self.0.draining.store(false, Ordering::SeqCst);
     }
 }
 
@@ -125,5 +137,14 @@ mod tests {
         lifecycle.set_backplane(true);
         assert!(!lifecycle.is_ready() && !lifecycle.accepting());
         assert_eq!(lifecycle.not_ready_reason(), Some("draining or shutting down"));
+    }
+
+    #[test]
+    fn one_drain_at_a_time_and_another_after_it() {
+        let lifecycle = Lifecycle::default();
+        let first = lifecycle.begin_drain().expect("the first drain starts");
+        assert!(lifecycle.begin_drain().is_none(), "a second while the first runs");
+        drop(first);
+        assert!(lifecycle.begin_drain().is_some(), "another after the first ended");
     }
 }

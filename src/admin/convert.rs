@@ -140,8 +140,10 @@ pub fn client_info(info: hub::ClientInfo, node: &NodeId, clustered: bool) -> pb:
         queue_depth: info.queue_depth,
         queue_bytes: info.queue_bytes,
         queue_high_water: info.queue_high_water,
-        messages_sent: info.messages_sent,
-        messages_received: info.messages_received,
+        messages_sent: info.traffic.messages_sent,
+        messages_received: info.traffic.messages_received,
+        bytes_sent: info.traffic.bytes_sent,
+        bytes_received: info.traffic.bytes_received,
         node: node.to_string(),
     }
 }
@@ -164,8 +166,10 @@ pub fn stats(nodes: Vec<NodeStats>, partial: bool) -> pb::Stats {
     for n in &nodes {
         out.clients += n.stats.clients;
         out.topics += n.stats.topics;
-        out.messages_sent += n.stats.messages_sent;
-        out.messages_received += n.stats.messages_received;
+        out.messages_sent += n.stats.traffic.messages_sent;
+        out.messages_received += n.stats.traffic.messages_received;
+        out.bytes_sent += n.stats.traffic.bytes_sent;
+        out.bytes_received += n.stats.traffic.bytes_received;
         out.slow_consumer_evictions += n.stats.slow_consumer_evictions;
         out.nodes.push(pb::NodeStats {
             id: n.node.to_string(),

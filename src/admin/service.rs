@@ -275,13 +275,18 @@ impl Admin for AdminService {
                 _ => return Err(AdminError::InvalidDeadline.into()),
             },
         };
-        if !self.lifecycle.begin_drain() {
+        let Some(draining) = self.lifecycle.begin_drain() else {
             return Err(AdminError::DrainRunning.into());
-        }
+        };
         self.lifecycle.set_not_ready();
         tracing::info!(%caller, rate, ?deadline, "admin: Drain started");
         let (tx, rx) = mpsc::channel(DRAIN_PROGRESS_BUFFER);
-        tokio::spawn(drain(self.hub.clone(), rate, deadline, tx, self.stop.clone()));
+        let hub = self.hub.clone();
+        let stop = self.stop.clone();
+        tokio::spawn(async move {
+            drain(hub, rate, deadline, tx, stop).await;
+            drop(draining);
+        });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -385,14 +390,15 @@ async fn drain(
             }
             Err(_) => break,
         }
+        // The last step is told once, by the `done` message below.
+        if remaining == 0 {
+            break;
+        }
         let _ = progress.try_send(Ok(pb::DrainProgress {
             closed,
             remaining,
             done: false,
         }));
-        if remaining == 0 {
-            break;
-        }
     }
     tracing::info!(closed, remaining, "drain finished");
     // The last message waits for room a bounded time: a caller that stopped

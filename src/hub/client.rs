@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
@@ -62,12 +62,64 @@ pub struct Shared {
     /// The queue's limits: messages and bytes.
     max_len: usize,
     max_bytes: usize,
-    pub messages_sent: AtomicU64,
-    pub messages_received: AtomicU64,
+    /// What it sent and received, for operators.
+    pub traffic: Traffic,
     /// When the write in progress began ([`clock_ms`]), 0 when the writer
     /// is not writing: the hub's sampler evicts a client whose write has
     /// not finished within `--write-timeout`, so no write needs a timer.
     write_since: AtomicU64,
+}
+
+/// What a client sent and received, counted by its reader and writer.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    messages_sent: AtomicU64,
+    messages_received: AtomicU64,
+    bytes_sent: AtomicU64,
+    bytes_received: AtomicU64,
+}
+
+impl Traffic {
+    /// The writer wrote `frames` frames of `bytes` payload bytes.
+    pub fn sent(&self, frames: u64, bytes: u64) {
+        self.messages_sent.fetch_add(frames, Ordering::Relaxed);
+        self.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// The reader read one message of `bytes` payload bytes.
+    pub fn received(&self, bytes: u64) {
+        self.messages_received.fetch_add(1, Ordering::Relaxed);
+        self.bytes_received.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn totals(&self) -> Totals {
+        Totals {
+            messages_sent: self.messages_sent.load(Ordering::Relaxed),
+            messages_received: self.messages_received.load(Ordering::Relaxed),
+            bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+            bytes_received: self.bytes_received.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Messages and payload bytes, sent to and received from clients. Fields
+/// default to 0 when another node's answer lacks them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Totals {
+    pub messages_sent: u64,
+    pub messages_received: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
+impl std::ops::AddAssign for Totals {
+    fn add_assign(&mut self, other: Totals) {
+        self.messages_sent += other.messages_sent;
+        self.messages_received += other.messages_received;
+        self.bytes_sent += other.bytes_sent;
+        self.bytes_received += other.bytes_received;
+    }
 }
 
 /// Milliseconds since the first call, never 0: the clock of `write_since`.
@@ -133,8 +185,7 @@ impl Shared {
             ready: Notify::new(),
             max_len,
             max_bytes,
-            messages_sent: AtomicU64::new(0),
-            messages_received: AtomicU64::new(0),
+            traffic: Traffic::default(),
             write_since: AtomicU64::new(0),
         }
     }

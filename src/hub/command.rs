@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{broadcast, oneshot, OwnedSemaphorePermit};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::client::{ClientId, ClientTx, Shared};
+use super::client::{ClientId, ClientTx, Shared, Totals};
 use super::HubError;
 use crate::close::{Closing, DisconnectReason};
 use crate::protocol::{Frame, RequestId};
@@ -149,8 +149,8 @@ pub struct ClientInfo {
     pub queue_depth: u32,
     pub queue_bytes: u64,
     pub queue_high_water: u32,
-    pub messages_sent: u64,
-    pub messages_received: u64,
+    #[serde(flatten)]
+    pub traffic: Totals,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -177,8 +177,8 @@ pub struct Stats {
     pub topics: u64,
     pub hub_queue_depth: u32,
     pub hub_queue_capacity: u32,
-    pub messages_sent: u64,
-    pub messages_received: u64,
+    #[serde(flatten)]
+    pub traffic: Totals,
     pub slow_consumer_evictions: u64,
     pub uptime: Duration,
 }

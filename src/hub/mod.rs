@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{broadcast, mpsc};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-pub use client::{ClientId, ClientTx, Fill, Outbound, PushError, QueueStats, Shared};
+pub use client::{ClientId, ClientTx, Fill, Outbound, PushError, QueueStats, Shared, Totals};
 pub use command::*;
 pub use handle::HubHandle;
 
@@ -103,8 +103,8 @@ pub struct Hub {
     refusing: Option<Closing>,
     started: Instant,
     /// Sent/received totals of clients already gone.
-    retired_sent: u64,
-    retired_received: u64,
+    /// What clients that have left sent and received.
+    retired: Totals,
     evictions: u64,
     /// Reused between fan-outs: clients to evict once the fan-out loop is done.
     evict: Vec<ClientId>,
@@ -139,8 +139,7 @@ impl Hub {
             events,
             refusing: None,
             started: Instant::now(),
-            retired_sent: 0,
-            retired_received: 0,
+            retired: Totals::default(),
             evictions: 0,
             evict: Vec::new(),
             peak: Fill::default(),
@@ -268,8 +267,7 @@ impl Hub {
     /// not take its own reply); it is removed now. The disconnect is
     /// announced once either way.
     fn unregister(&mut self, shared: &Shared, reason: DisconnectReason) {
-        self.retired_sent += shared.messages_sent.load(std::sync::atomic::Ordering::Relaxed);
-        self.retired_received += shared.messages_received.load(std::sync::atomic::Ordering::Relaxed);
+        self.retired += shared.traffic.totals();
         let code = shared.closing().map_or(0, Closing::code);
         if self.remove(shared.id).is_some() && reason == DisconnectReason::SlowConsumer {
             self.evicted(shared);

@@ -2,7 +2,6 @@
 //! a filtered page of clients in a stable order, totals, queue samples.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering::Relaxed;
 
 use super::{ClientId, ClientInfo, ClientPage, Cursor, Entry, Fill, Hub, ListQuery, Order, Stats};
 
@@ -21,8 +20,7 @@ impl Hub {
             queue_depth: queue.depth as u32,
             queue_bytes: queue.bytes as u64,
             queue_high_water: queue.high_water as u32,
-            messages_sent: shared.messages_sent.load(Relaxed),
-            messages_received: shared.messages_received.load(Relaxed),
+            traffic: shared.traffic.totals(),
         }
     }
 
@@ -92,19 +90,16 @@ impl Hub {
     }
 
     pub(super) fn stats(&self) -> Stats {
-        let (sent, received) = self.clients.values().fold((0, 0), |(s, r), e| {
-            (
-                s + e.tx.messages_sent.load(Relaxed),
-                r + e.tx.messages_received.load(Relaxed),
-            )
-        });
+        let mut traffic = self.retired;
+        for entry in self.clients.values() {
+            traffic += entry.tx.traffic.totals();
+        }
         Stats {
             clients: self.clients.len() as u64,
             topics: self.topics.len() as u64,
             hub_queue_depth: self.rx.len() as u32,
             hub_queue_capacity: self.rx.max_capacity() as u32,
-            messages_sent: self.retired_sent + sent,
-            messages_received: self.retired_received + received,
+            traffic,
             slow_consumer_evictions: self.evictions,
             uptime: self.started.elapsed(),
         }

@@ -8,7 +8,6 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering::Relaxed;
 
 use futures_util::stream::SplitStream;
 use futures_util::StreamExt;
@@ -107,7 +106,7 @@ pub fn run<'a>(
                 Message::Text(text) => {
                     handles.messages_received.increment(1);
                     handles.bytes_received.increment(text.len() as u64);
-                    shared.messages_received.fetch_add(1, Relaxed);
+                    shared.traffic.received(text.len() as u64);
                     let waited =
                         match handle_request(text.as_str(), ctx, shared, rate.as_deref_mut(), &mut refusal_logged) {
                             Ok(None) => Ok(()),

@@ -7,7 +7,6 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,7 +101,7 @@ async fn write_batch(sink: &mut Sink, batch: VecDeque<Outbound>, shared: &Shared
     }
     sink.flush().await?;
     shared.written(frames, bytes);
-    shared.messages_sent.fetch_add(frames as u64, Relaxed);
+    shared.traffic.sent(frames as u64, bytes as u64);
     let handles = metrics::handles();
     handles.messages_sent.increment(frames as u64);
     handles.bytes_sent.increment(bytes as u64);

@@ -1,0 +1,176 @@
+//! Reaching the admin API, and saying plainly why it failed: which address,
+//! and whether nothing listens there, TLS is mismatched or the token was
+//! refused.
+
+use std::error::Error as _;
+use std::path::Path;
+use std::time::Duration;
+
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::{Code, Request, Status};
+use wshub::admin::pb::admin_client::AdminClient;
+
+pub type Client = AdminClient<tonic::service::interceptor::InterceptedService<Channel, Auth>>;
+
+/// How long connecting (TCP, and TLS for https://) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Adds the bearer token, when there is one, to every call.
+#[derive(Clone)]
+pub struct Auth(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// Where the admin API is, and how to talk to it.
+pub struct Target {
+    url: String,
+    tls: Option<ClientTlsConfig>,
+    auth: Auth,
+}
+
+impl Target {
+    pub fn new(addr: &str, token: Option<&str>, ca: Option<&Path>) -> Result<Target, String> {
+        let url = if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        let tls = match url.starts_with("https://") {
+            false => None,
+            true => {
+                let mut tls = ClientTlsConfig::new().with_native_roots();
+                if let Some(ca) = ca {
+                    let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
+                    tls = tls.ca_certificate(Certificate::from_pem(pem));
+                }
+                Some(tls)
+            }
+        };
+        let auth = match token {
+            Some(token) => Some(
+                format!("Bearer {token}")
+                    .parse()
+                    .map_err(|_| "the token has characters a header cannot carry")?,
+            ),
+            None => None,
+        };
+        Ok(Target {
+            url,
+            tls,
+            auth: Auth(auth),
+        })
+    }
+
+    /// The address as the operator should read it in messages.
+    pub fn shown(&self) -> &str {
+        &self.url
+    }
+
+    pub async fn connect(&self) -> Result<Client, Failure> {
+        let mut endpoint = Endpoint::from_shared(self.url.clone()).map_err(|e| Failure::Address(e.to_string()))?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| Failure::Address(e.to_string()))?;
+        }
+        let channel = endpoint
+            .connect_timeout(CONNECT_TIMEOUT)
+            .connect()
+            .await
+            .map_err(|e| Failure::Transport(chain(&e)))?;
+        Ok(AdminClient::with_interceptor(channel, self.auth.clone()))
+    }
+
+    fn has_token(&self) -> bool {
+        self.auth.0.is_some()
+    }
+}
+
+/// Why a call failed.
+pub enum Failure {
+    /// The address does not parse.
+    Address(String),
+    /// Connecting failed; every cause in the chain, outermost first.
+    Transport(String),
+    /// The server (or the channel) answered a call with an error.
+    Status(Status),
+}
+
+impl Failure {
+    /// One line for the operator.
+    pub fn describe(self, target: &Target) -> String {
+        let at = target.shown();
+        let tls = target.tls.is_some();
+        let transport = |causes: &str| {
+            let lower = causes.to_lowercase();
+            if lower.contains("connection refused") {
+                format!(
+                    "nothing listens at {at} (connection refused); is the node running, and is this its --admin-addr?"
+                )
+            } else if lower.contains("timed out") || lower.contains("elapsed") {
+                format!("no answer from {at} within {CONNECT_TIMEOUT:?} (a firewall, or a wrong host)")
+            } else if tls
+                && (lower.contains("corrupt message")
+                    || lower.contains("invalidcontenttype")
+                    || lower.contains("wrong version"))
+            {
+                format!("TLS failed with {at}: it does not speak TLS; use http:// (or host:port) for a plain-text admin port ({causes})")
+            } else if tls && (lower.contains("certificate") || lower.contains("unknownissuer")) {
+                format!("TLS failed with {at}: its certificate is not trusted; pass the CA with --ca ({causes})")
+            } else if !tls
+                && (lower.contains("connection reset")
+                    || lower.contains("broken pipe")
+                    || lower.contains("frame")
+                    || lower.contains("h2 protocol")
+                    || lower.contains("connection closed"))
+            {
+                format!(
+                    "{at} closed the connection: if its admin port uses TLS, use https://{} with --ca ({causes})",
+                    at.trim_start_matches("http://")
+                )
+            } else {
+                format!("cannot reach {at}: {causes}")
+            }
+        };
+        match self {
+            Failure::Address(e) => format!("bad address {at}: {e}"),
+            Failure::Transport(causes) => transport(&causes),
+            Failure::Status(status) => match status.code() {
+                Code::Unauthenticated if target.has_token() => {
+                    format!("{at} refused the admin token: {}", status.message())
+                }
+                Code::Unauthenticated => {
+                    format!("{at} needs an admin token: pass --token or set WSHUB_ADMIN_TOKEN")
+                }
+                // The channel's own failures arrive as UNAVAILABLE/UNKNOWN with a transport cause.
+                Code::Unavailable | Code::Unknown | Code::Internal if status.source().is_some() => {
+                    transport(&chain(&status))
+                }
+                _ => status.message().to_string(),
+            },
+        }
+    }
+}
+
+/// An error and its causes, outermost first: "a: b: c".
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let next = c.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = c.source();
+    }
+    text
+}

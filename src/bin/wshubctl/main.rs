@@ -1,0 +1,520 @@
+//! wshubctl: the operator's command line for a wshub node's admin API.
+//! Tables for people by default, `--json` (one object per line) for scripts.
+
+mod connect;
+mod top;
+
+use std::io::IsTerminal;
+use std::time::{Duration, SystemTime};
+
+use anstyle::{AnsiColor, Style};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+use wshub::admin::pb;
+
+use connect::{Client, Failure};
+
+#[derive(Parser)]
+#[command(name = "wshubctl", version, about = "Operate a wshub node over its gRPC admin API")]
+struct Cli {
+    /// Admin API address: host:port, http://host:port or https://host:port.
+    #[arg(long, env = "WSHUB_ADMIN_ADDR", default_value = "127.0.0.1:50051", global = true)]
+    addr: String,
+    /// Bearer token, when the server requires one.
+    #[arg(long, env = "WSHUB_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// PEM CA certificate to verify an https:// server with.
+    #[arg(long, env = "WSHUB_ADMIN_CA", global = true)]
+    ca: Option<std::path::PathBuf>,
+    /// Print JSON (one object per line) instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Node-wide counters (cluster-wide sums on a clustered node).
+    Stats,
+    /// List or inspect connected clients.
+    Clients {
+        #[command(subcommand)]
+        command: ClientsCmd,
+    },
+    /// Close matching clients with a 4000-4999 code.
+    Kick {
+        #[arg(long, group = "target")]
+        client: Option<String>,
+        #[arg(long, group = "target")]
+        user: Option<String>,
+        #[arg(long, group = "target")]
+        topic: Option<String>,
+        /// Close code, 4000-4999.
+        #[arg(long, default_value_t = 4000)]
+        code: u32,
+        /// Close reason, at most 123 bytes.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Send JSON to every client, or to a topic's subscribers.
+    Broadcast {
+        #[arg(long)]
+        topic: Option<String>,
+        /// Client ids to leave out.
+        #[arg(long)]
+        exclude: Vec<String>,
+        /// The message's data: one JSON value.
+        #[arg(value_name = "JSON")]
+        data: String,
+    },
+    /// Send JSON to one client.
+    Send {
+        client_id: String,
+        /// The message's data: one JSON value.
+        #[arg(value_name = "JSON")]
+        data: String,
+    },
+    /// Stream hub events, one line each, until interrupted.
+    Watch {
+        /// Event kinds to show (default: all).
+        #[arg(long, value_delimiter = ',')]
+        kinds: Vec<Kind>,
+    },
+    /// A full-screen live view: stats, rates and the deepest queues (q to quit).
+    Top {
+        /// How often to refresh.
+        #[arg(long, default_value = "1s", value_parser = wshub::config::parse_duration)]
+        interval: Duration,
+    },
+    /// Turn the node not-ready and close its clients at a paced rate.
+    Drain {
+        /// Clients closed per second.
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        /// Stop after this long even if clients remain [default: the server's, 300s].
+        #[arg(long, value_parser = wshub::config::parse_duration)]
+        deadline: Option<Duration>,
+    },
+    /// Print a shell completion script: `wshubctl completions bash > /etc/bash_completion.d/wshubctl`.
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+enum ClientsCmd {
+    /// List clients (oldest first, or deepest queue first).
+    List {
+        #[arg(long)]
+        topic: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long, value_enum, default_value = "connected-at")]
+        order_by: OrderBy,
+        /// Show at most this many clients; 0 shows them all.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Show one client.
+    Get { client_id: String },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OrderBy {
+    ConnectedAt,
+    QueueDepth,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Kind {
+    Connected,
+    Disconnected,
+    Subscribed,
+    Unsubscribed,
+    Kicked,
+    Evicted,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Largest page asked for at once.
+const PAGE: usize = 1000;
+
+async fn run(cli: Cli) -> Result<(), String> {
+    if let Cmd::Completions { shell } = cli.command {
+        clap_complete::generate(shell, &mut Cli::command(), "wshubctl", &mut std::io::stdout());
+        return Ok(());
+    }
+    if matches!(cli.command, Cmd::Top { .. }) && (cli.json || !std::io::stdout().is_terminal()) {
+        return Err("top needs a terminal; scripts can poll `wshubctl --json stats`".into());
+    }
+    let target = connect::Target::new(&cli.addr, cli.token.as_deref(), cli.ca.as_deref())?;
+    let mut admin = target.connect().await.map_err(|f| f.describe(&target))?;
+    let fail = |e: tonic::Status| Failure::Status(e).describe(&target);
+    let json_out = cli.json;
+    match cli.command {
+        Cmd::Completions { .. } => unreachable!("handled above"),
+        Cmd::Stats => {
+            let s = admin
+                .get_stats(pb::GetStatsRequest {})
+                .await
+                .map_err(fail)?
+                .into_inner();
+            print_stats(&s, json_out);
+        }
+        Cmd::Clients {
+            command: ClientsCmd::Get { client_id },
+        } => {
+            let c = admin
+                .get_client(pb::GetClientRequest { client_id })
+                .await
+                .map_err(fail)?
+                .into_inner();
+            if json_out {
+                println!("{}", client_json(&c));
+            } else {
+                print_clients(&[c]);
+            }
+        }
+        Cmd::Clients {
+            command:
+                ClientsCmd::List {
+                    topic,
+                    user,
+                    order_by,
+                    limit,
+                },
+        } => {
+            let order_by = match order_by {
+                OrderBy::ConnectedAt => pb::ClientOrder::ConnectedAt,
+                OrderBy::QueueDepth => pb::ClientOrder::QueueDepth,
+            };
+            let limit = if limit == 0 { usize::MAX } else { limit };
+            let (mut shown, mut token, mut partial) = (Vec::new(), String::new(), false);
+            // At least one page, even for a small limit: it carries the total.
+            let (total, answered) = loop {
+                let request = pb::ListClientsRequest {
+                    topic: topic.clone().unwrap_or_default(),
+                    user: user.clone().unwrap_or_default(),
+                    page_size: (limit - shown.len()).min(PAGE) as u32,
+                    page_token: token,
+                    order_by: order_by as i32,
+                };
+                let page = admin.list_clients(request).await.map_err(fail)?.into_inner();
+                partial |= page.partial;
+                shown.extend(page.clients);
+                token = page.next_page_token;
+                if token.is_empty() || shown.len() >= limit {
+                    break (page.total, page.nodes);
+                }
+            };
+            shown.truncate(limit);
+            if json_out {
+                let clients: Vec<Value> = shown.iter().map(client_json).collect();
+                println!(
+                    "{}",
+                    json!({ "total": total, "clients": clients, "nodes": answered, "partial": partial })
+                );
+            } else {
+                print_clients(&shown);
+                println!("{} of {total} clients", shown.len());
+                partial_note(partial, &answered);
+            }
+        }
+        Cmd::Kick {
+            client,
+            user,
+            topic,
+            code,
+            reason,
+        } => {
+            use pb::kick_clients_request::Target;
+            let target = match (client, user, topic) {
+                (Some(id), _, _) => Target::ClientId(id),
+                (_, Some(user), _) => Target::User(user),
+                (_, _, Some(topic)) => Target::Topic(topic),
+                _ => return Err("kick needs one of --client, --user or --topic".into()),
+            };
+            let request = pb::KickClientsRequest {
+                target: Some(target),
+                code,
+                reason,
+            };
+            let r = admin.kick_clients(request).await.map_err(fail)?.into_inner();
+            let kicked = r.kicked;
+            print_one(
+                json_out,
+                json!({ "kicked": kicked, "nodes": r.nodes, "partial": r.partial }),
+                format!("kicked {kicked} client(s)"),
+            );
+            if !json_out {
+                partial_note(r.partial, &r.nodes);
+            }
+        }
+        Cmd::Broadcast { topic, exclude, data } => {
+            let request = pb::BroadcastRequest {
+                topic: topic.unwrap_or_default(),
+                data,
+                exclude_client_ids: exclude,
+            };
+            let r = admin.broadcast(request).await.map_err(fail)?.into_inner();
+            let text = format!("queued for {} client(s), {} evicted as slow", r.recipients, r.dropped);
+            print_one(
+                json_out,
+                json!({ "recipients": r.recipients, "dropped": r.dropped, "nodes": r.nodes, "partial": r.partial }),
+                text,
+            );
+            if !json_out {
+                partial_note(r.partial, &r.nodes);
+            }
+        }
+        Cmd::Send { client_id, data } => {
+            let request = pb::SendToClientRequest {
+                client_id: client_id.clone(),
+                data,
+            };
+            let dropped = admin.send_to_client(request).await.map_err(fail)?.into_inner().dropped;
+            let text = if dropped {
+                format!("not sent: {client_id}'s queue was full and it was evicted as slow")
+            } else {
+                format!("sent to {client_id}")
+            };
+            print_one(json_out, json!({ "client_id": client_id, "dropped": dropped }), text);
+        }
+        Cmd::Watch { kinds } => watch(&mut admin, &kinds, json_out).await.map_err(fail)?,
+        Cmd::Top { interval } => top::run(admin, target.shown().to_string(), interval).await?,
+        Cmd::Drain { rate, deadline } => drain(&mut admin, rate, deadline, json_out).await.map_err(fail)?,
+    }
+    Ok(())
+}
+
+fn print_stats(s: &pb::Stats, json_out: bool) {
+    let uptime = s.uptime.and_then(|d| Duration::try_from(d).ok()).unwrap_or_default();
+    let value = json!({
+        "version": s.version, "node": s.node, "uptime_seconds": uptime.as_secs(),
+        "clients": s.clients, "topics": s.topics,
+        "hub_queue_depth": s.hub_queue_depth, "hub_queue_capacity": s.hub_queue_capacity,
+        "messages_sent": s.messages_sent, "messages_received": s.messages_received,
+        "bytes_sent": s.bytes_sent, "bytes_received": s.bytes_received,
+        "slow_consumer_evictions": s.slow_consumer_evictions,
+    });
+    let nodes: Vec<Value> = s
+        .nodes
+        .iter()
+        .map(|n| {
+            json!({"id": n.id, "clients": n.clients, "topics": n.topics, "last_seen_seconds_ago": seen_ago(n).as_secs_f64()})
+        })
+        .collect();
+    if json_out {
+        let mut value = value;
+        value["nodes"] = Value::Array(nodes);
+        value["partial"] = json!(s.partial);
+        println!("{value}");
+        return;
+    }
+    if let Value::Object(map) = value {
+        for (k, v) in map {
+            println!(
+                "{k:<24} {}",
+                v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())
+            );
+        }
+    }
+    if s.nodes.len() > 1 {
+        println!();
+        println!("{:<24} {:>8} {:>8} {:>10}", "NODE", "CLIENTS", "TOPICS", "SEEN");
+        for n in &s.nodes {
+            let ago = seen_ago(n).as_secs_f64();
+            println!("{:<24} {:>8} {:>8} {:>9.1}s", n.id, n.clients, n.topics, ago);
+        }
+    }
+    partial_note(s.partial, &s.nodes.iter().map(|n| n.id.clone()).collect::<Vec<_>>());
+}
+
+/// How long ago a node last refreshed its presence.
+fn seen_ago(node: &pb::NodeStats) -> Duration {
+    let seen = node.last_seen.and_then(|t| SystemTime::try_from(t).ok());
+    seen.and_then(|t| t.elapsed().ok()).unwrap_or_default()
+}
+
+/// On stderr, so tables stay clean: a cluster-wide answer missing a node.
+fn partial_note(partial: bool, answered: &[String]) {
+    if partial {
+        eprintln!(
+            "partial: a live node did not answer in time; answered: {}",
+            answered.join(", ")
+        );
+    }
+}
+
+/// Events, one line each: coloured on a terminal (unless NO_COLOR is
+/// set), plain when piped.
+async fn watch(admin: &mut Client, kinds: &[Kind], json_out: bool) -> Result<(), tonic::Status> {
+    use std::io::Write;
+    let kinds = kinds
+        .iter()
+        .map(|k| match k {
+            Kind::Connected => pb::EventKind::Connected,
+            Kind::Disconnected => pb::EventKind::Disconnected,
+            Kind::Subscribed => pb::EventKind::Subscribed,
+            Kind::Unsubscribed => pb::EventKind::Unsubscribed,
+            Kind::Kicked => pb::EventKind::Kicked,
+            Kind::Evicted => pb::EventKind::Evicted,
+        } as i32)
+        .collect();
+    let mut events = admin.watch_events(pb::WatchEventsRequest { kinds }).await?.into_inner();
+    let mut out = anstream::stdout();
+    while let Some(event) = events.message().await? {
+        let kind = pb::EventKind::try_from(event.kind).unwrap_or(pb::EventKind::Unspecified);
+        let name = match kind {
+            // The stream's own note: the watcher fell behind and missed `code` events.
+            pb::EventKind::Unspecified => "lagged",
+            kind => kind.as_str_name().trim_start_matches("EVENT_KIND_"),
+        }
+        .to_lowercase();
+        let at = event
+            .at
+            .and_then(|t| SystemTime::try_from(t).ok())
+            .map(rfc3339)
+            .unwrap_or_default();
+        if json_out {
+            let value = json!({ "at": at, "kind": name, "client_id": event.client_id, "topic": event.topic,
+                "reason": event.reason, "code": event.code });
+            println!("{value}");
+            continue;
+        }
+        let style = match kind {
+            pb::EventKind::Connected => Style::new().fg_color(Some(AnsiColor::Green.into())),
+            pb::EventKind::Disconnected => Style::new().dimmed(),
+            pb::EventKind::Subscribed | pb::EventKind::Unsubscribed => {
+                Style::new().fg_color(Some(AnsiColor::Cyan.into()))
+            }
+            pb::EventKind::Kicked => Style::new().fg_color(Some(AnsiColor::Yellow.into())),
+            pb::EventKind::Evicted => Style::new().fg_color(Some(AnsiColor::Red.into())).bold(),
+            pb::EventKind::Unspecified => Style::new().fg_color(Some(AnsiColor::Magenta.into())),
+        };
+        let code = if event.code > 0 {
+            event.code.to_string()
+        } else {
+            String::new()
+        };
+        let rest = format!("{:<10} {} {} {}", event.client_id, event.topic, event.reason, code);
+        let line = format!("{at} {style}{name:<12}{style:#} {}", rest.trim_end());
+        // A closed pipe (`| head`) ends the watch quietly.
+        if writeln!(out, "{}", line.trim_end()).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// A drain's progress: a bar on a terminal, a line per change when piped,
+/// an object per message with --json.
+async fn drain(admin: &mut Client, rate: u32, deadline: Option<Duration>, json_out: bool) -> Result<(), tonic::Status> {
+    let request = pb::DrainRequest {
+        rate_per_second: rate,
+        deadline: deadline.and_then(|d| prost_types::Duration::try_from(d).ok()),
+    };
+    let mut progress = admin.drain(request).await?.into_inner();
+    let bar = (!json_out && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        let style = indicatif::ProgressStyle::with_template(
+            "{spinner} draining [{bar:40}] {pos}/{len} closed, {msg}, ~{eta} left",
+        )
+        .expect("a valid template")
+        .progress_chars("=> ");
+        bar.set_style(style);
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    });
+    let mut last = None;
+    while let Some(p) = progress.message().await? {
+        if let Some(bar) = &bar {
+            bar.set_length(p.closed + p.remaining);
+            bar.set_position(p.closed);
+            bar.set_message(format!("{} left", p.remaining));
+        }
+        if json_out {
+            println!(
+                "{}",
+                json!({ "closed": p.closed, "remaining": p.remaining, "done": p.done })
+            );
+        } else if bar.is_none() && (last != Some((p.closed, p.remaining)) || p.done) {
+            let done = if p.done { "  done" } else { "" };
+            println!("closed {:>6}  remaining {:>6}{done}", p.closed, p.remaining);
+        }
+        last = Some((p.closed, p.remaining));
+        if p.done {
+            if let Some(bar) = &bar {
+                bar.finish_and_clear();
+                println!("drained: closed {}, {} remaining", p.closed, p.remaining);
+            }
+            if p.remaining > 0 {
+                eprintln!(
+                    "the deadline passed with {} client(s) left; run drain again to close them",
+                    p.remaining
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_one(json_out: bool, value: Value, text: String) {
+    if json_out {
+        println!("{value}");
+    } else {
+        println!("{text}");
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn connected_at(c: &pb::ClientInfo) -> String {
+    c.connected_at
+        .and_then(|t| SystemTime::try_from(t).ok())
+        .map(rfc3339)
+        .unwrap_or_default()
+}
+
+fn client_json(c: &pb::ClientInfo) -> Value {
+    json!({
+        "id": c.id, "user": c.user, "remote_addr": c.remote_addr, "connected_at": connected_at(c), "topics": c.topics,
+        "queue_depth": c.queue_depth, "queue_bytes": c.queue_bytes, "queue_high_water": c.queue_high_water,
+        "messages_sent": c.messages_sent, "messages_received": c.messages_received,
+        "bytes_sent": c.bytes_sent, "bytes_received": c.bytes_received, "node": c.node,
+    })
+}
+
+fn print_clients(clients: &[pb::ClientInfo]) {
+    println!(
+        "{:<10} {:<16} {:<21} {:<20} {:>6} {:>9} {:>6} {:>9} {:>9}  TOPICS",
+        "ID", "USER", "REMOTE", "CONNECTED", "DEPTH", "BYTES", "PEAK", "SENT", "RECEIVED"
+    );
+    for c in clients {
+        println!(
+            "{:<10} {:<16} {:<21} {:<20} {:>6} {:>9} {:>6} {:>9} {:>9}  {}",
+            c.id,
+            if c.user.is_empty() { "-" } else { c.user.as_str() },
+            c.remote_addr,
+            connected_at(c),
+            c.queue_depth,
+            c.queue_bytes,
+            c.queue_high_water,
+            c.messages_sent,
+            c.messages_received,
+            c.topics.join(",")
+        );
+    }
+}

@@ -1,0 +1,140 @@
+//! `wshubctl`, the real binary, against a live server: what an operator
+//! types and reads.
+
+mod common;
+
+use common::pki::Pki;
+use common::{TestServer, WAIT};
+use serde_json::Value;
+
+/// Runs `wshubctl --addr ADDR ARGS...` within the test deadline.
+async fn ctl(addr: &str, args: &[&str]) -> std::process::Output {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_wshubctl"))
+        .arg("--addr")
+        .arg(addr)
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(WAIT, out)
+        .await
+        .expect("wshubctl ends")
+        .expect("wshubctl runs")
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_list_counts_every_client_whatever_the_limit() {
+    let server = TestServer::spawn().await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(server.client().await);
+    }
+    let addr = server.admin.to_string();
+
+    // --limit 0 is "no limit": every client, and the true total.
+    let out = ctl(&addr, &["clients", "list", "--limit", "0"]).await;
+    let table = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(table.contains("3 of 3 clients"), "{table}");
+    assert!(clients.iter().all(|c| table.contains(&c.id)), "{table}");
+
+    let out = ctl(&addr, &["clients", "list", "--limit", "2"]).await;
+    assert!(stdout(&out).contains("2 of 3 clients"), "{}", stdout(&out));
+
+    // --json: one object with the total and the clients shown.
+    let out = ctl(&addr, &["--json", "clients", "list", "--limit", "2"]).await;
+    let list: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(list["total"], 3, "{list}");
+    assert_eq!(list["clients"].as_array().map(Vec::len), Some(2), "{list}");
+    assert_eq!(list["partial"], false);
+    // Each was sent its welcome: counted in messages and payload bytes.
+    let first = &list["clients"][0];
+    assert_eq!(first["messages_sent"], 1, "{first}");
+    assert!(first["bytes_sent"].as_u64().is_some_and(|b| b > 20), "{first}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_reports_each_step_once_and_can_run_again() {
+    let server = TestServer::spawn().await;
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        clients.push(server.client().await);
+    }
+    let addr = server.admin.to_string();
+    let out = ctl(&addr, &["drain", "--rate", "1000"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<&str> = stdout(&out).leak().lines().collect();
+    let last: Vec<&str> = lines.last().map(|l| l.split_whitespace().collect()).unwrap_or_default();
+    assert_eq!(last, ["closed", "5", "remaining", "0", "done"], "{lines:?}");
+    let mut unique = lines.clone();
+    unique.dedup_by(|a, b| a.replace("done", "").trim() == b.replace("done", "").trim());
+    assert_eq!(unique, lines, "a progress step printed twice");
+    for client in &mut clients {
+        assert_eq!(client.closed().await.0, 1012, "drained: service restart");
+    }
+
+    // A finished drain is not "already running": a second one finds nothing left.
+    let out = ctl(&addr, &["--json", "drain"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let last: Value = serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (last["remaining"].as_u64(), last["done"].as_bool()),
+        (Some(0), Some(true))
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_errors_name_the_address_and_the_cause() {
+    // Nothing listens: a port that was just free.
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = ctl(&free.to_string(), &["stats"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let error = stderr(&out);
+    assert!(
+        error.contains(&free.to_string()) && error.contains("nothing listens"),
+        "{error}"
+    );
+
+    // A token the server refuses.
+    let server = TestServer::with(|c| c.admin_token = Some("right".into())).await;
+    let addr = server.admin.to_string();
+    let out = ctl(&addr, &["--token", "wrong", "stats"]).await;
+    let error = stderr(&out);
+    assert!(error.contains(&addr) && error.contains("token"), "{error}");
+    let out = ctl(&addr, &["stats"]).await;
+    let error = stderr(&out);
+    assert!(error.contains("--token"), "no token given: {error}");
+    server.stop().await;
+
+    // Plain text against a TLS port, and TLS against a plain one.
+    let pki = Pki::new("ctl");
+    let (cert, key, _, _) = pki.leaf("localhost");
+    let server = TestServer::with(|c| {
+        c.admin_tls_cert = Some(cert);
+        c.admin_tls_key = Some(key);
+    })
+    .await;
+    let addr = server.admin.to_string();
+    let out = ctl(&addr, &["stats"]).await;
+    let error = stderr(&out);
+    assert!(error.contains(&addr) && error.contains("https://"), "{error}");
+    server.stop().await;
+    let server = TestServer::spawn().await;
+    let addr = format!("https://{}", server.admin);
+    let out = ctl(&addr, &["stats"]).await;
+    let error = stderr(&out);
+    assert!(error.contains(&addr) && error.contains("TLS"), "{error}");
+    server.stop().await;
+}
