@@ -15,6 +15,10 @@ pub struct Config {
     #[arg(long, env = "WSHUB_WS_ADDR", default_value = "127.0.0.1:8080")]
     pub ws_addr: SocketAddr,
 
+    /// Serve the demo page (a browser client for trying the hub) at / on the WebSocket port.
+    #[arg(long, env = "WSHUB_DEMO", default_value_t = true, action = clap::ArgAction::Set)]
+    pub demo: bool,
+
     /// Address of the gRPC admin listener. A non-loopback address requires --admin-token.
     #[arg(long, env = "WSHUB_ADMIN_ADDR", default_value = "127.0.0.1:50051")]
     pub admin_addr: SocketAddr,

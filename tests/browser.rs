@@ -26,3 +26,50 @@ async fn chromium_sees_1009_cleanly_every_time() {
     assert_eq!(seen, serde_json::json!({"1009 clean": 30}));
     server.stop().await;
 }
+
+/// The demo page at `/`, in two Chromium pages, with an operator using
+/// `wshubctl`; screenshots land in the test's temp directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_page_talks_is_broadcast_to_and_kicked() {
+    let server = TestServer::spawn().await;
+    let shots = std::env::temp_dir().join(format!("wshub-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = tokio::process::Command::new(common::python())
+        .arg("tests/browser/demo.py")
+        .arg(format!("http://{}/", server.ws))
+        .arg(env!("CARGO_BIN_EXE_wshubctl"))
+        .arg(server.admin.to_string())
+        .arg(&shots)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(120), out)
+        .await
+        .expect("the browser run ends")
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "the browser run failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    let (a, b) = (seen["a"].as_str().unwrap(), seen["b"].as_str().unwrap());
+    assert!(a.starts_with("c-") && b.starts_with("c-") && a != b, "{seen}");
+    assert_eq!(seen["seen_by_b"], serde_json::json!({"text": "hello from A"}));
+    assert_eq!(
+        seen["broadcast"],
+        serde_json::json!([{"note": "from the operator"}, {"note": "from the operator"}])
+    );
+    assert_eq!(seen["kicked"], "kicked by the operator: 4002 moved");
+    assert_eq!(seen["reconnect_shown"], true);
+    assert_eq!(seen["after_reconnect"], serde_json::json!({"text": "welcome back"}));
+    assert!(seen["b_again"].as_str().is_some_and(|id| id != b), "{seen}");
+    for shot in ["a.png", "b-kicked.png", "b-reconnected.png"] {
+        let png = std::fs::read(shots.join(shot)).expect("a screenshot");
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 5_000,
+            "{shot}: a real picture"
+        );
+    }
+    eprintln!("screenshots in {}", shots.display());
+    server.stop().await;
+}

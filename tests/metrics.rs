@@ -605,3 +605,27 @@ async fn a_real_prometheus_sees_every_panel_and_the_alerts_fire() {
     drop(prometheus);
     server.sigterm().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_page_is_served_at_the_root_and_is_not_a_failed_handshake() {
+    let _turn = SERIAL.lock().await;
+    let server = TestServer::spawn().await;
+    let failures = "wshub_handshake_failures_total{reason=\"bad_request\"}";
+    let not_found = "wshub_handshake_failures_total{reason=\"not_found\"}";
+    let before = (server.metric(failures).await, server.metric(not_found).await);
+    let (status, page) = common::get(server.ws, "/").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<title>wshub demo</title>") && page.contains(r#"<script src="/demo.js">"#));
+    let (status, script) = common::get(server.ws, "/demo.js").await;
+    assert_eq!(status, 200);
+    assert!(script.contains("new WebSocket(url)"), "the page's client");
+    let head = "HEAD / HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_eq!(TestServer::http_status(server.ws, head).await, 200);
+    let post = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n";
+    assert_eq!(TestServer::http_status(server.ws, post).await, 405);
+    // Pages are not refusals: only the POST (405) counted, as bad_request.
+    let after = (server.metric(failures).await, server.metric(not_found).await);
+    assert_eq!((after.0 - before.0, after.1 - before.1), (1.0, 0.0));
+    server.client().await.ping().await;
+    server.stop().await;
+}

@@ -268,9 +268,9 @@ async fn silent_client_times_out_and_a_ponging_client_stays() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_http_gets_404_and_426() {
-    let server = TestServer::spawn().await;
+    let server = TestServer::with(|c| c.demo = false).await;
     let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert_eq!(TestServer::http_status(server.ws, &get("/")).await, 404);
+    assert_eq!(TestServer::http_status(server.ws, &get("/")).await, 404, "--demo false");
     assert_eq!(TestServer::http_status(server.ws, &get("/metrics")).await, 404);
     assert_eq!(TestServer::http_status(server.ws, &get("/ws")).await, 426);
     assert_eq!(TestServer::http_status(server.ws, "garbage\r\n\r\n").await, 400);

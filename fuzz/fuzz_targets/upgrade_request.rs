@@ -34,7 +34,7 @@ fuzz_target!(|bytes: &[u8]| {
     let peer: SocketAddr = ([127, 0, 0, 1], 40000).into();
     if let Some(status) = wshub::ws::status_for(bytes, gate(), peer) {
         assert!(
-            matches!(status, 101 | 400 | 401 | 403 | 404 | 405 | 426 | 429 | 431 | 503),
+            matches!(status, 101 | 200 | 400 | 401 | 403 | 404 | 405 | 426 | 429 | 431 | 503),
             "unexpected status {status}"
         );
     }

@@ -83,7 +83,9 @@ fn span(shared: &Shared) -> tracing::Span {
 async fn open(ctx: &Context, stream: TcpStream, peer: SocketAddr) -> Option<(Ws, Arc<Shared>, Slot)> {
     let _ = stream.set_nodelay(true);
     let (stream, upgraded) = match tokio::time::timeout(ctx.handshake_timeout, handshakes(ctx, stream, peer)).await {
-        Ok(Ok(done)) => done,
+        Ok(Ok(Some(done))) => done,
+        // A page of the demo was served: not a client, not a refusal.
+        Ok(Ok(None)) => return None,
         Ok(Err(reason)) => return refused(reason, peer),
         Err(_) => return refused(HandshakeFailure::Timeout, peer),
     };
@@ -128,7 +130,7 @@ async fn handshakes(
     ctx: &Context,
     tcp: TcpStream,
     peer: SocketAddr,
-) -> Result<(Stream, handshake::Upgraded), HandshakeFailure> {
+) -> Result<Option<(Stream, handshake::Upgraded)>, HandshakeFailure> {
     let mut stream = match &ctx.tls {
         None => Stream::Plain(tcp),
         Some(tls) => match tls.acceptor().accept(tcp).await {
@@ -139,8 +141,8 @@ async fn handshakes(
             }
         },
     };
-    let upgraded = handshake::accept(&mut stream, &ctx.gate, &ctx.lifecycle, peer).await?;
-    Ok((stream, upgraded))
+    let upgraded = handshake::accept(&mut stream, &ctx.gate, &ctx.lifecycle, ctx.demo, peer).await?;
+    Ok(upgraded.map(|upgraded| (stream, upgraded)))
 }
 
 /// Everything after the handshake: register, read until the connection

@@ -1,5 +1,6 @@
 //! The HTTP side of the WebSocket port: reads one request, answers 101 on
-//! `GET /ws` with a valid upgrade, and a plain HTTP error otherwise.
+//! `GET /ws` with a valid upgrade, serves the demo page at `/` (unless
+//! `--demo false`), and a plain HTTP error otherwise.
 //!
 //! Done by hand (httparse) rather than by tungstenite's handshake, because
 //! the port must answer 404, 426 and 503 itself instead of dropping the
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+use super::demo;
 use super::gate::{self, Admitted, Denied, Gate};
 use crate::lifecycle::Lifecycle;
 
@@ -30,13 +32,15 @@ pub struct Upgraded {
     pub leftover: Vec<u8>,
 }
 
-/// Reads and answers the request from `peer`.
+/// Reads and answers the request from `peer`: `Ok(None)` when it asked for
+/// a page of the demo, which was served.
 pub async fn accept<S>(
     stream: &mut S,
     gate: &Arc<Gate>,
     lifecycle: &Lifecycle,
+    demo: bool,
     peer: SocketAddr,
-) -> Result<Upgraded, Refusal>
+) -> Result<Option<Upgraded>, Refusal>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -48,7 +52,7 @@ where
             return Err(Refusal::Io);
         }
         buf.extend_from_slice(&chunk[..n]);
-        match read_head(&buf, gate, lifecycle.accepting(), peer) {
+        match read_head(&buf, gate, lifecycle.accepting(), demo, peer) {
             None => continue,
             Some((head_len, Answer::Upgrade(key, admitted))) => {
                 let response = format!(
@@ -57,10 +61,25 @@ where
                 );
                 stream.write_all(response.as_bytes()).await.map_err(|_| Refusal::Io)?;
                 stream.flush().await.map_err(|_| Refusal::Io)?;
-                return Ok(Upgraded {
+                return Ok(Some(Upgraded {
                     admitted,
                     leftover: buf.split_off(head_len),
-                });
+                }));
+            }
+            Some((_, Answer::Page(asset, head_only))) => {
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n{}\r\n",
+                    asset.content_type,
+                    asset.body.len(),
+                    demo::HEADERS
+                );
+                let body = if head_only { "" } else { asset.body };
+                let sent = async {
+                    stream.write_all(response.as_bytes()).await?;
+                    stream.write_all(body.as_bytes()).await?;
+                    stream.shutdown().await
+                };
+                return sent.await.map(|()| None).map_err(|_| Refusal::Io);
             }
             Some((
                 _,
@@ -82,7 +101,7 @@ where
 /// length; `None` while it is incomplete and within the size limits.
 /// `accepting`: readiness when the request completed, so a drain that
 /// began while it arrived is honoured.
-fn read_head(buf: &[u8], gate: &Arc<Gate>, accepting: bool, peer: SocketAddr) -> Option<(usize, Answer)> {
+fn read_head(buf: &[u8], gate: &Arc<Gate>, accepting: bool, demo: bool, peer: SocketAddr) -> Option<(usize, Answer)> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let refuse = |status, body, reason| Answer::Refuse {
@@ -92,7 +111,7 @@ fn read_head(buf: &[u8], gate: &Arc<Gate>, accepting: bool, peer: SocketAddr) ->
         reason,
     };
     match req.parse(buf) {
-        Ok(httparse::Status::Complete(head_len)) => Some((head_len, decide(&req, accepting, gate, peer))),
+        Ok(httparse::Status::Complete(head_len)) => Some((head_len, decide(&req, accepting, demo, gate, peer))),
         Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => None,
         Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => Some((
             buf.len(),
@@ -113,15 +132,18 @@ fn read_head(buf: &[u8], gate: &Arc<Gate>, accepting: bool, peer: SocketAddr) ->
 /// `peer` (101 for an upgrade), or `None` for an incomplete one: the
 /// parser and every check, without a socket (for the fuzz target).
 pub fn status_for(bytes: &[u8], gate: &Arc<Gate>, peer: SocketAddr) -> Option<u16> {
-    let (_, answer) = read_head(bytes, gate, true, peer)?;
+    let (_, answer) = read_head(bytes, gate, true, true, peer)?;
     Some(match answer {
         Answer::Upgrade(..) => 101,
+        Answer::Page(..) => 200,
         Answer::Refuse { status, .. } => status[..3].parse().expect("status lines start with a code"),
     })
 }
 
 enum Answer {
     Upgrade(String, Admitted),
+    /// A file of the demo page; `true` for HEAD (headers only).
+    Page(demo::Asset, bool),
     Refuse {
         status: &'static str,
         extra: &'static str,
@@ -135,7 +157,7 @@ enum Answer {
 /// malformed one, then whether this node takes clients now (`accepting`:
 /// readiness when the request completed, so a drain that began while it
 /// arrived is honoured), then the gate: origin, limits, token.
-fn decide(req: &httparse::Request, accepting: bool, gate: &Arc<Gate>, peer: SocketAddr) -> Answer {
+fn decide(req: &httparse::Request, accepting: bool, demo: bool, gate: &Arc<Gate>, peer: SocketAddr) -> Answer {
     // Header lines may repeat (`Connection: keep-alive` then `Connection:
     // Upgrade`): a list-valued header is all its lines joined.
     fn values<'h>(req: &'h httparse::Request, name: &'h str) -> impl Iterator<Item = &'h str> + 'h {
@@ -155,6 +177,23 @@ fn decide(req: &httparse::Request, accepting: bool, gate: &Arc<Gate>, peer: Sock
         reason,
     };
     let bad = |body| refuse("400 Bad Request", "", body, Refusal::BadRequest);
+    let page = if demo {
+        demo::asset(path(req.path.unwrap_or("")))
+    } else {
+        None
+    };
+    if let Some(asset) = page {
+        return match req.method {
+            Some("GET") => Answer::Page(asset, false),
+            Some("HEAD") => Answer::Page(asset, true),
+            _ => refuse(
+                "405 Method Not Allowed",
+                "Allow: GET, HEAD\r\n",
+                "the demo page takes GET and HEAD\n",
+                Refusal::BadRequest,
+            ),
+        };
+    }
     if path(req.path.unwrap_or("")) != WS_PATH {
         return refuse(
             "404 Not Found",

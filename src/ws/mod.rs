@@ -5,6 +5,7 @@
 //! [`writer`] → socket. Neither task touches the registry.
 
 mod connection;
+mod demo;
 pub mod gate;
 mod handshake;
 pub mod policy;
@@ -80,6 +81,8 @@ pub struct Context {
     pub rate: Option<governor::Quota>,
     /// Whether a client is closed when its token expires.
     pub close_on_expiry: bool,
+    /// Whether `/` serves the demo page (`--demo`).
+    pub demo: bool,
     /// Connections past their handshake and not yet ended (for shutdown's count).
     pub live: AtomicUsize,
     next_id: AtomicU64,
@@ -111,6 +114,7 @@ impl Context {
             hub,
             node,
             close_on_expiry: config.auth.jwt_close_on_expiry,
+            demo: config.demo,
             rate,
             gate: Arc::new(security.gate),
             tls: security.tls,

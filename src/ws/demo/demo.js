@@ -1,0 +1,183 @@
+// The wshub demo page: one WebSocket client speaking the v1 protocol
+// (docs/protocol.md). Everything shown is set with textContent, never
+// parsed as HTML: messages come from other people.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+let ws = null;
+let nextId = 1;
+const pending = new Map(); // request id -> what to do on ack
+const topics = new Set();
+
+const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+$("url").value = `${scheme}//${location.host}/ws`;
+const query = new URLSearchParams(location.search);
+if (query.get("token")) $("token").value = query.get("token");
+
+// What a close code means to the person at the page (docs/protocol.md#close-codes).
+function explain(code, reason) {
+  const why = reason ? ` ${reason}` : "";
+  if (code >= 4000 && code <= 4999 && code !== 4008 && code !== 4029) {
+    return `kicked by the operator: ${code}${why}`;
+  }
+  switch (code) {
+    case 4008: return "evicted: too slow (4008): this client did not read fast enough";
+    case 4029: return `closed: rate limited (4029)${why ? ":" + why : ""}; wait, then send less`;
+    case 1000: return reason === "ping timeout" ? "closed: silent for too long (1000 ping timeout)" : `closed (1000)${why}`;
+    case 1001: return "the server is shutting down (1001): reconnect in a moment";
+    case 1002: return `protocol error (1002)${why}`;
+    case 1003: return "closed: binary frames are not supported (1003)";
+    case 1006: return "connection lost, or refused before it opened (1006): the server may be down, draining, full, or it refused this page's origin or token (see wshub_handshake_failures_total)";
+    case 1007: return "closed: invalid UTF-8 (1007)";
+    case 1008: return `closed by policy (1008)${why}: get a fresh token and reconnect`;
+    case 1009: return "closed: message too large (1009)";
+    case 1011: return "the server hit an internal error (1011): reconnect";
+    case 1012: return "the node is being drained for a deploy (1012 service restart): reconnect";
+    default: return `closed (${code})${why}`;
+  }
+}
+
+function setStatus(text, kind) {
+  const status = $("status");
+  status.textContent = text;
+  status.className = kind || "";
+}
+
+function log(kind, where, text, attrs) {
+  const li = document.createElement("li");
+  li.className = kind;
+  for (const [k, v] of Object.entries(attrs || {})) li.dataset[k] = v;
+  const time = document.createElement("span");
+  time.className = "time";
+  time.textContent = new Date().toLocaleTimeString([], { hour12: false });
+  const w = document.createElement("span");
+  w.className = "where";
+  w.textContent = where;
+  const data = document.createElement("span");
+  data.className = "data";
+  data.textContent = text;
+  li.append(time, w, data);
+  const list = $("log");
+  list.prepend(li);
+  while (list.children.length > 500) list.lastChild.remove();
+}
+
+function connected(on) {
+  for (const id of ["subscribe", "publish", "disconnect"]) $(id).disabled = !on;
+  $("connect").disabled = on;
+}
+
+function renderTopics() {
+  const list = $("topics");
+  list.replaceChildren();
+  for (const topic of [...topics].sort()) {
+    const li = document.createElement("li");
+    li.textContent = topic;
+    li.dataset.topic = topic;
+    const x = document.createElement("button");
+    x.textContent = "×";
+    x.title = `unsubscribe from ${topic}`;
+    x.onclick = () => request({ type: "unsubscribe", topic }, () => { topics.delete(topic); renderTopics(); });
+    li.append(x);
+    list.append(li);
+  }
+}
+
+function request(body, onAck) {
+  if (!ws || ws.readyState !== WebSocket.OPEN) return;
+  const id = nextId++;
+  pending.set(id, onAck);
+  ws.send(JSON.stringify({ ...body, id }));
+}
+
+function connect() {
+  if (ws) {
+    ws.onclose = null;
+    ws.close();
+  }
+  pending.clear();
+  let url = $("url").value.trim();
+  const token = $("token").value.trim();
+  if (token) url += (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token);
+  setStatus("connecting…");
+  let socket;
+  try {
+    socket = new WebSocket(url);
+  } catch (e) {
+    setStatus(`cannot connect: ${e.message}`, "bad");
+    connected(false);
+    return;
+  }
+  ws = socket;
+  socket.onmessage = (e) => {
+    let frame;
+    try { frame = JSON.parse(e.data); } catch { log("error", "server", `not JSON: ${e.data}`); return; }
+    switch (frame.type) {
+      case "welcome":
+        $("client-id").textContent = frame.client_id;
+        $("node").textContent = frame.node || "–";
+        $("user-line").hidden = !frame.user;
+        $("user").textContent = frame.user || "";
+        setStatus("connected", "ok");
+        connected(true);
+        $("connect").hidden = false;
+        $("reconnect").hidden = true;
+        log("system", "welcome", `you are ${frame.client_id} on node ${frame.node}`);
+        // Subscriptions belong to a connection: a reconnect renews them.
+        for (const topic of topics) request({ type: "subscribe", topic }, () => {});
+        break;
+      case "message":
+        log("message", `${frame.topic ? "#" + frame.topic : "everyone"} · ${frame.from}`,
+          JSON.stringify(frame.data, null, 1), { from: frame.from, topic: frame.topic || "" });
+        break;
+      case "ack": {
+        const done = pending.get(frame.id);
+        pending.delete(frame.id);
+        if (done) done();
+        break;
+      }
+      case "error":
+        pending.delete(frame.id);
+        log("error", `error · ${frame.code}`, frame.message, { code: frame.code });
+        break;
+      case "pong":
+        break;
+      default:
+        log("system", frame.type, e.data);
+    }
+  };
+  socket.onclose = (e) => {
+    if (ws !== socket) return;
+    const text = explain(e.code, e.reason);
+    setStatus(text, e.code === 1000 && !e.reason ? "" : "bad");
+    log("closed", `closed · ${e.code}`, text, { code: String(e.code), reason: e.reason });
+    connected(false);
+    $("connect").hidden = true;
+    $("reconnect").hidden = false;
+    ws = null;
+  };
+}
+
+$("connect").onclick = connect;
+$("reconnect").onclick = connect;
+$("disconnect").onclick = () => ws && ws.close(1000);
+$("subscribe-form").onsubmit = (e) => {
+  e.preventDefault();
+  const topic = $("topic").value.trim();
+  if (topic) request({ type: "subscribe", topic }, () => { topics.add(topic); renderTopics(); });
+};
+$("publish-form").onsubmit = (e) => {
+  e.preventDefault();
+  let data;
+  try {
+    data = JSON.parse($("pub-data").value);
+  } catch (err) {
+    log("error", "not sent", `the data is not JSON: ${err.message}`);
+    return;
+  }
+  const topic = $("pub-topic").value.trim();
+  request(topic ? { type: "publish", topic, data } : { type: "publish", data }, () => {});
+};
+
+connected(false);
+connect();
