@@ -138,3 +138,74 @@ async fn connection_errors_name_the_address_and_the_cause() {
     assert!(error.contains(&addr) && error.contains("TLS"), "{error}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_shows_the_node_and_ends_on_q_or_ctrl_c_restoring_the_terminal() {
+    let server = TestServer::spawn().await;
+    let mut client = server.client().await;
+    client.subscribe("news").await;
+    for key in ["q", "\u{3}"] {
+        let out = tokio::process::Command::new(common::python())
+            .arg("tests/ctl/top.py")
+            .arg(env!("CARGO_BIN_EXE_wshubctl"))
+            .arg(server.admin.to_string())
+            .arg(&client.id)
+            .arg(key)
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(WAIT * 2, out).await.expect("top ends").unwrap();
+        assert!(out.status.success(), "key {key:?}: {}", stderr(&out));
+        let screen = stdout(&out);
+        assert!(
+            screen.contains("clients") && screen.contains("deepest send queues") && screen.contains("news"),
+            "{screen}"
+        );
+    }
+    // Not a terminal: a clear refusal, not a garbled screen.
+    let out = ctl(&server.admin.to_string(), &["top"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("needs a terminal"), "{}", stderr(&out));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_prints_plain_lines_when_piped() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let server = TestServer::spawn().await;
+    let mut watch = tokio::process::Command::new(env!("CARGO_BIN_EXE_wshubctl"))
+        .args(["--addr", &server.admin.to_string(), "watch"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    // The watch is subscribed once an event it caused shows up; connect until one does.
+    let mut clients = Vec::new();
+    let line = loop {
+        clients.push(server.client().await);
+        if let Ok(line) = tokio::time::timeout(std::time::Duration::from_millis(200), lines.next_line()).await {
+            break line.unwrap().expect("a line");
+        }
+        assert!(clients.len() < 50, "no event line");
+    };
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields[1], "connected", "{line}");
+    assert!(fields[2].starts_with("c-"), "{line}");
+    assert!(!line.contains('\u{1b}'), "no colour codes in a pipe: {line:?}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_for_each_shell() {
+    // No server needed: completions never connect.
+    for (shell, mark) in [
+        ("bash", "_wshubctl()"),
+        ("zsh", "#compdef wshubctl"),
+        ("fish", "complete -c wshubctl"),
+    ] {
+        let out = ctl("127.0.0.1:1", &["completions", shell]).await;
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let script = stdout(&out);
+        assert!(script.contains(mark) && script.contains("drain"), "{shell}");
+    }
+}
