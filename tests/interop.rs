@@ -23,6 +23,12 @@ async fn a_generated_python_client_drives_every_rpc() {
         "the Python client failed (scripts/test installs grpcio and grpcio-tools in target/venv):\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Ending its own watch is not a failure: nothing on stderr.
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "",
+        "a clean run prints no traceback"
+    );
     let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(seen["clients"], 2);
     assert_eq!(seen["version"], env!("CARGO_PKG_VERSION"));

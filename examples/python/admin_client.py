@@ -6,7 +6,8 @@ proto is all another language needs.
 Usage: admin_client.py ADMIN_ADDR CLIENT_A CLIENT_B
 CLIENT_A is subscribed to topic "py"; it is messaged, then kicked (4321).
 CLIENT_B is closed by a drain. Prints one JSON object with what it saw.
-Needs: pip install grpcio grpcio-tools
+Needs grpcio and grpcio-tools, in a virtual environment on Debian:
+  python3 -m venv venv && venv/bin/pip install grpcio grpcio-tools
 """
 import json
 import os
@@ -47,7 +48,18 @@ def main():
         watch = stub.WatchEvents(pb.WatchEventsRequest(kinds=[pb.EVENT_KIND_KICKED]))
         # The server sends the stream's headers once it has subscribed to the hub.
         watch.initial_metadata()
-        threading.Thread(target=lambda: [events.append(e) for e in watch], daemon=True).start()
+
+        def collect():
+            try:
+                for event in watch:
+                    events.append(event)
+            except grpc.RpcError as e:
+                # Our own watch.cancel() below ends the stream: expected.
+                if e.code() != grpc.StatusCode.CANCELLED:
+                    raise
+
+        watcher = threading.Thread(target=collect)
+        watcher.start()
 
         stats = stub.GetStats(pb.GetStatsRequest())
         seen["clients"] = stats.clients
@@ -72,6 +84,7 @@ def main():
             time.sleep(0.05)
         seen["kick_events"] = [(e.client_id, e.code) for e in events]
         watch.cancel()
+        watcher.join(timeout=10)
         progress = list(stub.Drain(pb.DrainRequest(rate_per_second=50)))
         seen["drain_last"] = {"closed": progress[-1].closed, "remaining": progress[-1].remaining, "done": progress[-1].done}
         print(json.dumps(seen))
