@@ -1,16 +1,18 @@
-//! A real browser: headless Chromium (driven over the DevTools protocol by
-//! tests/browser/close_codes.py) sees the close code the server sent, with
-//! `wasClean = true`, every time — never the 1006 a TCP reset turns it into.
+//! A real browser: headless Chromium, driven over the DevTools protocol by
+//! the scripts in tests/browser. It sees the close code the server sent,
+//! with `wasClean = true`, every time (never the 1006 a TCP reset turns it
+//! into), and the demo page works end to end.
 
 mod common;
 
 use common::TestServer;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chromium_sees_1009_cleanly_every_time() {
-    let server = TestServer::spawn().await;
+/// Runs a script of tests/browser (which drives Chromium) and returns the
+/// JSON it prints.
+async fn browse(script: &str, args: &[String]) -> serde_json::Value {
     let out = tokio::process::Command::new(common::python())
-        .args(["tests/browser/close_codes.py", &server.url(), "30"])
+        .arg(format!("tests/browser/{script}"))
+        .args(args)
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(std::time::Duration::from_secs(120), out)
@@ -19,10 +21,16 @@ async fn chromium_sees_1009_cleanly_every_time() {
         .expect("python3 runs");
     assert!(
         out.status.success(),
-        "the browser run failed (scripts/test installs chromium and websockets):\n{}",
+        "{script} failed (scripts/test installs chromium and websockets):\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    serde_json::from_slice(&out.stdout).expect("one JSON line")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_sees_1009_cleanly_every_time() {
+    let server = TestServer::spawn().await;
+    let seen = browse("close_codes.py", &[server.url(), "30".into()]).await;
     assert_eq!(seen, serde_json::json!({"1009 clean": 30}));
     server.stop().await;
 }
@@ -34,24 +42,13 @@ async fn the_demo_page_talks_is_broadcast_to_and_kicked() {
     let server = TestServer::spawn().await;
     let shots = std::env::temp_dir().join(format!("wshub-demo-{}", std::process::id()));
     std::fs::create_dir_all(&shots).unwrap();
-    let out = tokio::process::Command::new(common::python())
-        .arg("tests/browser/demo.py")
-        .arg(format!("http://{}/", server.ws))
-        .arg(env!("CARGO_BIN_EXE_wshubctl"))
-        .arg(server.admin.to_string())
-        .arg(&shots)
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(std::time::Duration::from_secs(120), out)
-        .await
-        .expect("the browser run ends")
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "the browser run failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    let args = [
+        format!("http://{}/", server.ws),
+        env!("CARGO_BIN_EXE_wshubctl").into(),
+        server.admin.to_string(),
+        shots.display().to_string(),
+    ];
+    let seen = browse("demo.py", &args).await;
     let (a, b) = (seen["a"].as_str().unwrap(), seen["b"].as_str().unwrap());
     assert!(a.starts_with("c-") && b.starts_with("c-") && a != b, "{seen}");
     assert_eq!(seen["seen_by_b"], serde_json::json!({"text": "hello from A"}));
