@@ -19,7 +19,7 @@ use super::pb::{self, admin_server::Admin};
 use super::AdminError;
 use crate::backplane::{Cluster, Gathered};
 use crate::hub::{Event, HubHandle, KickTarget, ListQuery};
-use crate::lifecycle::Lifecycle;
+use crate::lifecycle::{Draining, Lifecycle};
 use crate::types::ClientRef;
 use crate::{metrics, protocol};
 
@@ -281,12 +281,7 @@ impl Admin for AdminService {
         self.lifecycle.set_not_ready();
         tracing::info!(%caller, rate, ?deadline, "admin: Drain started");
         let (tx, rx) = mpsc::channel(DRAIN_PROGRESS_BUFFER);
-        let hub = self.hub.clone();
-        let stop = self.stop.clone();
-        tokio::spawn(async move {
-            drain(hub, rate, deadline, tx, stop).await;
-            drop(draining);
-        });
+        tokio::spawn(drain(self.hub.clone(), rate, deadline, tx, self.stop.clone(), draining));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -357,12 +352,14 @@ impl Watch {
 /// Closes clients oldest first at `rate` per second until none remain, the
 /// deadline passes or the server stops. It goes on if the caller hangs up:
 /// the node is already not ready, and a half-drained node helps no one.
+/// The drain has ended (another may start) before the caller hears `done`.
 async fn drain(
     hub: HubHandle,
     rate: u32,
     deadline: Duration,
     progress: mpsc::Sender<Result<pb::DrainProgress, Status>>,
     stop: CancellationToken,
+    draining: Draining,
 ) {
     // Up to ten batches a second, so the pace is smooth at any rate.
     let ticks_per_second = rate.clamp(1, 10);
@@ -401,6 +398,7 @@ async fn drain(
         }));
     }
     tracing::info!(closed, remaining, "drain finished");
+    drop(draining);
     // The last message waits for room a bounded time: a caller that stopped
     // reading cannot keep this task (and its hub handle) alive.
     let done = progress.send(Ok(pb::DrainProgress {

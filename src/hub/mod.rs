@@ -102,8 +102,7 @@ pub struct Hub {
     /// closed like the rest instead of escaping the drain.
     refusing: Option<Closing>,
     started: Instant,
-    /// Sent/received totals of clients already gone.
-    /// What clients that have left sent and received.
+    /// What clients already gone sent and received.
     retired: Totals,
     evictions: u64,
     /// Reused between fan-outs: clients to evict once the fan-out loop is done.
