@@ -35,10 +35,12 @@ pub enum DisconnectReason {
     TokenExpired,
     RateLimited,
     InternalError,
+    /// Writing to the socket failed (before: counted as `read_error`).
+    WriteError,
 }
 
 impl DisconnectReason {
-    pub const ALL: [DisconnectReason; 12] = [
+    pub const ALL: [DisconnectReason; 13] = [
         Self::ClientClose,
         Self::ReadError,
         Self::PingTimeout,
@@ -51,6 +53,7 @@ impl DisconnectReason {
         Self::TokenExpired,
         Self::RateLimited,
         Self::InternalError,
+        Self::WriteError,
     ];
 
     /// The label value in metrics and the `reason` of admin events.
@@ -68,6 +71,7 @@ impl DisconnectReason {
             Self::TokenExpired => "token_expired",
             Self::RateLimited => "rate_limited",
             Self::InternalError => "internal_error",
+            Self::WriteError => "write_error",
         }
     }
 }
@@ -179,6 +183,15 @@ impl Closing {
 
     pub fn rate_limited() -> Self {
         Self::with_frame(DisconnectReason::RateLimited, code::RATE_LIMITED, "rate limited")
+    }
+
+    /// Over `--client-control-rate`: pings or pongs faster than any client needs.
+    pub fn control_flood() -> Self {
+        Self::with_frame(
+            DisconnectReason::RateLimited,
+            code::RATE_LIMITED,
+            "too many control frames",
+        )
     }
 
     /// A bug in the server ended the connection (a panic, caught).

@@ -77,6 +77,12 @@ pub struct Config {
     #[arg(long, env = "WSHUB_LISTEN_BACKLOG", default_value_t = 4096)]
     pub listen_backlog: u32,
 
+    /// A connection to the admin or metrics port that sends nothing for this long is
+    /// closed (live admin clients answer the server's HTTP/2 pings every 30s). Each
+    /// port also holds at most a fixed number of connections (admin 100, metrics 64).
+    #[arg(long, env = "WSHUB_ADMIN_IDLE_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
+    pub admin_idle_timeout: Duration,
+
     /// Server-side deadline of every admin call; past it the call answers DEADLINE_EXCEEDED.
     #[arg(long, env = "WSHUB_ADMIN_DEADLINE", default_value = "5s", value_parser = parse_duration)]
     pub admin_deadline: Duration,
@@ -179,6 +185,13 @@ pub struct ClientLimits {
     #[arg(long, env = "WSHUB_CLIENT_RATE_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub client_rate_grace: Duration,
 
+    /// Control frames (WebSocket pings and pongs) one client may send per second;
+    /// one more in the same second closes it with 4029. Apart from --client-rate, and
+    /// on by default: no client needs many, and each ping costs the server a pong.
+    /// 0 turns the limit off.
+    #[arg(long, env = "WSHUB_CLIENT_CONTROL_RATE", default_value_t = 100)]
+    pub client_control_rate: u32,
+
     /// Distinct topics the node holds at once; a subscribe that would create one more
     /// answers `too_many_topics`.
     #[arg(long, env = "WSHUB_MAX_TOPICS", default_value_t = 100_000)]
@@ -253,6 +266,19 @@ pub struct GateConfig {
     #[arg(long, env = "WSHUB_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
 
+    /// The header a trusted proxy writes the client's address in: `x-forwarded-for`
+    /// (a list, the last untrusted hop counts), `forwarded` (RFC 7239 `for=`), or any
+    /// other header holding one address (e.g. `x-real-ip`). Only this one is read.
+    #[arg(long, env = "WSHUB_CLIENT_IP_HEADER", default_value = "x-forwarded-for", value_parser = parse_header_name)]
+    pub client_ip_header: String,
+
+    /// Sockets one address may hold in their handshakes (before a complete request
+    /// head) at once; past it a socket gets 429 at once, unread. Counted on the peer
+    /// address; --trusted-proxies are exempt. 0: no limit (--max-connections-per-ip,
+    /// when set, still bounds clients and handshakes from one address together).
+    #[arg(long, env = "WSHUB_MAX_HANDSHAKES_PER_IP", default_value_t = 64)]
+    pub max_handshakes_per_ip: usize,
+
     /// The longest a client may take to send its HTTP upgrade request (8 KiB, 64 header lines at most).
     #[arg(long, env = "WSHUB_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
@@ -277,6 +303,7 @@ impl Default for ClientLimits {
             client_rate: 0,
             client_burst: None,
             client_rate_grace: Duration::from_secs(10),
+            client_control_rate: 100,
             max_topics: 100_000,
         }
     }
@@ -311,6 +338,7 @@ impl Config {
             ("--close-timeout", self.close_timeout),
             ("--write-timeout", self.write_timeout),
             ("--admin-deadline", self.admin_deadline),
+            ("--admin-idle-timeout", self.admin_idle_timeout),
             ("--handshake-timeout", self.gate.handshake_timeout),
             ("--client-rate-grace", self.client.client_rate_grace),
             ("--backplane-presence-ttl", self.cluster.backplane_presence_ttl),
@@ -318,6 +346,26 @@ impl Config {
         ] {
             if value.is_zero() {
                 return Err(format!("{flag} must be longer than zero"));
+            }
+        }
+        // Every duration is added to an `Instant` somewhere; past a year a
+        // setting is a mistake, and far past it the sum would overflow.
+        for (flag, value) in [
+            ("--ping-interval", self.ping_interval),
+            ("--idle-timeout", self.idle_timeout),
+            ("--close-timeout", self.close_timeout),
+            ("--write-timeout", self.write_timeout),
+            ("--shutdown-grace", self.shutdown_grace),
+            ("--admin-deadline", self.admin_deadline),
+            ("--admin-idle-timeout", self.admin_idle_timeout),
+            ("--handshake-timeout", self.gate.handshake_timeout),
+            ("--client-rate-grace", self.client.client_rate_grace),
+            ("--jwt-leeway", self.auth.jwt_leeway),
+            ("--backplane-presence-ttl", self.cluster.backplane_presence_ttl),
+            ("--backplane-heartbeat", self.cluster.backplane_heartbeat),
+        ] {
+            if value > MAX_DURATION {
+                return Err(format!("{flag} must be at most a year (365d)"));
             }
         }
         if let Some(url) = &self.cluster.backplane {
@@ -335,13 +383,13 @@ impl Config {
     }
 
     /// The admin token, from --admin-token or the first line of --admin-token-file;
-    /// `None` when neither is set or it is empty.
+    /// `None` when neither is set or it is blank (a blank token is no token).
     pub fn admin_token(&self) -> Result<Option<String>, String> {
         let token = match &self.admin_token_file {
             Some(path) => Some(read_secret(path)?),
             None => self.admin_token.clone(),
         };
-        Ok(token.filter(|t| !t.is_empty()))
+        Ok(token.filter(|t| !t.trim().is_empty()))
     }
 
     /// The defaults with every listener on an ephemeral loopback port: for tests and embedding.
@@ -352,6 +400,9 @@ impl Config {
         config
     }
 }
+
+/// The longest any duration setting may be.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The first line of a secret file, without its line ending.
 pub fn read_secret(path: &std::path::Path) -> Result<String, String> {
@@ -369,6 +420,16 @@ pub fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
     s.parse::<ipnet::IpNet>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
         .map_err(|_| format!("`{s}` is neither an address nor a CIDR block"))
+}
+
+/// A header name: an HTTP token, compared without regard to case.
+pub fn parse_header_name(s: &str) -> Result<String, String> {
+    let name = s.trim().to_ascii_lowercase();
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() || !name.chars().all(token) {
+        return Err(format!("`{s}` is not an HTTP header name"));
+    }
+    Ok(name)
 }
 
 /// Parses `500ms`, `25s`, `1m` (humantime).
@@ -415,7 +476,28 @@ mod tests {
         let mut config = Config::ephemeral();
         config.admin_addr = "0.0.0.0:50051".parse().unwrap();
         assert!(config.validate().is_err());
+        config.admin_token = Some(" \t".into());
+        assert!(config.validate().is_err(), "a blank token is no token");
         config.admin_token = Some("secret".into());
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn durations_past_a_year_are_refused() {
+        let huge = Duration::from_secs(300_000_000_000 * 365 * 24 * 3600);
+        for set in [
+            |c: &mut Config, d| c.close_timeout = d,
+            |c: &mut Config, d| c.idle_timeout = d,
+            |c: &mut Config, d| c.shutdown_grace = d,
+            |c: &mut Config, d| c.write_timeout = d,
+        ] {
+            let mut config = Config::ephemeral();
+            set(&mut config, huge);
+            let error = config.validate().unwrap_err();
+            assert!(error.contains("at most a year"), "{error}");
+        }
+        let mut config = Config::ephemeral();
+        config.shutdown_grace = MAX_DURATION;
         assert!(config.validate().is_ok());
     }
 }

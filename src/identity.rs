@@ -98,6 +98,12 @@ struct Claims {
     #[serde(default)]
     sub: Option<String>,
     exp: u64,
+    /// Read as sent, to refuse what `jsonwebtoken` lets through: an `iss`
+    /// that is not a string (an array), a `null` where a claim is required.
+    #[serde(default)]
+    iss: Option<serde_json::Value>,
+    #[serde(default)]
+    aud: Option<serde_json::Value>,
     #[serde(default)]
     topics: Option<Vec<String>>,
     #[serde(default)]
@@ -135,20 +141,34 @@ impl Verifier {
         };
         let mut validation = Validation::new(algorithm);
         validation.leeway = config.jwt_leeway.as_secs();
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_nbf = true;
+        let mut required = vec!["exp", "sub"];
         match &config.jwt_audience {
-            Some(audience) => validation.set_audience(&[audience]),
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
         if let Some(issuer) = &config.jwt_issuer {
             validation.set_issuer(&[issuer]);
+            required.push("iss");
         }
+        validation.set_required_spec_claims(&required);
         Ok(Some(Verifier { key, validation }))
     }
 
-    /// Checks one token: signature, algorithm, `exp` (and `nbf`), `iss` and
-    /// `aud` when configured, then the claims wshub reads.
+    /// Checks one token: signature, algorithm, `exp` and `nbf`, `iss` and
+    /// `aud` when configured (then required), then the claims wshub reads.
+    ///
+    /// The leeway lets a token whose `nbf` is a little ahead of this clock
+    /// in; it never lets in one whose `exp` has passed, since the connection
+    /// would be closed (1008) the moment it opened.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        self.verify_at(token, SystemTime::now())
+    }
+
+    fn verify_at(&self, token: &str, now: SystemTime) -> Result<Identity, AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
             ErrorKind::ExpiredSignature => AuthError::Expired,
             ErrorKind::InvalidSignature => AuthError::Signature,
@@ -156,12 +176,37 @@ impl Verifier {
             ErrorKind::InvalidIssuer => AuthError::Issuer,
             ErrorKind::ImmatureSignature => AuthError::NotYet,
             ErrorKind::InvalidAlgorithm => AuthError::Invalid("algorithm not accepted"),
-            ErrorKind::MissingRequiredClaim(_) => AuthError::Invalid("exp and sub are required"),
+            ErrorKind::MissingRequiredClaim(claim) => match claim.as_str() {
+                "iss" => AuthError::Issuer,
+                "aud" => AuthError::Audience,
+                _ => AuthError::Invalid("exp and sub are required"),
+            },
             ErrorKind::Json(_) | ErrorKind::InvalidClaimFormat(_) => AuthError::Invalid("malformed claims"),
             _ => AuthError::Invalid("malformed token"),
         })?;
         let claims = data.claims;
+        let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if claims.exp <= now {
+            return Err(AuthError::Expired);
+        }
+        // RFC 7519: `iss` is one string; `aud` one string or an array of them.
+        if self.validation.iss.is_some() && !matches!(claims.iss, Some(serde_json::Value::String(_))) {
+            return Err(AuthError::Issuer);
+        }
+        if self.validation.aud.is_some() {
+            let valid = match &claims.aud {
+                Some(serde_json::Value::String(_)) => true,
+                Some(serde_json::Value::Array(list)) => !list.is_empty() && list.iter().all(|a| a.is_string()),
+                _ => false,
+            };
+            if !valid {
+                return Err(AuthError::Audience);
+            }
+        }
         let mut text = claims.sub.ok_or(AuthError::Invalid("exp and sub are required"))?;
+        if text.is_empty() {
+            return Err(AuthError::Invalid("sub is empty"));
+        }
         if text.len() > MAX_USER_LEN {
             return Err(AuthError::Invalid("sub longer than 256 bytes"));
         }

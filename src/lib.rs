@@ -29,6 +29,7 @@ pub mod config;
 pub mod hub;
 pub mod identity;
 pub mod lifecycle;
+pub mod listen;
 pub mod metrics;
 pub mod protocol;
 pub mod shutdown;
@@ -274,6 +275,7 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
     let metrics_stop = CancellationToken::new();
     let mut metrics_task = tokio::spawn(metrics::http::serve(
         listeners.metrics,
+        config.admin_idle_timeout,
         lifecycle.clone(),
         metrics_stop.clone(),
     ));

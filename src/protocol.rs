@@ -139,7 +139,7 @@ pub fn parse(text: &str) -> Result<Request<'_>, RequestError> {
                 .get()
                 .starts_with(['"', '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9']) =>
         {
-            check_json(raw.get()).map_err(|e| bad(format!("`id`: {e}"), &None))?;
+            check_id(raw.get()).map_err(|e| bad(format!("`id`: {e}"), &None))?;
             Some(RequestId(raw.get().into()))
         }
         Some(_) => return Err(bad("`id` must be a string or a number", &None)),
@@ -173,7 +173,7 @@ pub fn parse(text: &str) -> Result<Request<'_>, RequestError> {
         "publish" => {
             let topic = topic(false)?;
             let data = fields.data.ok_or_else(|| bad("missing `data`", &id))?;
-            check_json(data.get()).map_err(|e| bad(format!("`data`: {e}"), &id))?;
+            check_data(data.get()).map_err(|e| bad(format!("`data`: {e}"), &id))?;
             Ok(Request::Publish { topic, data, id })
         }
         "ping" => Ok(Request::Ping { id }),
@@ -185,11 +185,26 @@ pub fn parse(text: &str) -> Result<Request<'_>, RequestError> {
     }
 }
 
+/// The longest number `data` may hold, in characters: Python's `json`
+/// refuses integers past 4 300 digits, and no double needs more than this.
+pub const MAX_NUMBER_LEN: usize = 100;
+
 /// Refuses what serde_json accepts but strict decoders (browsers'
 /// `JSON.parse` is lenient; others are not) reject or choke on: a string
-/// with an unpaired surrogate escape (`"\ud800"`), and nesting deeper than
-/// [`MAX_DATA_DEPTH`]. `text` is one valid JSON value.
-pub fn check_json(text: &str) -> Result<(), &'static str> {
+/// with an unpaired surrogate escape (`"\ud800"`), nesting deeper than
+/// [`MAX_DATA_DEPTH`], and a number no IEEE double holds (`1e400`, which
+/// Go's `encoding/json` refuses) or longer than [`MAX_NUMBER_LEN`].
+/// `text` is one valid JSON value.
+pub fn check_data(text: &str) -> Result<(), &'static str> {
+    scan(text, true)
+}
+
+/// The checks of [`check_data`] but numbers: an `id` is echoed as sent.
+fn check_id(text: &str) -> Result<(), &'static str> {
+    scan(text, false)
+}
+
+fn scan(text: &str, numbers: bool) -> Result<(), &'static str> {
     const LONE: &str = "a string holds an unpaired surrogate escape";
     let bytes = text.as_bytes();
     let (mut depth, mut i, mut in_string, mut high) = (0usize, 0, false, false);
@@ -197,6 +212,21 @@ pub fn check_json(text: &str) -> Result<(), &'static str> {
         i += 1;
         if !in_string {
             match b {
+                b'-' | b'0'..=b'9' if numbers => {
+                    let start = i - 1;
+                    while bytes
+                        .get(i)
+                        .is_some_and(|c| matches!(c, b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-'))
+                    {
+                        i += 1;
+                    }
+                    if i - start > MAX_NUMBER_LEN {
+                        return Err("a number longer than 100 characters");
+                    }
+                    if !text[start..i].parse::<f64>().is_ok_and(f64::is_finite) {
+                        return Err("a number no IEEE double holds");
+                    }
+                }
                 b'"' => in_string = true,
                 b'[' | b'{' => {
                     depth += 1;
@@ -390,18 +420,44 @@ mod tests {
 
     #[test]
     fn data_strict_decoders_refuse_is_refused() {
-        assert!(check_json(r#""\ud83d\ude00""#).is_ok(), "a surrogate pair");
-        assert!(check_json(r#""\ud800""#).is_err(), "a lone high surrogate");
-        assert!(check_json(r#""\udc00x""#).is_err(), "a lone low surrogate");
-        assert!(check_json(r#""\ud800\u0041""#).is_err(), "high then not low");
+        assert!(check_data(r#""\ud83d\ude00""#).is_ok(), "a surrogate pair");
+        assert!(check_data(r#""\ud800""#).is_err(), "a lone high surrogate");
+        assert!(check_data(r#""\udc00x""#).is_err(), "a lone low surrogate");
+        assert!(check_data(r#""\ud800\u0041""#).is_err(), "high then not low");
         assert!(
-            check_json(r#"["\\ud800"]"#).is_ok(),
+            check_data(r#"["\\ud800"]"#).is_ok(),
             "an escaped backslash, not an escape"
         );
-        assert!(check_json(r#"{"a":"[[[{{{"}"#).is_ok(), "brackets inside strings");
+        assert!(check_data(r#"{"a":"[[[{{{"}"#).is_ok(), "brackets inside strings");
         let nested = |n| format!("{}1{}", "[".repeat(n), "]".repeat(n));
-        assert!(check_json(&nested(MAX_DATA_DEPTH)).is_ok());
-        assert!(check_json(&nested(MAX_DATA_DEPTH + 1)).is_err());
+        assert!(check_data(&nested(MAX_DATA_DEPTH)).is_ok());
+        assert!(check_data(&nested(MAX_DATA_DEPTH + 1)).is_err());
+    }
+
+    #[test]
+    fn data_numbers_must_fit_a_double() {
+        for fine in [
+            "0",
+            "-1.5e300",
+            "1e-400",
+            "[1,2.5,-0]",
+            r#"{"n":12345678901234567890}"#,
+            r#""1e400""#,
+        ] {
+            assert!(check_data(fine).is_ok(), "{fine}");
+        }
+        let long = "9".repeat(MAX_NUMBER_LEN + 1);
+        for refused in ["1e400", "-1e309", r#"{"a":[1,1e999]}"#, long.as_str()] {
+            assert!(check_data(refused).is_err(), "{refused}");
+        }
+        assert!(check_data(&"9".repeat(MAX_NUMBER_LEN)).is_ok());
+        let Err(e) = parse(r#"{"type":"publish","data":{"n":1e400},"id":1e400}"#) else {
+            panic!("1e400 in data is refused")
+        };
+        assert_eq!(
+            (e.code, e.id.map(|id| id.0)),
+            (ErrorCode::BadRequest, Some("1e400".into()))
+        );
     }
 
     proptest::proptest! {
@@ -410,7 +466,7 @@ mod tests {
         #[test]
         fn any_text_parses_or_is_refused(text in ".{0,256}") {
             match parse(&text) {
-                Ok(Request::Publish { data, .. }) => proptest::prop_assert!(check_json(data.get()).is_ok()),
+                Ok(Request::Publish { data, .. }) => proptest::prop_assert!(check_data(data.get()).is_ok()),
                 Ok(_) => {}
                 // The refusal is itself a well-formed error frame.
                 Err(e) => {
@@ -436,7 +492,7 @@ mod tests {
         ) {
             let text = format!(r#"{{"type":{kind},"topic":{value},"data":{value},"id":{value}}}"#);
             let _ = parse(&text);
-            let _ = check_json(&value);
+            let _ = check_data(&value);
         }
     }
 }

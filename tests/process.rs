@@ -161,3 +161,145 @@ async fn changing_admin_calls_are_logged_with_the_caller_and_without_the_data() 
     assert!(!everything.contains("a reason"), "a kick's reason text is data too");
     server.sigterm().await;
 }
+
+/// Out of file descriptors, the WebSocket port's `accept` fails: the node
+/// backs off and counts it instead of spinning, and serves again once
+/// files are free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepts_that_fail_for_lack_of_files_are_counted_and_backed_off() {
+    let server =
+        Binary::spawn_with_files(Some(64), &["--max-connections", "1000", "--max-handshakes-per-ip", "0"]).await;
+    // Silent sockets until the node has no file left for the next one.
+    let mut held = Vec::new();
+    for _ in 0..80 {
+        held.push(tokio::net::TcpStream::connect(server.ws).await.unwrap());
+    }
+    // One more accept must fail at least once; let it.
+    let log = server.log_line("accept failed; backing off").await;
+    assert!(log.contains("too_many_files"), "{log}");
+    drop(held);
+    let errors = common::metric(
+        server.metrics,
+        "wshub_accept_errors_total{listener=\"ws\",kind=\"too_many_files\"}",
+    )
+    .await;
+    assert!(errors >= 1.0, "counted: {errors}");
+    let mut client = WsClient::connect(&server.url()).await;
+    client.ping().await;
+}
+
+/// The admin and metrics ports hold a bounded number of connections and
+/// close one that stays silent; a blank admin token is no token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_ports_cap_their_connections_and_close_silent_ones() {
+    use tokio::io::AsyncReadExt;
+    let server = Binary::spawn(&["--admin-idle-timeout", "1s"]).await;
+    for (addr, cap, listener) in [
+        (server.admin, wshub::listen::ADMIN_MAX_CONNECTIONS, "admin"),
+        (server.metrics, wshub::listen::METRICS_MAX_CONNECTIONS, "metrics"),
+    ] {
+        let mut held = Vec::new();
+        for _ in 0..cap {
+            held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        // One past the cap is closed at once.
+        let mut over = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(common::WAIT, over.read(&mut buf)).await;
+        assert!(matches!(read, Ok(Ok(0) | Err(_))), "{listener}: {read:?}");
+        // The silent ones are closed at the idle timeout.
+        for socket in &mut held {
+            let read = tokio::time::timeout(common::WAIT, socket.read(&mut buf)).await;
+            assert!(read.is_ok(), "{listener}: a silent socket stays open");
+        }
+        let refused = common::metric(
+            server.metrics,
+            &format!("wshub_listener_refused_total{{listener=\"{listener}\"}}"),
+        )
+        .await;
+        assert!(refused >= 1.0, "{listener}: {refused}");
+    }
+    let stats = server
+        .admin()
+        .await
+        .get_stats(wshub::admin::pb::GetStatsRequest {})
+        .await;
+    assert!(stats.is_ok(), "the admin port serves after all that");
+
+    for blank in [" ", "\t"] {
+        let output = exits(&["--admin-addr", "0.0.0.0:0", "--admin-token", blank]).await;
+        assert_eq!(output.status.code(), Some(2), "{blank:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("without --admin-token"), "{stderr}");
+    }
+}
+
+/// Durations past a year are refused at start (exit 2), rather than
+/// overflowing `Instant` arithmetic later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durations_past_a_year_stop_the_process_at_start() {
+    for flag in [
+        "--close-timeout",
+        "--idle-timeout",
+        "--shutdown-grace",
+        "--write-timeout",
+    ] {
+        let output = exits(&[flag, "300000000000y"]).await;
+        assert_eq!(output.status.code(), Some(2), "{flag}");
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("at most a year"),
+            "{flag}"
+        );
+    }
+}
+
+/// One message to everyone does not leave its size behind in every
+/// connection: a 60 KB broadcast to 1 000 reading clients, and the server's
+/// memory is back within 10 MiB of before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_broadcast_leaves_no_memory_behind() {
+    let _ = rlimit::increase_nofile_limit(4096);
+    let server = Binary::spawn(&[]).await;
+    let mut clients = Vec::new();
+    for _ in 0..1000 {
+        clients.push(WsClient::connect(&server.url()).await);
+    }
+    clients[0].ping().await;
+    clients[999].ping().await;
+    let before = server.rss_kib();
+    let data = "x".repeat(60_000);
+    clients[0]
+        .send(serde_json::json!({"type": "publish", "data": data}))
+        .await;
+    let received = futures_util::future::join_all(clients.iter_mut().map(|c| c.recv())).await;
+    assert!(received
+        .iter()
+        .all(|m| m["data"].as_str().map(str::len) == Some(60_000)));
+    // Memory returns as soon as the frames are written; allow a moment.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut after = server.rss_kib();
+    while after > before + 10 * 1024 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = server.rss_kib();
+    }
+    assert!(
+        after <= before + 10 * 1024,
+        "RSS {before} KiB before, {after} KiB after the broadcast"
+    );
+}
+
+/// Runs the binary with `args`, which must make it exit: its output (a
+/// process still running after the wait fails the test, and is killed).
+async fn exits(args: &[&str]) -> std::process::Output {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wshub"))
+        .args(["--ws-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tokio::time::timeout(common::WAIT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("wshub {args:?} kept running"))
+        .unwrap()
+}

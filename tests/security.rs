@@ -181,6 +181,68 @@ async fn bad_tokens_are_refused_with_401_before_the_upgrade() {
     server.stop().await;
 }
 
+/// What docs/security.md says is checked: `nbf` (with the leeway), `iss`
+/// and `aud` required once configured (a string `iss`, never an array or
+/// null), no `exp` already past whatever the leeway, no empty `sub`; and
+/// which token counts when a request carries two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_are_checked_as_the_docs_say() {
+    let _serial = SERIAL.lock().await;
+    let server = auth_server(|c| {
+        c.auth.jwt_audience = Some("wshub".into());
+        c.auth.jwt_issuer = Some("https://auth.example.com".into());
+        c.auth.jwt_leeway = Duration::from_secs(5);
+    })
+    .await;
+    let good = json!({"sub": "u", "aud": "wshub", "iss": "https://auth.example.com"});
+    let with = |key: &str, value: Value| {
+        let mut claims = good.clone();
+        claims[key] = value;
+        claims
+    };
+    let without = |key: &str| {
+        let mut claims = good.clone();
+        claims.as_object_mut().unwrap().remove(key);
+        claims
+    };
+    let refusals = [
+        (with("nbf", json!(now() + 3600)), "not valid yet"),
+        (without("iss"), "wrong issuer"),
+        (with("iss", Value::Null), "wrong issuer"),
+        (with("iss", json!(["https://auth.example.com", "evil"])), "wrong issuer"),
+        (without("aud"), "wrong audience"),
+        (with("aud", Value::Null), "wrong audience"),
+        // Inside the leeway, but past: it would be closed as it opened.
+        (with("exp", json!(now() - 3)), "token expired"),
+        (with("exp", json!(now())), "token expired"),
+        (with("sub", json!("")), "sub is empty"),
+    ];
+    for (claims, reason) in refusals {
+        let (status, body) = refused(with_token(&server, &token(claims.clone())).as_str()).await;
+        assert_eq!((status, body.contains(reason)), (401, true), "{claims}: {body}");
+    }
+    // The edges that pass: nbf inside the leeway; exp a few seconds ahead,
+    // and the connection is kept (it answers a ping) rather than closed at once.
+    let mut early = WsClient::connect(&with_token(&server, &token(with("nbf", json!(now() + 3))))).await;
+    early.ping().await;
+    let mut brief = WsClient::connect(&with_token(&server, &token(with("exp", json!(now() + 3))))).await;
+    brief.ping().await;
+    let audiences = with("aud", json!(["other", "wshub"]));
+    WsClient::connect(&with_token(&server, &token(audiences))).await;
+
+    // Both a query token and a header: the query's counts; an empty
+    // `?token=` is no token, so the header's counts.
+    let header = format!("Bearer {}", token(with("sub", json!("header"))));
+    let both = format!("{}?token={}", server.url(), token(with("sub", json!("query"))));
+    for (url, user) in [(both, "query"), (format!("{}?token=", server.url()), "header")] {
+        let mut request = url.into_client_request().unwrap();
+        request.headers_mut().insert("authorization", header.parse().unwrap());
+        let client = WsClient::try_connect(request).await.expect("accepted");
+        assert_eq!(client.welcome["user"], user);
+    }
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn public_keys_verify_es256_and_rs256_tokens() {
     let _serial = SERIAL.lock().await;
@@ -542,6 +604,81 @@ async fn the_node_topic_cap_answers_too_many_topics() {
     assert_eq!(answer, json!({"type":"ack","id":"u"}));
     b.subscribe("t4").await;
     assert_eq!(client_errors(&server, "too_many_topics").await - before, 1.0);
+    server.stop().await;
+}
+
+/// Sockets in their handshake count per address too (the peer's, before
+/// any header): one host holding silent sockets cannot take every slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sockets_from_one_address_leave_room_for_others() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::with(|c| {
+        c.gate.max_connections = Some(50);
+        c.gate.max_connections_per_ip = 2;
+    })
+    .await;
+    let before = failures(&server, "max_connections_per_ip").await;
+    let from = |ip: &str| {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+        socket.connect(server.ws)
+    };
+    // 127.0.0.1 opens 50 silent sockets: 2 wait in their handshakes, the
+    // rest are answered 429 at once, unread.
+    let mut silent = Vec::new();
+    let mut answered = 0;
+    for _ in 0..50 {
+        let mut socket = from("127.0.0.1").await.unwrap();
+        let mut answer = String::new();
+        use tokio::io::AsyncReadExt;
+        match tokio::time::timeout(Duration::from_millis(300), socket.read_to_string(&mut answer)).await {
+            Ok(_) => {
+                assert!(answer.starts_with("HTTP/1.1 429 "), "{answer}");
+                answered += 1;
+            }
+            Err(_) => silent.push(socket),
+        }
+    }
+    assert_eq!((silent.len(), answered), (2, 48));
+    assert_eq!(failures(&server, "max_connections_per_ip").await - before, 48.0);
+    // Another address still gets in.
+    let socket = from("127.0.0.2").await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(server.url(), tokio_tungstenite::MaybeTlsStream::Plain(socket))
+        .await
+        .expect("another address is served");
+    let other = WsClient::welcomed(ws).await;
+    assert!(other.id.starts_with("c-"));
+    drop(silent);
+    server.stop().await;
+}
+
+/// A client sending WebSocket pings without end is closed with 4029 past
+/// `--client-control-rate` (on by default), as a data flooder is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_flood_is_closed_with_4029() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::with(|c| c.client.client_control_rate = 100).await;
+    let before = server.metric("wshub_disconnects_total{reason=\"rate_limited\"}").await;
+    let mut events = server.watch(&[pb::EventKind::Disconnected]).await;
+    let mut flooder = common::raw::RawClient::connect(server.ws).await;
+    let mut calm = server.client().await;
+    for _ in 0..150 {
+        if flooder.send(true, 0, common::raw::PING, true, b"").await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(
+        flooder.close_frame().await,
+        (4029, "too many control frames".to_string())
+    );
+    calm.ping().await;
+    flooder.finish().await;
+    let event = common::event_for(&mut events, pb::EventKind::Disconnected, &flooder.id).await;
+    assert_eq!((event.reason.as_str(), event.code), ("rate_limited", 4029));
+    assert_eq!(
+        server.metric("wshub_disconnects_total{reason=\"rate_limited\"}").await - before,
+        1.0
+    );
     server.stop().await;
 }
 

@@ -362,3 +362,35 @@ async fn ids_echo_as_sent_and_data_that_strict_decoders_refuse_is_refused() {
     assert_eq!(client.recv().await, json!({"type":"ack","id":"ok"}));
     server.stop().await;
 }
+
+/// Numbers that strict decoders refuse (Go's for past-double values,
+/// Python's for very long integers) never reach other clients: the
+/// publisher is answered `bad_request`, with the request's id as sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbers_no_double_holds_are_refused_in_data() {
+    let server = TestServer::spawn().await;
+    let mut publisher = server.client().await;
+    let mut reader = server.client().await;
+    reader.subscribe("n").await;
+    let long = "9".repeat(101);
+    for data in ["1e400", r#"{"x":[-1e309]}"#, long.as_str()] {
+        publisher
+            .send_text(&format!(r#"{{"type":"publish","topic":"n","data":{data},"id":7}}"#))
+            .await;
+        let answer = publisher.recv().await;
+        assert_eq!(
+            (answer["type"].as_str(), answer["code"].as_str()),
+            (Some("error"), Some("bad_request")),
+            "{data}: {answer}"
+        );
+        assert_eq!(answer["id"], 7);
+    }
+    publisher
+        .send_text(r#"{"type":"publish","topic":"n","data":[1.5e300,12345678901234567890]}"#)
+        .await;
+    // The first message the reader gets is the valid one (a refused one
+    // would have failed to parse here).
+    let message = reader.recv().await;
+    assert_eq!(message["data"][0], 1.5e300, "{message}");
+    server.stop().await;
+}

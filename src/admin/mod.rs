@@ -36,6 +36,8 @@ pub const SERVICE_NAME: &str = "wshub.admin.v1.Admin";
 /// The admin gRPC server, configured and ready to serve.
 pub struct Server {
     service: AdminService,
+    /// A connection silent this long is closed (`--admin-idle-timeout`).
+    idle: Duration,
     token: Option<String>,
     tls: Option<ServerTlsConfig>,
     lifecycle: Lifecycle,
@@ -82,6 +84,7 @@ impl Server {
         let token = config.admin_token().map_err(crate::Error::Config)?;
         Ok(Self {
             service,
+            idle: config.admin_idle_timeout,
             token,
             tls,
             lifecycle,
@@ -143,8 +146,10 @@ impl Server {
             .add_service(admin)
             // TCP_NODELAY: without it a small answer can wait for the
             // peer's delayed ACK (~40 ms), which showed as admin p99.
+            // At most a few connections, each dropped when silent.
             .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                crate::listen::Capped::new(listener, "admin", crate::listen::ADMIN_MAX_CONNECTIONS, self.idle)
+                    .incoming(),
                 self.stop.cancelled_owned(),
             )
             .await;

@@ -264,6 +264,12 @@ impl Shared {
         Some(self.seal(true))
     }
 
+    /// The client left: what is queued is dropped and the writer stops at
+    /// the close marker (with no close frame to send, it writes nothing).
+    pub fn stop_writer(&self) {
+        self.seal(true);
+    }
+
     /// Queues the close marker and refuses everything after it; with
     /// `discard`, drops what was queued first (returns how many).
     fn seal(&self, discard: bool) -> usize {

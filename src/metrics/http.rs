@@ -18,7 +18,8 @@ struct AppState {
 }
 
 /// Serves until `stop` is cancelled.
-pub async fn serve(listener: TcpListener, lifecycle: Lifecycle, stop: CancellationToken) {
+/// A connection silent for `idle` is closed.
+pub async fn serve(listener: TcpListener, idle: std::time::Duration, lifecycle: Lifecycle, stop: CancellationToken) {
     let handle = super::install();
     let process = metrics_process::Collector::default();
     process.describe();
@@ -42,10 +43,8 @@ pub async fn serve(listener: TcpListener, lifecycle: Lifecycle, stop: Cancellati
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .with_state(state);
-    // TCP_NODELAY, as on the admin port: no answer waits for a delayed ACK.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    // At most a few connections, each dropped when silent (TCP_NODELAY set).
+    let listener = crate::listen::Capped::new(listener, "metrics", crate::listen::METRICS_MAX_CONNECTIONS, idle);
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(stop.cancelled_owned())
         .await

@@ -53,6 +53,13 @@ pub const BACKPLANE_ERRORS_TOTAL: &str = "wshub_backplane_errors_total";
 pub const BACKPLANE_DROPPED_TOTAL: &str = "wshub_backplane_dropped_total";
 pub const BACKPLANE_MESSAGES_TOTAL: &str = "wshub_backplane_messages_total";
 pub const BACKPLANE_NODES: &str = "wshub_backplane_nodes";
+pub const ACCEPT_ERRORS_TOTAL: &str = "wshub_accept_errors_total";
+pub const LISTENER_REFUSED_TOTAL: &str = "wshub_listener_refused_total";
+
+/// The node's listeners, as the `listener` label.
+pub const LISTENERS: [&str; 3] = ["ws", "admin", "metrics"];
+/// Why an `accept` failed, as the `kind` label.
+pub const ACCEPT_ERROR_KINDS: [&str; 2] = ["too_many_files", "other"];
 
 /// How often the hub samples every client's queue (depth histogram, max, bytes).
 pub const QUEUE_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
@@ -315,6 +322,22 @@ pub fn backplane_messages(direction: &'static str, n: u64) {
     metrics::counter!(BACKPLANE_MESSAGES_TOTAL, "direction" => direction).increment(n);
 }
 
+/// An `accept` on `listener` failed; returns the kind it was counted as.
+pub fn accept_error(listener: &'static str, e: &std::io::Error) -> &'static str {
+    // EMFILE (the process's limit) or ENFILE (the system's).
+    let kind = match e.raw_os_error() {
+        Some(24 | 23) => ACCEPT_ERROR_KINDS[0],
+        _ => ACCEPT_ERROR_KINDS[1],
+    };
+    metrics::counter!(ACCEPT_ERRORS_TOTAL, "listener" => listener, "kind" => kind).increment(1);
+    kind
+}
+
+/// A connection to the admin or metrics port over its cap was closed.
+pub fn connection_refused(listener: &'static str) {
+    metrics::counter!(LISTENER_REFUSED_TOTAL, "listener" => listener).increment(1);
+}
+
 /// An admin handler panicked (a bug) and was answered INTERNAL.
 pub fn admin_panic() {
     metrics::counter!(ADMIN_PANICS_TOTAL).increment(1);
@@ -339,6 +362,22 @@ fn describe() {
     describe_gauge!(CLIENTS, "Connected WebSocket clients.");
     describe_gauge!(TOPICS, "Topics with at least one subscriber.");
     describe_counter!(CONNECTIONS_TOTAL, "WebSocket upgrades accepted.");
+    describe_counter!(
+        ACCEPT_ERRORS_TOTAL,
+        "Failed accepts on a listener, by kind (too_many_files: out of file descriptors); each is waited out."
+    );
+    describe_counter!(
+        LISTENER_REFUSED_TOTAL,
+        "Connections to the admin or metrics port closed at once: the port held its cap."
+    );
+    for listener in LISTENERS {
+        for kind in ACCEPT_ERROR_KINDS {
+            metrics::counter!(ACCEPT_ERRORS_TOTAL, "listener" => listener, "kind" => kind).absolute(0);
+        }
+    }
+    for listener in &LISTENERS[1..] {
+        metrics::counter!(LISTENER_REFUSED_TOTAL, "listener" => *listener).absolute(0);
+    }
     describe_counter!(
         HANDSHAKE_FAILURES_TOTAL,
         "HTTP requests on the WebSocket port that were not upgraded, by reason."

@@ -26,15 +26,56 @@ pub struct Gate {
     pub max_connections: usize,
     /// 0: no per-address limit.
     max_per_ip: usize,
+    /// Sockets one peer address may hold in their handshakes; 0: no limit.
+    max_handshakes_per_ip: usize,
     proxies: Vec<IpNet>,
+    /// Where a trusted proxy names the client (`--client-ip-header`).
+    ip_header: ClientIpHeader,
     /// `None`: client identity is off. Replaced by a reload.
     verifier: RwLock<Option<Verifier>>,
     /// Clients holding a [`Slot`].
     connections: AtomicUsize,
     /// Sockets accepted and still in their handshakes.
     handshakes: AtomicUsize,
-    /// Clients per address; kept only with a per-address limit.
-    per_ip: Mutex<HashMap<IpAddr, u32>>,
+    /// Clients and handshakes per address; kept only with a per-address limit.
+    per_ip: Mutex<HashMap<IpAddr, PerIp>>,
+}
+
+/// What one address holds.
+#[derive(Debug, Default, Clone, Copy)]
+struct PerIp {
+    clients: u32,
+    handshakes: u32,
+}
+
+/// The header a trusted proxy writes the client's address in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientIpHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2`.
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client;proto=https, for=proxy1`.
+    Forwarded,
+    /// Any other header holding one address (`X-Real-IP`); its lowercase name.
+    Single(String),
+}
+
+impl ClientIpHeader {
+    fn parse(name: &str) -> ClientIpHeader {
+        match name {
+            "" | "x-forwarded-for" => Self::XForwardedFor,
+            "forwarded" => Self::Forwarded,
+            other => Self::Single(other.to_string()),
+        }
+    }
+
+    /// The header's name, lowercase.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::XForwardedFor => "x-forwarded-for",
+            Self::Forwarded => "forwarded",
+            Self::Single(name) => name,
+        }
+    }
 }
 
 /// Why the gate refused a request.
@@ -58,25 +99,35 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.gate.connections.fetch_sub(1, Relaxed);
         if let Some(ip) = self.ip {
-            let mut per_ip = self.gate.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(count) = per_ip.get_mut(&ip) {
-                *count -= 1;
-                if *count == 0 {
-                    per_ip.remove(&ip);
-                }
-            }
+            self.gate.release(ip, |n| n.clients -= 1);
         }
     }
 }
 
 /// A socket's place among the handshakes in flight, given back when dropped.
 #[derive(Debug)]
-pub struct Handshaking(Arc<Gate>);
+pub struct Handshaking {
+    gate: Arc<Gate>,
+    /// The peer address, when its handshakes are counted.
+    ip: Option<IpAddr>,
+}
 
 impl Drop for Handshaking {
     fn drop(&mut self) {
-        self.0.handshakes.fetch_sub(1, Relaxed);
+        self.gate.handshakes.fetch_sub(1, Relaxed);
+        if let Some(ip) = self.ip {
+            self.gate.release(ip, |n| n.handshakes -= 1);
+        }
     }
+}
+
+/// Why a socket may not even start its handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Busy {
+    /// The node's clients and handshakes reach `--max-connections`: 503.
+    Full,
+    /// The peer address holds all the sockets it may: 429.
+    FullForAddress,
 }
 
 /// What the gate learnt about an admitted client.
@@ -94,7 +145,7 @@ pub struct Request<'a> {
     pub origin: Option<&'a str>,
     /// The `token` query parameter or the `Authorization: Bearer` value.
     pub token: Option<&'a str>,
-    pub forwarded_for: Vec<&'a str>,
+    /// Every line of the `--client-ip-header` header, in order.
     pub forwarded: Vec<&'a str>,
 }
 
@@ -123,7 +174,9 @@ impl Gate {
             origins,
             max_connections,
             max_per_ip: config.max_connections_per_ip,
+            max_handshakes_per_ip: config.max_handshakes_per_ip,
             proxies: config.trusted_proxies.clone(),
+            ip_header: ClientIpHeader::parse(&config.client_ip_header),
             verifier: RwLock::new(verifier),
             connections: AtomicUsize::new(0),
             handshakes: AtomicUsize::new(0),
@@ -178,30 +231,78 @@ impl Gate {
             });
         }
         let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        let count = per_ip.entry(ip).or_insert(0);
-        if *count as usize >= self.max_per_ip {
+        let held = per_ip.entry(ip).or_default();
+        if held.clients as usize >= self.max_per_ip {
+            if held.clients == 0 && held.handshakes == 0 {
+                per_ip.remove(&ip);
+            }
             drop(per_ip);
             self.connections.fetch_sub(1, Relaxed);
             return Err(Denied::FullForAddress);
         }
-        *count += 1;
+        held.clients += 1;
         Ok(Slot {
             gate: self.clone(),
             ip: Some(ip),
         })
     }
 
-    /// A socket just accepted starts its handshakes, unless clients and
-    /// handshakes in flight together already reach `--max-connections`: so
-    /// the limit bounds the sockets clients hold, and connections that
-    /// never finish a handshake cannot take the node's file descriptors.
-    pub fn begin_handshake(self: &Arc<Self>) -> Option<Handshaking> {
-        let handshakes = self.handshakes.fetch_add(1, Relaxed) + 1;
-        if handshakes + self.connections.load(Relaxed) > self.max_connections {
-            self.handshakes.fetch_sub(1, Relaxed);
-            return None;
+    /// Gives back what `ip` held, forgetting the address once it holds nothing.
+    fn release(&self, ip: IpAddr, give_back: impl FnOnce(&mut PerIp)) {
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = per_ip.get_mut(&ip) {
+            give_back(held);
+            if held.clients == 0 && held.handshakes == 0 {
+                per_ip.remove(&ip);
+            }
         }
-        Some(Handshaking(self.clone()))
+    }
+
+    /// A socket just accepted from `peer` starts its handshakes, unless
+    /// clients and handshakes in flight together already reach
+    /// `--max-connections` (so the limit bounds the sockets clients hold,
+    /// and connections that never finish a handshake cannot take the
+    /// node's file descriptors), or the peer address already holds as many
+    /// sockets in their handshakes as `--max-handshakes-per-ip` allows, or
+    /// as many sockets (clients and handshakes) as `--max-connections-per-ip`
+    /// does: so one host cannot take every handshake slot. The peer address
+    /// counts here (no header has been read); a trusted proxy speaks for
+    /// many clients and is exempt.
+    pub fn begin_handshake(self: &Arc<Self>, peer: IpAddr) -> Result<Handshaking, Busy> {
+        let handshakes = self.handshakes.fetch_add(1, Relaxed) + 1;
+        let mut held = Handshaking {
+            gate: self.clone(),
+            ip: None,
+        };
+        if handshakes + self.connections.load(Relaxed) > self.max_connections {
+            return Err(Busy::Full);
+        }
+        let peer = peer.to_canonical();
+        if (self.max_per_ip == 0 && self.max_handshakes_per_ip == 0) || self.trusted(&peer) {
+            return Ok(held);
+        }
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let from = per_ip.entry(peer).or_default();
+        let over_handshakes = self.max_handshakes_per_ip != 0 && from.handshakes as usize >= self.max_handshakes_per_ip;
+        let over_sockets = self.max_per_ip != 0 && (from.clients + from.handshakes) as usize >= self.max_per_ip;
+        if over_handshakes || over_sockets {
+            if from.clients == 0 && from.handshakes == 0 {
+                per_ip.remove(&peer);
+            }
+            return Err(Busy::FullForAddress);
+        }
+        from.handshakes += 1;
+        held.ip = Some(peer);
+        Ok(held)
+    }
+
+    fn trusted(&self, ip: &IpAddr) -> bool {
+        self.proxies.iter().any(|net| net.contains(ip))
+    }
+
+    /// The header a trusted proxy names the client in.
+    pub fn client_ip_header(&self) -> &str {
+        self.ip_header.name()
     }
 
     /// Clients holding a slot now.
@@ -210,24 +311,22 @@ impl Gate {
     }
 
     /// The client's address. Behind a trusted proxy it is the last address
-    /// in `X-Forwarded-For` (or `Forwarded: for=`) that is not itself a
-    /// trusted proxy: the first hop no trusted party vouches for. Without a
-    /// trusted proxy, headers are ignored (anyone could send them).
+    /// in the `--client-ip-header` header that is not itself a trusted
+    /// proxy: the first hop no trusted party vouches for. Without a trusted
+    /// proxy, headers are ignored (anyone could send them). IPv4-mapped
+    /// IPv6 addresses (`::ffff:192.0.2.1`) count as the IPv4 address.
     fn client_addr(&self, request: &Request, peer: SocketAddr) -> SocketAddr {
-        let trusted = |ip: &IpAddr| self.proxies.iter().any(|net| net.contains(ip));
-        if !trusted(&peer.ip()) {
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        if !self.trusted(&peer.ip()) {
             return peer;
         }
-        let mut hops: Vec<IpAddr> = request
-            .forwarded_for
-            .iter()
-            .flat_map(|line| line.split(','))
-            .filter_map(|hop| parse_hop(hop.trim()))
-            .collect();
-        if hops.is_empty() {
-            hops = request
-                .forwarded
-                .iter()
+        let lines = request.forwarded.iter();
+        let hops: Vec<IpAddr> = match &self.ip_header {
+            ClientIpHeader::XForwardedFor => lines
+                .flat_map(|line| line.split(','))
+                .filter_map(|hop| parse_hop(hop.trim()))
+                .collect(),
+            ClientIpHeader::Forwarded => lines
                 .flat_map(|line| line.split([',', ';']))
                 .filter_map(|pair| {
                     let (key, value) = pair.trim().split_once('=')?;
@@ -235,9 +334,16 @@ impl Gate {
                         .eq_ignore_ascii_case("for")
                         .then(|| parse_hop(value.trim()))?
                 })
-                .collect();
-        }
-        match hops.into_iter().rev().find(|ip| !trusted(ip)) {
+                .collect(),
+            // One address; a repeated header is ambiguous, so the last counts.
+            ClientIpHeader::Single(_) => lines.last().and_then(|v| parse_hop(v.trim())).into_iter().collect(),
+        };
+        match hops
+            .into_iter()
+            .map(|ip| ip.to_canonical())
+            .rev()
+            .find(|ip| !self.trusted(ip))
+        {
             Some(ip) => SocketAddr::new(ip, 0),
             None => peer,
         }
@@ -365,20 +471,66 @@ mod tests {
         drop(second);
         assert_eq!(g.connections(), 0);
         // Handshakes in flight count against the node's limit too.
-        let (h1, h2) = (g.begin_handshake().unwrap(), g.begin_handshake().unwrap());
-        assert!(g.begin_handshake().is_none());
+        let (c, d): (IpAddr, IpAddr) = ("10.0.0.3".parse().unwrap(), "10.0.0.4".parse().unwrap());
+        let (h1, h2) = (g.begin_handshake(c).unwrap(), g.begin_handshake(d).unwrap());
+        assert_eq!(g.begin_handshake(a.ip()).unwrap_err(), Busy::Full);
         let admitted = g.admit(&Request::default(), a).unwrap();
         drop(h1);
-        assert!(g.begin_handshake().is_none(), "one client and one handshake: full");
+        assert_eq!(
+            g.begin_handshake(c).unwrap_err(),
+            Busy::Full,
+            "one client and one handshake: full"
+        );
         drop((h2, admitted));
-        assert!(g.begin_handshake().is_some());
+        assert!(g.begin_handshake(c).is_ok());
+    }
+
+    #[test]
+    fn handshakes_are_counted_per_peer_address() {
+        let config = GateConfig {
+            max_connections: Some(50),
+            max_connections_per_ip: 2,
+            max_handshakes_per_ip: 64,
+            trusted_proxies: vec![crate::config::parse_net("10.9.0.0/16").unwrap()],
+            ..GateConfig::default()
+        };
+        let g = Arc::new(Gate::new(&config, None).unwrap());
+        let attacker: IpAddr = "203.0.113.5".parse().unwrap();
+        let held = [
+            g.begin_handshake(attacker).unwrap(),
+            g.begin_handshake(attacker).unwrap(),
+        ];
+        assert_eq!(g.begin_handshake(attacker).unwrap_err(), Busy::FullForAddress);
+        // As IPv4-mapped IPv6, the same address.
+        assert_eq!(
+            g.begin_handshake("::ffff:203.0.113.5".parse().unwrap()).unwrap_err(),
+            Busy::FullForAddress
+        );
+        assert!(
+            g.begin_handshake("198.51.100.1".parse().unwrap()).is_ok(),
+            "others still get in"
+        );
+        // A client from that address and one handshake: two sockets, the limit.
+        drop(held);
+        let client = g.admit(&Request::default(), SocketAddr::new(attacker, 1)).unwrap();
+        let one = g.begin_handshake(attacker).unwrap();
+        assert_eq!(g.begin_handshake(attacker).unwrap_err(), Busy::FullForAddress);
+        drop((client, one));
+        assert!(
+            g.per_ip.lock().unwrap().is_empty(),
+            "an address holding nothing is forgotten"
+        );
+        // A trusted proxy is exempt: it speaks for many clients.
+        let proxy: IpAddr = "10.9.1.1".parse().unwrap();
+        let through: Vec<_> = (0..10).map(|_| g.begin_handshake(proxy).unwrap()).collect();
+        assert_eq!(through.len(), 10);
     }
 
     #[test]
     fn forwarded_addresses_only_from_trusted_proxies() {
         let g = gate(&[], &["10.0.0.0/8"]);
         let request = Request {
-            forwarded_for: vec!["203.0.113.9, 198.51.100.7", "10.1.1.1"],
+            forwarded: vec!["203.0.113.9, ::ffff:198.51.100.7", "10.1.1.1"],
             ..Request::default()
         };
         let from_proxy = g.client_addr(&request, "10.0.0.5:443".parse().unwrap());
@@ -389,11 +541,20 @@ mod tests {
             "192.0.2.1:5000".parse().unwrap(),
             "headers from untrusted peers are ignored"
         );
+        // With --client-ip-header forwarded, only Forwarded is read.
+        let config = GateConfig {
+            trusted_proxies: vec![crate::config::parse_net("10.0.0.0/8").unwrap()],
+            client_ip_header: "forwarded".into(),
+            ..GateConfig::default()
+        };
+        let g = Arc::new(Gate::new(&config, None).unwrap());
         let forwarded = Request {
             forwarded: vec![r#"for="[2001:db8::1]:4711";proto=https, for=10.0.0.9"#],
             ..Request::default()
         };
         let ip = g.client_addr(&forwarded, "10.0.0.5:443".parse().unwrap()).ip();
         assert_eq!(ip, "2001:db8::1".parse::<IpAddr>().unwrap());
+        let mapped = g.client_addr(&Request::default(), "[::ffff:192.0.2.7]:80".parse().unwrap());
+        assert_eq!(mapped.ip(), "192.0.2.7".parse::<IpAddr>().unwrap());
     }
 }

@@ -247,14 +247,15 @@ fn decide(req: &httparse::Request, accepting: bool, demo: bool, gate: &Arc<Gate>
     let target = req.path.unwrap_or("");
     let request = gate::Request {
         origin: single("origin"),
-        token: query_param(target, "token").or_else(|| {
+        // The query's token wins over the header's (browsers can only send
+        // the query); an empty `?token=` is no token, so the header counts.
+        token: query_param(target, "token").filter(|t| !t.is_empty()).or_else(|| {
             single("authorization").and_then(|v| {
                 let (scheme, token) = v.trim().split_once(' ')?;
                 scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
             })
         }),
-        forwarded_for: values(req, "x-forwarded-for").collect(),
-        forwarded: values(req, "forwarded").collect(),
+        forwarded: values(req, gate.client_ip_header()).collect(),
     };
     match gate.admit(&request, peer) {
         Ok(admitted) => Answer::Upgrade(key.to_string(), admitted),

@@ -11,6 +11,7 @@ mod handshake;
 pub mod policy;
 mod reader;
 pub mod tls;
+mod wire;
 mod writer;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize};
@@ -156,21 +157,12 @@ impl Security {
 /// Accepts connections until `stop` is cancelled; each runs in a tracked task.
 pub async fn serve(listener: TcpListener, ctx: Arc<Context>, stop: CancellationToken) {
     loop {
-        let accepted = tokio::select! {
+        let (stream, addr) = tokio::select! {
             _ = stop.cancelled() => break,
-            accepted = listener.accept() => accepted,
+            // A failed accept (out of files) is counted and backed off there.
+            accepted = crate::listen::accept(&listener, "ws") => accepted,
         };
-        match accepted {
-            Ok((stream, addr)) => {
-                ctx.tracker.spawn(connection::handle(ctx.clone(), stream, addr));
-            }
-            Err(e) => {
-                // Out of file descriptors or a similar passing condition:
-                // back off instead of spinning on the error.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
+        ctx.tracker.spawn(connection::handle(ctx.clone(), stream, addr));
     }
     tracing::debug!("websocket listener stopped");
 }

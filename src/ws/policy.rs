@@ -62,6 +62,31 @@ pub fn check(request: &Request, publish: ClientPublish, identity: Option<&Identi
     }
 }
 
+/// One client's control frames (pings, pongs) in the current second,
+/// against `--client-control-rate`: a fixed window, cheap enough to keep
+/// for every connection.
+#[derive(Debug)]
+pub struct ControlRate {
+    window: Instant,
+    count: u32,
+}
+
+impl ControlRate {
+    pub fn new(now: Instant) -> ControlRate {
+        ControlRate { window: now, count: 0 }
+    }
+
+    /// Counts one control frame arrived at `now`; `false` when it is one
+    /// more than `limit` in the same second (`limit` 0: no limit).
+    pub fn take(&mut self, now: Instant, limit: u32) -> bool {
+        if now.duration_since(self.window) >= Duration::from_secs(1) {
+            (self.window, self.count) = (now, 0);
+        }
+        self.count = self.count.saturating_add(1);
+        limit == 0 || self.count <= limit
+    }
+}
+
 /// Refusals closer together than this belong to one stretch over the limit.
 const OVER_GAP: Duration = Duration::from_secs(1);
 

@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::connection::Ws;
-use super::policy::{self, Rate, Verdict};
+use super::policy::{self, ControlRate, Rate, Verdict};
 use super::{Context, Error};
 use crate::close::{code, Closing, DisconnectReason};
 use crate::hub::{Command, HubError, Publish, PushError, Shared};
@@ -63,6 +63,7 @@ pub fn run<'a>(
         // Whether a refusal by policy (`forbidden`, `publish_disabled`) was
         // logged: once per client, not per request.
         let mut refusal_logged = false;
+        let mut control = ControlRate::new(last_seen);
         loop {
             let next = tokio::select! {
                 biased;
@@ -145,7 +146,14 @@ pub fn run<'a>(
                     let _ = Box::pin(tokio::time::timeout(ctx.close_timeout, rest)).await;
                     break;
                 }
-                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                Message::Ping(_) | Message::Pong(_) => {
+                    if !control.take(last_seen, ctx.limits.client_control_rate) {
+                        tracing::info!(client_id = %shared.id, user = shared.user(), "client sent control frames past --client-control-rate; closing (4029)");
+                        shared.close(Closing::control_flood());
+                        break;
+                    }
+                }
+                Message::Frame(_) => {}
             }
         }
         // A forced stop records no cause of its own: it is the shutdown's.

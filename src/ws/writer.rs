@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
 use super::connection::Ws;
+use super::wire::{Door, Pending, LARGE_FRAME};
 use super::Error;
 use crate::close::{Closing, DisconnectReason};
 use crate::hub::{Outbound, Shared};
@@ -33,16 +34,21 @@ pub type Sink = SplitSink<Ws, Message>;
 /// which would keep a second copy of its arguments in the state every
 /// connection holds for its whole life.
 #[allow(clippy::manual_async_fn)] // on purpose: see above
-pub fn run(mut sink: Sink, shared: Arc<Shared>, ping_interval: Duration) -> impl Future<Output = Option<Sink>> + Send {
+pub fn run(
+    mut sink: Sink,
+    door: Door,
+    shared: Arc<Shared>,
+    ping_interval: Duration,
+) -> impl Future<Output = Option<Sink>> + Send {
     async move {
-        let ended = write_loop(&mut sink, &shared, ping_interval).await;
+        let ended = write_loop(&mut sink, &door, &shared, ping_interval).await;
         shared.writing(false);
         shared.close_queue();
         match ended {
             Ok(()) => Some(sink),
             Err(e) => {
                 tracing::debug!(error = %e, "write failed");
-                shared.set_closing(Closing::silent(DisconnectReason::ReadError));
+                shared.set_closing(Closing::silent(DisconnectReason::WriteError));
                 shared.token.cancel();
                 None
             }
@@ -51,7 +57,7 @@ pub fn run(mut sink: Sink, shared: Arc<Shared>, ping_interval: Duration) -> impl
 }
 
 /// Writes batches and pings until the queued close marker is written.
-async fn write_loop(sink: &mut Sink, shared: &Shared, ping_interval: Duration) -> Result<(), Error> {
+async fn write_loop(sink: &mut Sink, door: &Door, shared: &Shared, ping_interval: Duration) -> Result<(), Error> {
     let mut ping = interval_at(Instant::now() + ping_interval, ping_interval);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -67,7 +73,7 @@ async fn write_loop(sink: &mut Sink, shared: &Shared, ping_interval: Duration) -
         // Boxed per batch (not per frame): an idle connection's task then
         // holds none of the write's state.
         shared.writing(true);
-        let written = Box::pin(write_batch(sink, batch, shared)).await?;
+        let written = Box::pin(write_batch(sink, door, batch, shared)).await?;
         shared.writing(false);
         if let Written::Closed = written {
             return Ok(());
@@ -80,7 +86,12 @@ enum Written {
     Closed,
 }
 
-async fn write_batch(sink: &mut Sink, batch: VecDeque<Outbound>, shared: &Shared) -> Result<Written, Error> {
+async fn write_batch(
+    sink: &mut Sink,
+    door: &Door,
+    batch: VecDeque<Outbound>,
+    shared: &Shared,
+) -> Result<Written, Error> {
     let (mut frames, mut bytes) = (0, 0);
     let mut result = Written::More;
     for item in batch {
@@ -88,7 +99,14 @@ async fn write_batch(sink: &mut Sink, batch: VecDeque<Outbound>, shared: &Shared
             Outbound::Text(text) => {
                 frames += 1;
                 bytes += text.len();
-                sink.feed(Message::Text(text)).await?;
+                if text.len() > LARGE_FRAME {
+                    // Everything before it leaves tungstenite's buffer (and
+                    // any large frame before it, the door) first.
+                    sink.flush().await?;
+                    *door.lock().unwrap_or_else(|e| e.into_inner()) = Some(Pending::text(text.into()));
+                } else {
+                    sink.feed(Message::Text(text)).await?;
+                }
             }
             Outbound::Close => {
                 if let Some(message) = close_message(shared) {

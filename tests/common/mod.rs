@@ -342,9 +342,26 @@ pub struct Binary {
 
 impl Binary {
     pub async fn spawn(args: &[&str]) -> Binary {
+        Self::spawn_with_files(None, args).await
+    }
+
+    /// With the process's open-file limit (soft and hard) set to `files`.
+    pub async fn spawn_with_files(files: Option<u64>, args: &[&str]) -> Binary {
         use std::process::Stdio;
         use tokio::io::{AsyncBufReadExt, BufReader};
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wshub"))
+        let mut command = match files {
+            None => tokio::process::Command::new(env!("CARGO_BIN_EXE_wshub")),
+            Some(n) => {
+                let mut sh = tokio::process::Command::new("sh");
+                sh.args([
+                    "-c",
+                    &format!("ulimit -n {n} && exec \"$0\" \"$@\""),
+                    env!("CARGO_BIN_EXE_wshub"),
+                ]);
+                sh
+            }
+        };
+        let mut child = command
             .args([
                 "--ws-addr",
                 "127.0.0.1:0",
