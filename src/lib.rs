@@ -26,6 +26,7 @@ pub mod admin;
 pub mod backplane;
 pub mod close;
 pub mod config;
+pub mod error;
 pub mod hub;
 pub mod identity;
 pub mod lifecycle;
@@ -45,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::Config;
+pub use error::Error;
 
 /// After the grace period, how long shutdown waits for forced connections
 /// and the admin and metrics servers before it drops them: shutdown takes
@@ -173,28 +175,6 @@ fn reloaded(what: &'static str, name: &str, result: Result<(), String>) {
         Ok(()) => tracing::info!("SIGHUP: {name} reloaded; new connections get it"),
         Err(e) => tracing::error!(error = %e, "SIGHUP: {name} reload failed; the previous one stays in use"),
     }
-}
-
-/// The text of a caught panic's payload (`panic!("...")`), or "".
-pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_default()
-}
-
-/// Errors that stop the server from starting, or end it.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("invalid configuration: {0}")]
-    Config(String),
-    #[error("admin TLS: {0}")]
-    AdminTls(String),
-    #[error("{0}")]
-    Security(String),
-    #[error("the {0} task ended unexpectedly; the node stopped")]
-    TaskEnded(&'static str),
 }
 
 /// Checks everything that can be checked before binding: the configuration,

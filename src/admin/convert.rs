@@ -10,7 +10,7 @@ use crate::hub::{self, ClientId, Cursor, EventKind, Order};
 use crate::types::{ClientRef, NodeId, Topic};
 
 /// The largest page a ListClients call may ask for.
-pub const MAX_PAGE_SIZE: u32 = 1000;
+pub const MAX_PAGE_SIZE: u32 = crate::hub::MAX_PAGE_SIZE as u32;
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
 pub use crate::close::MAX_REASON_BYTES;
 

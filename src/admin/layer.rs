@@ -82,7 +82,7 @@ where
                 Err(panic) => Err(panic),
             };
             let response = outcome.unwrap_or_else(|panic| {
-                let what = crate::panic_message(&*panic);
+                let what = crate::error::panic_message(&*panic);
                 tracing::error!(method = method.unwrap_or("other"), panic = %what, "admin handler panicked; answered INTERNAL");
                 metrics::admin_panic();
                 Ok(tonic::Status::internal("internal error").into_http())

@@ -46,12 +46,12 @@ pub struct Server {
 
 /// Reads and checks the admin TLS material (certificate, key, client CA),
 /// so a bad file stops the process before anything is served.
-pub fn load_tls(config: &Config) -> Result<Option<ServerTlsConfig>, crate::Error> {
+pub fn load_tls(config: &Config) -> Result<Option<ServerTlsConfig>, crate::error::Error> {
     let (Some(cert), Some(key)) = (&config.admin_tls_cert, &config.admin_tls_key) else {
         return Ok(None);
     };
     let read = |p: &std::path::Path| {
-        std::fs::read(p).map_err(|e| crate::Error::AdminTls(format!("cannot read {}: {e}", p.display())))
+        std::fs::read(p).map_err(|e| crate::error::Error::AdminTls(format!("cannot read {}: {e}", p.display())))
     };
     let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
     if let Some(ca) = &config.admin_tls_client_ca {
@@ -60,7 +60,7 @@ pub fn load_tls(config: &Config) -> Result<Option<ServerTlsConfig>, crate::Error
     // Builds the TLS acceptor now: this is where bad PEM is found.
     tonic::transport::Server::builder()
         .tls_config(tls.clone())
-        .map_err(|e| crate::Error::AdminTls(format!("{e} ({} / {})", cert.display(), key.display())))?;
+        .map_err(|e| crate::error::Error::AdminTls(format!("{e} ({} / {})", cert.display(), key.display())))?;
     Ok(Some(tls))
 }
 
@@ -71,7 +71,7 @@ impl Server {
         cluster: std::sync::Arc<crate::backplane::Cluster>,
         lifecycle: Lifecycle,
         stop: CancellationToken,
-    ) -> Result<Self, crate::Error> {
+    ) -> Result<Self, crate::error::Error> {
         let tls = load_tls(config)?;
         layer::register_series();
         let service = AdminService::new(
@@ -81,7 +81,7 @@ impl Server {
             lifecycle.clone(),
             stop.clone(),
         );
-        let token = config.admin_token().map_err(crate::Error::Config)?;
+        let token = config.admin_token().map_err(crate::error::Error::Config)?;
         Ok(Self {
             service,
             idle: config.admin_idle_timeout,

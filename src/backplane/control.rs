@@ -9,7 +9,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::hub::{ClientInfo, ClientPage, Delivery, KickTarget, ListQuery, Stats};
+use crate::close::MAX_REASON_BYTES;
+use crate::hub::{ClientInfo, ClientPage, Delivery, KickTarget, ListQuery, Stats, MAX_PAGE_SIZE};
+use crate::identity::MAX_USER_LEN;
 use crate::types::{ClientId, NodeId, Topic};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -81,8 +83,36 @@ impl Message {
         serde_json::to_vec(self).unwrap_or_default().into()
     }
 
+    /// Another node's message, refused unless it holds only what this
+    /// node's own admin edge would have let through: another node is input
+    /// like any other (a bug or a compromised peer must not put a bad
+    /// close frame on a client's socket).
     pub fn decode(payload: &[u8]) -> Option<Message> {
-        serde_json::from_slice(payload).ok()
+        let message: Message = serde_json::from_slice(payload).ok()?;
+        message.valid().then_some(message)
+    }
+
+    fn valid(&self) -> bool {
+        let user_ok = |user: &Option<String>| user.as_ref().is_none_or(|u| u.len() <= MAX_USER_LEN);
+        match self {
+            Message::Request { op, .. } => match op {
+                Op::Kick { target, code, reason } => {
+                    (4000..=4999).contains(code)
+                        && reason.len() <= MAX_REASON_BYTES
+                        && match target {
+                            KickTarget::User(user) => user.len() <= MAX_USER_LEN,
+                            _ => true,
+                        }
+                }
+                Op::List(query) => query.page_size <= MAX_PAGE_SIZE && user_ok(&query.user),
+                _ => true,
+            },
+            Message::Answer {
+                answer: Answer::Page(page),
+                ..
+            } => page.clients.len() <= MAX_PAGE_SIZE,
+            _ => true,
+        }
     }
 }
 
@@ -126,5 +156,41 @@ mod tests {
         assert!(Message::decode(b"\xff").is_none());
         let topic = br#"{"type":"request","id":1,"from":"a","op":{"broadcast":{"topic":"no spaces","frame":"x","exclude":[]}}}"#;
         assert!(Message::decode(topic).is_none());
+    }
+
+    /// What the admin edge refuses is refused from another node too.
+    #[test]
+    fn kicks_and_pages_from_other_nodes_are_checked() {
+        let kick = |code: u16, reason: &str| Message::Request {
+            id: 1,
+            from: NodeId::parse("a").unwrap(),
+            op: Op::Kick {
+                target: KickTarget::User("u".into()),
+                code,
+                reason: reason.into(),
+            },
+        };
+        let decoded = |m: Message| Message::decode(&m.encode()).is_some();
+        assert!(decoded(kick(4000, "moved")));
+        assert!(decoded(kick(4999, &"r".repeat(MAX_REASON_BYTES))));
+        assert!(!decoded(kick(1000, "")), "not a 4xxx code");
+        assert!(!decoded(kick(1005, "")), "a code no frame may carry");
+        assert!(
+            !decoded(kick(4000, &"r".repeat(MAX_REASON_BYTES + 1))),
+            "reason past a control frame"
+        );
+        let list = |page_size| Message::Request {
+            id: 1,
+            from: NodeId::parse("a").unwrap(),
+            op: Op::List(ListQuery {
+                topic: None,
+                user: None,
+                order: Order::ConnectedAt,
+                page_size,
+                cursor: None,
+            }),
+        };
+        assert!(decoded(list(MAX_PAGE_SIZE)));
+        assert!(!decoded(list(usize::MAX)));
     }
 }

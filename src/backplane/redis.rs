@@ -211,11 +211,11 @@ impl Redis {
             let (mut sink, mut stream) = match pubsub {
                 Ok(Ok(pubsub)) => pubsub.split(),
                 failed => {
-                    let error = match failed {
-                        Ok(Err(e)) => e.to_string(),
-                        _ => "timed out".to_string(),
+                    let (kind, error) = match failed {
+                        Ok(Err(e)) => (kind_of(&e.to_string()), e.to_string()),
+                        _ => (BackplaneError::Connect, "timed out".to_string()),
                     };
-                    metrics::backplane_error(BackplaneError::Connect);
+                    metrics::backplane_error(kind);
                     if backoff.attempts == 0 {
                         tracing::warn!(%error, "backplane: cannot subscribe in Redis; retrying with backoff");
                     }
@@ -225,7 +225,6 @@ impl Redis {
                     }
                 }
             };
-            backoff = Backoff::default();
             let mut subscribed: HashSet<String> = HashSet::new();
             generation += 1;
             // After a (re)connect, subscribe to all; then on each change.
@@ -239,9 +238,13 @@ impl Redis {
                         (add, remove)
                     };
                     if let Err(e) = reconcile(&mut sink, &add, &remove).await {
-                        metrics::backplane_error(BackplaneError::Subscribe);
+                        metrics::backplane_error(kind_of(&e));
                         break format!("subscribing failed: {e}");
                     }
+                    // Only a subscription that worked ends the backoff: a
+                    // connection Redis takes but then refuses (no password)
+                    // must not be retried at once, forever.
+                    backoff = Backoff::default();
                     subscribed.extend(add);
                     for channel in &remove {
                         subscribed.remove(channel);
@@ -272,8 +275,27 @@ impl Redis {
                 }
             };
             self.subscription.store(0, Ordering::Relaxed);
-            tracing::warn!(reason = %why, "backplane: Redis subscription lost; resubscribing");
+            // What other nodes published while this node was not subscribed
+            // is lost to its clients: counted, so an alert can fire.
+            metrics::backplane_error(BackplaneError::SubscriptionLost);
+            let pause = backoff.next();
+            tracing::warn!(reason = %why, retry_in = ?pause, "backplane: Redis subscription lost; resubscribing");
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = stop.cancelled() => return,
+            }
         }
+    }
+}
+
+/// An error Redis answered, as the kind it is counted as: a refused or
+/// missing password is `auth`, reported as such rather than as a lost link.
+fn kind_of(error: &str) -> BackplaneError {
+    let auth = ["NOAUTH", "WRONGPASS", "Authentication", "invalid password"];
+    if auth.iter().any(|a| error.contains(a)) {
+        BackplaneError::Auth
+    } else {
+        BackplaneError::Subscribe
     }
 }
 

@@ -122,6 +122,9 @@ pub enum Cursor {
     AfterDepth(u32, ClientId),
 }
 
+/// The largest page of clients one listing asks for or answers.
+pub const MAX_PAGE_SIZE: usize = 1000;
+
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ListQuery {
     pub topic: Option<Topic>,

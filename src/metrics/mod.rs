@@ -237,10 +237,16 @@ pub enum BackplaneError {
     Timeout,
     /// Another process runs with this node's id.
     NodeIdConflict,
+    /// Redis refused this node's password, or wanted one it did not send.
+    Auth,
+    /// The subscription ended (Redis dropped it, the link failed, or the
+    /// canary found it silent): what other nodes published until it was
+    /// back did not reach this node's clients.
+    SubscriptionLost,
 }
 
 impl BackplaneError {
-    pub const ALL: [BackplaneError; 8] = [
+    pub const ALL: [BackplaneError; 10] = [
         Self::Connect,
         Self::Publish,
         Self::Subscribe,
@@ -249,6 +255,8 @@ impl BackplaneError {
         Self::Decode,
         Self::Timeout,
         Self::NodeIdConflict,
+        Self::Auth,
+        Self::SubscriptionLost,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -261,6 +269,8 @@ impl BackplaneError {
             Self::Decode => "decode",
             Self::Timeout => "timeout",
             Self::NodeIdConflict => "node_id_conflict",
+            Self::Auth => "auth",
+            Self::SubscriptionLost => "subscription_lost",
         }
     }
 }

@@ -199,11 +199,8 @@ fn steady(
         };
         tracing::debug!("connected");
 
-        let life = async {
-            reader::run(&mut stream, &ctx, &shared).await;
-            Box::pin(finish(&ctx, stream, &shared, writer)).await;
-        };
-        guarded(life, &shared).await;
+        guarded(reader::run(&mut stream, &ctx, &shared), &shared).await;
+        Box::pin(guarded(finish(&ctx, stream, &shared, writer), &shared)).await;
 
         let reason = shared.closing().map_or(DisconnectReason::ReadError, |c| c.reason);
         handles.disconnect(reason);
@@ -219,8 +216,9 @@ fn steady(
     .instrument(span)
 }
 
-/// Runs a connection's life (reading, then finishing); should it panic (a
-/// bug), the panic is logged and the connection closed with `1011
+/// Runs a part of a connection's life (the reader, then the finish, each
+/// guarded: the reader inline, the finish boxed, so the guard costs an
+/// idle connection nothing); should it panic (a bug), the panic is logged and the connection closed with `1011
 /// "internal error"` like any other close, so it is still counted, leaves
 /// the hub and frees its slot, instead of staying listed with no one
 /// reading it.
@@ -231,7 +229,7 @@ fn guarded<'a>(life: impl Future<Output = ()> + 'a, shared: &'a Shared) -> impl 
     use futures_util::FutureExt;
     std::panic::AssertUnwindSafe(life).catch_unwind().map(move |lived| {
         if let Err(panic) = lived {
-            tracing::error!(panic = %crate::panic_message(&*panic), "a connection's task panicked (a bug); closing it with 1011");
+            tracing::error!(panic = %crate::error::panic_message(&*panic), "a connection's task panicked (a bug); closing it with 1011");
             shared.close(Closing::internal_error());
             // Whatever the writer was doing, it is gone with the task.
             shared.writing(false);

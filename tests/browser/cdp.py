@@ -98,14 +98,20 @@ class Page:
         return result["result"].get("value")
 
     async def wait_for(self, expression, timeout=10.0, what=None):
-        """Polls until `expression` is truthy; returns its value."""
+        """Polls until `expression` is truthy; returns its value. An
+        expression that throws (the page still loading: its elements are not
+        there yet) counts as not yet, until the deadline."""
         deadline = time.monotonic() + timeout
         while True:
-            value = await self.evaluate(expression)
+            try:
+                value = await self.evaluate(expression)
+                error = None
+            except RuntimeError as e:
+                value, error = None, e
             if value:
                 return value
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout} s waiting for {what or expression}")
+                raise AssertionError(f"timed out after {timeout} s waiting for {what or expression}: {error}")
             await asyncio.sleep(0.05)
 
     async def screenshot(self, path):

@@ -1,0 +1,25 @@
+//! The errors that stop the server from starting or end it, and the text
+//! of a caught panic. Every layer reports through these; none of them
+//! needs the crate root.
+
+/// The text of a caught panic's payload (`panic!("...")`), or "".
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
+/// Errors that stop the server from starting, or end it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("admin TLS: {0}")]
+    AdminTls(String),
+    #[error("{0}")]
+    Security(String),
+    #[error("the {0} task ended unexpectedly; the node stopped")]
+    TaskEnded(&'static str),
+}
