@@ -117,8 +117,9 @@ fn join_cluster(
         node: node.clone(),
         presence_ttl: cluster.backplane_presence_ttl,
         heartbeat: cluster.backplane_heartbeat,
-        // Answers from other nodes must come within the admin deadline.
-        deadline: config.admin_deadline / 2,
+        // One deadline for a whole cluster-wide call, inside the admin
+        // deadline, so a partial answer (not DEADLINE_EXCEEDED) comes back.
+        deadline: config.admin_deadline * 3 / 4,
     };
     let queue_len = cluster.backplane_queue_len;
     let engine_stop = stop.clone();

@@ -24,9 +24,10 @@ async fn node(redis: &Redis, id: &str, extra: &[&str]) -> Binary {
         "250ms",
         "--backplane-presence-ttl",
         "3s",
-        "--admin-deadline",
-        "2s",
     ];
+    if !extra.contains(&"--admin-deadline") {
+        args.extend_from_slice(&["--admin-deadline", "2s"]);
+    }
     args.extend_from_slice(extra);
     let node = Binary::spawn(&args).await;
     node.log_line("backplane up").await;
@@ -472,4 +473,56 @@ async fn a_clean_shutdown_leaves_at_once_and_a_shared_node_id_is_reported() {
     twin.log_line("another process runs as this node").await;
     a.log_line("another process runs as this node").await;
     assert!(metric(a.metrics, "wshub_backplane_errors_total{kind=\"node_id_conflict\"}").await >= 1.0);
+}
+
+/// One deadline bounds a whole cluster-wide call (with Redis frozen, the
+/// answer is partial within `--admin-deadline`, not seconds later), and an answer never
+/// calls itself complete while a node it knew has not answered: after a
+/// Redis restart, nodes re-register one by one, and until one has, it is
+/// still expected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_calls_keep_the_deadline_and_never_call_a_short_answer_complete() {
+    let mut redis = Redis::start().await;
+    let deadline = ["--admin-deadline", "1s"];
+    let (a, b) = tokio::join!(node(&redis, "a", &deadline), node(&redis, "b", &deadline));
+    let _a1 = WsClient::connect(&a.url()).await;
+    let _b1 = WsClient::connect(&b.url()).await;
+    assert_eq!(list(&a, 100, String::new()).await.total, 2);
+
+    // Redis frozen: nothing answers, not even presence.
+    redis.signal("STOP").await;
+    let started = std::time::Instant::now();
+    let stats = a
+        .admin()
+        .await
+        .get_stats(pb::GetStatsRequest {})
+        .await
+        .expect("a partial answer, not DEADLINE_EXCEEDED")
+        .into_inner();
+    let took = started.elapsed();
+    redis.signal("CONT").await;
+    assert!(stats.partial, "{stats:?}");
+    assert!(took < Duration::from_secs(1), "the call took {took:?} with --admin-deadline 1s");
+
+    eventually(WAIT, "B answers again", || async {
+        !list(&a, 100, String::new()).await.partial
+    })
+    .await;
+    redis.kill().await;
+    assert!(redis.restart().await, "redis restarts");
+    // Until B has re-registered, an answer without B is partial.
+    let settle = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < settle {
+        let page = list(&a, 100, String::new()).await;
+        assert!(
+            page.partial || page.nodes == ["a", "b"],
+            "a short answer called complete: {page:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eventually(WAIT, "both nodes answer after the restart", || async {
+        let page = list(&a, 100, String::new()).await;
+        !page.partial && page.total == 2
+    })
+    .await;
 }

@@ -85,6 +85,13 @@ pub struct ClusterPage {
     pub total: u64,
 }
 
+/// A node this node knows of, and when its presence was last refreshed.
+#[derive(Debug, Clone)]
+struct Known {
+    node: NodeId,
+    seen: Instant,
+}
+
 /// The canary's state: the last heartbeat sent, when, on which subscription.
 #[derive(Default)]
 struct Canary {
@@ -102,8 +109,13 @@ pub struct Cluster {
     /// Cluster-wide calls waiting for answers, by request id.
     pending: Mutex<HashMap<u64, mpsc::Sender<(NodeId, Answer)>>>,
     next_request: AtomicU64,
-    /// Live nodes as presence last showed them, for when it cannot be read.
-    live: Mutex<Vec<Presence>>,
+    /// The nodes this node expects answers from: what presence last showed,
+    /// and nodes it showed before that have not been gone a presence TTL
+    /// (after a Redis restart, nodes re-register one by one over a
+    /// heartbeat: until then, one that has not yet is still expected, and an
+    /// answer without it is partial, not complete). Read by admin calls
+    /// without a round trip to the engine; kept by the presence task.
+    live: Mutex<Vec<Known>>,
     canary: Mutex<Canary>,
     /// This process, in heartbeats: one from another instance on this
     /// node's channel means two processes share a node id.
@@ -196,7 +208,16 @@ impl Cluster {
     /// others stop expecting its answers; bounded by the I/O timeout.
     pub async fn leave(&self) {
         if let Some(engine) = &self.engine {
-            let leave = tokio::time::timeout(Duration::from_secs(2), engine.leave(&self.node));
+            let leaving = Message::Leaving {
+                node: self.node.clone(),
+            }
+            .encode();
+            let farewells = self
+                .others(None)
+                .into_iter()
+                .map(|other| (Channel::Node(other.node), leaving.clone()))
+                .collect();
+            let leave = tokio::time::timeout(Duration::from_secs(2), engine.leave(&self.node, farewells));
             if let Ok(Err(e)) | Err(e) = leave.await.map_err(|_| "timed out".to_string()) {
                 tracing::debug!(error = %e, "backplane: could not remove this node's presence");
             }
@@ -269,6 +290,7 @@ impl Cluster {
             }
             Some(Message::Heartbeat { seq, instance }) if instance == self.instance => self.heartbeat_back(seq),
             Some(Message::Heartbeat { .. }) => self.conflict(),
+            Some(Message::Leaving { node }) => self.left(&node),
             None => metrics::backplane_error(BackplaneError::Decode),
         }
     }
@@ -386,9 +408,7 @@ impl Cluster {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tick.tick() => {
-                    let _ = self.live_nodes().await;
-                }
+                _ = tick.tick() => self.refresh_presence().await,
                 _ = stop.cancelled() => return,
             }
         }
@@ -463,96 +483,135 @@ impl Cluster {
         }
     }
 
-    /// Refreshes this node's presence and reads the live nodes; when the
-    /// engine cannot answer, the last list read.
-    async fn live_nodes(&self) -> Vec<Presence> {
-        let Some(engine) = &self.engine else { return Vec::new() };
+    /// Refreshes this node's presence and reads the live nodes into what
+    /// this node expects answers from (see [`Cluster::live`]).
+    async fn refresh_presence(&self) {
+        let Some(engine) = &self.engine else { return };
         let read = tokio::time::timeout(
             Duration::from_secs(2),
             engine.refresh_presence(&self.node, self.config.presence_ttl),
         );
         match read.await {
-            Ok(Ok(live)) => {
+            Ok(Ok(fresh)) => {
                 self.present.store(true, Ordering::Relaxed);
-                metrics::gauge_set(metrics::BACKPLANE_NODES, live.len() as f64);
-                *self.live.lock().unwrap_or_else(|e| e.into_inner()) = live.clone();
-                live
+                metrics::gauge_set(metrics::BACKPLANE_NODES, fresh.len() as f64);
+                let now = Instant::now();
+                let mut known = self.live.lock().unwrap_or_else(|e| e.into_inner());
+                let mut merged: Vec<Known> = fresh
+                    .iter()
+                    .map(|p| Known {
+                        node: p.node.clone(),
+                        seen: now.checked_sub(p.age).unwrap_or(now),
+                    })
+                    .collect();
+                for old in known.iter() {
+                    let listed = merged.iter().any(|k| k.node == old.node);
+                    if !listed && old.seen.elapsed() < self.config.presence_ttl {
+                        merged.push(old.clone());
+                    }
+                }
+                *known = merged;
             }
             _ => {
                 self.present.store(false, Ordering::Relaxed);
                 metrics::backplane_error(BackplaneError::Presence);
-                self.live.lock().unwrap_or_else(|e| e.into_inner()).clone()
             }
         }
+    }
+
+    /// The other nodes expected to answer (all, or `only` that one), with
+    /// how long ago each last refreshed its presence.
+    fn others(&self, only: Option<&NodeId>) -> Vec<Presence> {
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|k| k.node != self.node && only.is_none_or(|n| *n == k.node))
+            .map(|k| Presence {
+                node: k.node.clone(),
+                age: k.seen.elapsed(),
+            })
+            .collect()
+    }
+
+    /// Another node left cleanly: it is no longer expected at once.
+    fn left(&self, node: &NodeId) {
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k| k.node != *node);
     }
 
     // ---- Scatter-gather ----
 
     /// Runs `op_for(node)` on this node and on every other live node (or on
-    /// `only` that one), waiting for the others' answers up to the deadline.
+    /// `only` that one). One deadline bounds the whole call: the requests go
+    /// out first, this node's part runs while they travel, and answers are
+    /// awaited until the deadline; nodes that have not answered by then are
+    /// `missing` (the answer is partial).
     async fn gather(
         &self,
         only: Option<&NodeId>,
         op_for: impl Fn(&NodeId) -> Op,
     ) -> Result<Gathered<Vec<(NodeId, Answer, Duration)>>, HubError> {
-        let mut answers = Vec::new();
-        if only.is_none_or(|n| *n == self.node) {
-            answers.push((
-                self.node.clone(),
-                self.execute(op_for(&self.node)).await?,
-                Duration::ZERO,
-            ));
-        }
-        let others: Vec<Presence> = match (&self.engine, only) {
-            (None, _) => Vec::new(),
-            (Some(_), Some(n)) if *n == self.node => Vec::new(),
-            (Some(_), only) => self
-                .live_nodes()
-                .await
-                .into_iter()
-                .filter(|p| p.node != self.node && only.is_none_or(|n| *n == p.node))
-                .collect(),
+        let deadline = tokio::time::Instant::now() + self.config.deadline;
+        let others = if self.engine.is_some() {
+            self.others(only)
+        } else {
+            Vec::new()
         };
         tracing::debug!(others = ?others, "backplane: asking the other nodes");
         let mut missing: Vec<NodeId> = Vec::new();
-        if !others.is_empty() {
-            let id = self.next_request.fetch_add(1, Ordering::Relaxed);
-            let (tx, mut rx) = mpsc::channel(others.len());
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, mut rx) = mpsc::channel(others.len().max(1));
+        let mut waiting: HashMap<NodeId, Duration> = HashMap::new();
+        let _pending = (!others.is_empty()).then(|| {
             self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id, tx);
-            let _pending = Pending { cluster: self, id };
-            let mut waiting: HashMap<NodeId, Duration> = HashMap::new();
-            for presence in &others {
-                let request = Message::Request {
-                    id,
-                    from: self.node.clone(),
-                    op: op_for(&presence.node),
-                };
-                if self.send(presence.node.clone(), &request) {
-                    waiting.insert(presence.node.clone(), presence.age);
-                } else {
-                    missing.push(presence.node.clone());
-                }
+            Pending { cluster: self, id }
+        });
+        for presence in &others {
+            let request = Message::Request {
+                id,
+                from: self.node.clone(),
+                op: op_for(&presence.node),
+            };
+            if self.send(presence.node.clone(), &request) {
+                waiting.insert(presence.node.clone(), presence.age);
+            } else {
+                missing.push(presence.node.clone());
             }
-            let deadline = tokio::time::Instant::now() + self.config.deadline;
-            while !waiting.is_empty() {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some((node, answer))) => {
-                        let Some(age) = waiting.remove(&node) else { continue };
-                        if let Answer::Failed(e) = &answer {
-                            tracing::warn!(%node, error = %e, "backplane: a node could not answer a cluster-wide call");
-                            missing.push(node);
-                        } else {
-                            answers.push((node, answer, age));
-                        }
-                    }
-                    _ => break,
-                }
-            }
-            if !waiting.is_empty() {
-                metrics::backplane_error(BackplaneError::Timeout);
-            }
-            missing.extend(waiting.into_keys());
         }
+        let mut answers = Vec::new();
+        if only.is_none_or(|n| *n == self.node) {
+            let local = self.execute(op_for(&self.node));
+            let local = if self.engine.is_some() {
+                tokio::time::timeout_at(deadline, local)
+                    .await
+                    .map_err(|_| HubError::Timeout(self.config.deadline))??
+            } else {
+                // A node alone: the hub's own deadline bounds it.
+                local.await?
+            };
+            answers.push((self.node.clone(), local, Duration::ZERO));
+        }
+        while !waiting.is_empty() {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some((node, answer))) => {
+                    let Some(age) = waiting.remove(&node) else { continue };
+                    if let Answer::Failed(e) = &answer {
+                        tracing::warn!(%node, error = %e, "backplane: a node could not answer a cluster-wide call");
+                        missing.push(node);
+                    } else {
+                        answers.push((node, answer, age));
+                    }
+                }
+                _ => break,
+            }
+        }
+        if !waiting.is_empty() {
+            metrics::backplane_error(BackplaneError::Timeout);
+        }
+        missing.extend(waiting.into_keys());
         missing.sort();
         // This node first, then the others by id: answers in a stable order.
         let start = usize::from(answers.first().is_some_and(|(n, _, _)| *n == self.node));
@@ -835,7 +894,7 @@ mod tests {
                 }])
             })
         }
-        fn leave(&self, _: &NodeId) -> BoxFuture<'_, Result<(), String>> {
+        fn leave(&self, _: &NodeId, _: Vec<(Channel, Bytes)>) -> BoxFuture<'_, Result<(), String>> {
             Box::pin(async { Ok(()) })
         }
         fn subscription(&self) -> Option<u64> {

@@ -33,6 +33,10 @@ pub enum Message {
         seq: u64,
         instance: u64,
     },
+    /// A node leaving cleanly: the others stop expecting its answers at once.
+    Leaving {
+        node: NodeId,
+    },
 }
 
 /// What a node is asked to do with its own clients.

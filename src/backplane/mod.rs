@@ -69,8 +69,10 @@ pub trait Engine: Send + Sync + 'static {
     fn resubscribe(&self);
     /// Marks `node` alive for `ttl` and answers the live nodes (including it).
     fn refresh_presence(&self, node: &NodeId, ttl: Duration) -> BoxFuture<'_, Result<Vec<Presence>, String>>;
-    /// Removes `node`'s presence at once (a clean shutdown).
-    fn leave(&self, node: &NodeId) -> BoxFuture<'_, Result<(), String>>;
+    /// Removes `node`'s presence at once (a clean shutdown), then sends
+    /// `farewells` directly (the outbound queue has stopped by then), so
+    /// the other nodes stop expecting this one's answers.
+    fn leave(&self, node: &NodeId, farewells: Vec<(Channel, Bytes)>) -> BoxFuture<'_, Result<(), String>>;
     /// While the engine is connected and subscribed to every channel it
     /// listens to: which subscription this is (a new one after each
     /// reconnect); `None` while it is not. Whether the subscription

@@ -383,16 +383,16 @@ impl Engine for Redis {
         })
     }
 
-    fn leave(&self, node: &NodeId) -> BoxFuture<'_, Result<(), String>> {
+    fn leave(&self, node: &NodeId, farewells: Vec<(Channel, Bytes)>) -> BoxFuture<'_, Result<(), String>> {
         let node = node.clone();
         Box::pin(async move {
             let mut conn = self.conn.clone();
-            redis::cmd("ZREM")
-                .arg(NODES_KEY)
-                .arg(node.as_str())
-                .exec_async(&mut conn)
-                .await
-                .map_err(|e| e.to_string())
+            let mut pipe = redis::pipe();
+            pipe.cmd("ZREM").arg(NODES_KEY).arg(node.as_str()).ignore();
+            for (channel, payload) in &farewells {
+                pipe.cmd("PUBLISH").arg(name(channel)).arg(payload.as_ref()).ignore();
+            }
+            pipe.exec_async(&mut conn).await.map_err(|e| e.to_string())
         })
     }
 
