@@ -227,6 +227,18 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
     // The backplane outlives the data plane's shutdown: clients still here
     // get messages from other nodes until they are closed.
     let backplane_stop = CancellationToken::new();
+    if let (Some(url), Some(_)) = (&config.cluster.backplane, &config.cluster.node_id) {
+        // A careless operator starts a second process with a live node's id:
+        // the younger refuses to serve rather than answer for the other.
+        if backplane::redis::Redis::node_is_live(url, &node, config.cluster.backplane_heartbeat)
+            .await
+            .map_err(Error::Config)?
+        {
+            return Err(Error::Config(format!(
+                "node id {node} is live in the cluster: another process runs as it; give every node its own --node-id"
+            )));
+        }
+    }
     let cluster = join_cluster(&config, &node, &mut hub, &hub_handle, &lifecycle, &backplane_stop)?;
     let ctx = Arc::new(ws::Context::new(
         hub_handle.clone(),

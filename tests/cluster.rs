@@ -447,7 +447,7 @@ async fn a_node_starts_without_redis_and_joins_when_it_comes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_clean_shutdown_leaves_at_once_and_a_shared_node_id_is_reported() {
+async fn a_clean_shutdown_leaves_at_once_and_a_live_node_id_is_refused() {
     let redis = Redis::start().await;
     let (a, b) = tokio::join!(node(&redis, "a", &[]), node(&redis, "b", &[]));
     assert_eq!(list(&a, 100, String::new()).await.nodes, ["a", "b"]);
@@ -460,8 +460,9 @@ async fn a_clean_shutdown_leaves_at_once_and_a_shared_node_id_is_reported() {
         (["a".to_string()].as_slice(), false)
     );
 
-    // A careless operator starts a second process as "a".
-    let twin = Binary::spawn(&[
+    // A careless operator starts a second process as "a": it refuses to
+    // serve (exit 2), and "a" goes on alone.
+    let mut twin = Binary::spawn(&[
         "--backplane",
         &redis.url(),
         "--node-id",
@@ -470,9 +471,20 @@ async fn a_clean_shutdown_leaves_at_once_and_a_shared_node_id_is_reported() {
         "250ms",
     ])
     .await;
-    twin.log_line("another process runs as this node").await;
-    a.log_line("another process runs as this node").await;
-    assert!(metric(a.metrics, "wshub_backplane_errors_total{kind=\"node_id_conflict\"}").await >= 1.0);
+    let status = tokio::time::timeout(WAIT, twin.child.wait())
+        .await
+        .expect("the twin exits")
+        .unwrap();
+    assert_eq!(status.code(), Some(2));
+    twin.log_line("node id a is live in the cluster").await;
+    assert_eq!(list(&a, 100, String::new()).await.nodes, ["a"]);
+    // B, stopped cleanly a moment ago, is not live: a new B starts.
+    let b = node(&redis, "b", &[]).await;
+    eventually(WAIT, "the new B answers", || async {
+        list(&a, 100, String::new()).await.nodes == ["a", "b"]
+    })
+    .await;
+    drop(b);
 }
 
 /// One deadline bounds a whole cluster-wide call (with Redis frozen, the
@@ -502,7 +514,10 @@ async fn cluster_calls_keep_the_deadline_and_never_call_a_short_answer_complete(
     let took = started.elapsed();
     redis.signal("CONT").await;
     assert!(stats.partial, "{stats:?}");
-    assert!(took < Duration::from_secs(1), "the call took {took:?} with --admin-deadline 1s");
+    assert!(
+        took < Duration::from_secs(1),
+        "the call took {took:?} with --admin-deadline 1s"
+    );
 
     eventually(WAIT, "B answers again", || async {
         !list(&a, 100, String::new()).await.partial

@@ -102,6 +102,38 @@ impl Redis {
             .map_err(|e| format!("--backplane: {e}"))
     }
 
+    /// Whether another process runs as `node` now: its presence is there
+    /// and is refreshed within `heartbeat` (a stale entry left by a process
+    /// that died is not). `Ok(false)` when Redis cannot be asked in time: a
+    /// node may start without Redis.
+    pub async fn node_is_live(url: &str, node: &NodeId, heartbeat: Duration) -> Result<bool, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("--backplane: {e}"))?;
+        let score = |client: redis::Client| {
+            let node = node.clone();
+            async move {
+                let read = async {
+                    let mut conn = client.get_multiplexed_async_connection().await?;
+                    redis::cmd("ZSCORE")
+                        .arg(NODES_KEY)
+                        .arg(node.as_str())
+                        .query_async::<Option<f64>>(&mut conn)
+                        .await
+                };
+                tokio::time::timeout(IO_TIMEOUT, read)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .flatten()
+            }
+        };
+        let Some(first) = score(client.clone()).await else {
+            return Ok(false);
+        };
+        // Refreshed at least once a heartbeat by a live process.
+        tokio::time::sleep(heartbeat + heartbeat / 2).await;
+        Ok(score(client).await.is_some_and(|second| second > first))
+    }
+
     /// Starts the engine's tasks. It connects in the background: a Redis
     /// that is not there yet delays nothing. Received messages go to
     /// `inbound`; when it is full they are dropped and counted.
