@@ -67,8 +67,9 @@ pub struct Config {
     #[arg(long, env = "WSHUB_HUB_QUEUE_LEN", default_value_t = 8192)]
     pub hub_queue_len: usize,
 
-    /// Bytes of client publishes the hub's channel may hold (e.g. 32MiB); past it
-    /// publishing clients wait, their sockets unread, until the hub catches up.
+    /// Bytes of publishes the hub's channel may hold (e.g. 32MiB), from clients and
+    /// other nodes alike; past it publishing clients wait, their sockets unread, until
+    /// the hub catches up, and other nodes' publishes are dropped and counted.
     #[arg(long, env = "WSHUB_HUB_QUEUE_BYTES", default_value = "32MiB", value_parser = parse_bytes)]
     pub hub_queue_bytes: usize,
 

@@ -311,7 +311,7 @@ async fn a_redis_outage_keeps_local_delivery_and_heals_by_itself() {
     a.log_line("backplane down").await;
     publish_numbered(&mut a1, Some("t"), 3).await;
     expect_numbered(&mut a2, Some("t"), &a1.id, 3).await;
-    assert!(metric(a.metrics, "wshub_backplane_dropped_total").await >= 1.0);
+    assert!(metric(a.metrics, "wshub_backplane_dropped_total{reason=\"outbound\"}").await >= 1.0);
     // B requires the backplane: not ready while it is down; A does not.
     eventually(WAIT, "B not ready", || async {
         common::get(b.metrics, "/readyz").await.0 == 503

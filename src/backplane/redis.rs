@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::{Channel, Engine, Inbound, Presence};
-use crate::metrics::{self, BackplaneError};
+use crate::metrics::{self, BackplaneError, Dropped};
 use crate::types::{NodeId, Topic};
 
 /// Connecting, and any one command, may take this long.
@@ -215,7 +215,7 @@ impl Redis {
                 *backoff = Backoff::default();
             }
             Err(e) => {
-                metrics::backplane_dropped(n);
+                metrics::backplane_dropped(Dropped::Outbound, n);
                 metrics::backplane_error(if e.is_io_error() || e.is_connection_refusal() || e.is_timeout() {
                     BackplaneError::Connect
                 } else {
@@ -296,7 +296,7 @@ impl Redis {
                             // Never wait here: the library buffers what this
                             // task has not read, so it must read at once.
                             if inbound.try_send(Inbound { channel, payload }).is_err() {
-                                metrics::backplane_dropped(1);
+                                metrics::backplane_dropped(Dropped::Inbound, 1);
                             }
                         }
                         None => break "the connection ended".to_string(),

@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc, oneshot, Semaphore, TryAcquireError};
+use tokio::sync::{broadcast, mpsc, oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use super::*;
 use crate::protocol::Frame;
@@ -46,14 +46,25 @@ impl HubHandle {
         }
     }
 
-    /// What a command costs of the byte budget: a publish its frame, anything else nothing.
+    /// What a command costs of the byte budget: a publish its frame (from a
+    /// client or another node, whatever the source, unless it holds its
+    /// share already), anything else nothing.
     fn cost(&self, command: &Command) -> u32 {
         match command {
-            Command::Publish(p) if p.budget.is_none() && p.source == Source::Client => {
-                p.frame.len().min(self.budget_total).try_into().unwrap_or(u32::MAX)
-            }
+            Command::Publish(p) if p.budget.is_none() && p.source != Source::Admin => self.share(p.frame.len()),
             _ => 0,
         }
+    }
+
+    fn share(&self, bytes: usize) -> u32 {
+        bytes.min(self.budget_total).try_into().unwrap_or(u32::MAX)
+    }
+
+    /// Takes `bytes` of the data channel's byte budget now, if it has them:
+    /// for what other nodes publish, which must be dropped (and counted)
+    /// rather than wait in a queue of its own when the hub is behind.
+    pub fn reserve(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        self.budget.clone().try_acquire_many_owned(self.share(bytes)).ok()
     }
 
     /// Sends a client's command, waiting while the data channel is full

@@ -368,6 +368,42 @@ async fn client_publishes_are_bounded_in_bytes_until_the_hub_takes_them() {
     task.await.unwrap();
 }
 
+/// Other nodes' publishes are charged against the same byte budget as
+/// clients': what they hold is not free while the hub is behind, and a
+/// reservation the budget cannot cover fails at once (the caller drops it).
+#[tokio::test]
+async fn other_nodes_publishes_share_the_byte_budget() {
+    let (hub, handle) = Hub::new(HubConfig {
+        queue_len: 1000,
+        queue_bytes: 100,
+        ..config()
+    });
+    let from_node = || {
+        let Command::Publish(mut p) = publish(None, "") else {
+            unreachable!()
+        };
+        p.source = Source::Backplane;
+        p.frame = Frame::from("x".repeat(60));
+        Command::Publish(p)
+    };
+    assert!(handle.try_send(from_node()).is_ok(), "charged: 60 of 100");
+    assert!(
+        matches!(
+            handle.try_send(from_node()),
+            Err(tokio::sync::mpsc::error::TrySendError::Full(_))
+        ),
+        "a second 60 does not fit"
+    );
+    assert!(handle.reserve(60).is_none(), "nor as a reservation");
+    let held = handle.reserve(40).expect("40 more fit");
+    assert!(handle.reserve(1).is_none(), "the budget is spent");
+    drop(held);
+    let task = tokio::spawn(hub.run());
+    handle.send(from_node()).await.unwrap();
+    drop(handle);
+    task.await.unwrap();
+}
+
 #[tokio::test]
 async fn a_client_registering_after_a_drain_began_is_closed_like_the_rest() {
     let (early, _early_rx) = client(1, 8);

@@ -290,7 +290,7 @@ pub fn backplane_start() {
     describe_counter!(BACKPLANE_ERRORS_TOTAL, "Backplane failures, by kind.");
     describe_counter!(
         BACKPLANE_DROPPED_TOTAL,
-        "Messages for other nodes dropped: the backplane was down or its outbound queue full."
+        "Backplane messages dropped, by reason: outbound (for other nodes, not sent: down, queue full, write failed), inbound (from other nodes, not taken in: the hub's byte budget or intake full)."
     );
     describe_counter!(
         BACKPLANE_MESSAGES_TOTAL,
@@ -304,7 +304,9 @@ pub fn backplane_start() {
     for kind in BackplaneError::ALL {
         metrics::counter!(BACKPLANE_ERRORS_TOTAL, "kind" => kind.as_str()).absolute(0);
     }
-    metrics::counter!(BACKPLANE_DROPPED_TOTAL).absolute(0);
+    for way in Dropped::ALL {
+        metrics::counter!(BACKPLANE_DROPPED_TOTAL, "reason" => way.as_str()).absolute(0);
+    }
     for direction in ["out", "in"] {
         metrics::counter!(BACKPLANE_MESSAGES_TOTAL, "direction" => direction).absolute(0);
     }
@@ -322,9 +324,31 @@ pub fn backplane_error(kind: BackplaneError) {
     metrics::counter!(BACKPLANE_ERRORS_TOTAL, "kind" => kind.as_str()).increment(1);
 }
 
-/// Messages for other nodes that were dropped.
-pub fn backplane_dropped(n: u64) {
-    metrics::counter!(BACKPLANE_DROPPED_TOTAL).increment(n);
+/// Which way a dropped backplane message was going, as the `reason` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// A message for other nodes this node failed to send: the backplane
+    /// was down, its outbound queue full, or the write failed.
+    Outbound,
+    /// A message from another node this node could not take in: its hub's
+    /// byte budget (`--hub-queue-bytes`) or its intake was full.
+    Inbound,
+}
+
+impl Dropped {
+    pub const ALL: [Dropped; 2] = [Self::Outbound, Self::Inbound];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Outbound => "outbound",
+            Self::Inbound => "inbound",
+        }
+    }
+}
+
+/// Backplane messages dropped, going `way`.
+pub fn backplane_dropped(way: Dropped, n: u64) {
+    metrics::counter!(BACKPLANE_DROPPED_TOTAL, "reason" => way.as_str()).increment(n);
 }
 
 /// Messages sent to (`out`) or taken from (`in`) the backplane.

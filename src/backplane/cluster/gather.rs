@@ -17,7 +17,7 @@ impl Cluster {
         let Some(engine) = &self.engine else { return false };
         let sent = engine.publish(Channel::Node(to), message.encode());
         if !sent {
-            metrics::backplane_dropped(1);
+            metrics::backplane_dropped(Dropped::Outbound, 1);
         }
         sent
     }

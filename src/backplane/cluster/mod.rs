@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
@@ -34,7 +34,7 @@ use crate::hub::{
     ClientInfo, Command, Cursor, Delivery, HubError, HubHandle, KickTarget, ListQuery, Order, Publish, Relay, Stats,
 };
 use crate::lifecycle::Lifecycle;
-use crate::metrics::{self, BackplaneError};
+use crate::metrics::{self, BackplaneError, Dropped};
 use crate::types::{ClientId, ClientRef, NodeId, Source, Topic};
 
 /// Messages received from the engine and not yet routed; past it they are

@@ -38,8 +38,16 @@ impl Cluster {
             if origin == self.node.as_str().as_bytes() {
                 continue;
             }
-            if deliveries.try_send((topic, frame)).is_err() {
-                metrics::backplane_dropped(1);
+            // Its share of the hub's byte budget is taken here, before it
+            // waits anywhere: what the hub has no room for is dropped and
+            // counted, so another node's publishes are bounded in bytes as a
+            // client's are, not by a queue length of large frames.
+            let Some(budget) = self.hub.reserve(frame.len()) else {
+                metrics::backplane_dropped(Dropped::Inbound, 1);
+                continue;
+            };
+            if deliveries.try_send((topic, frame, budget)).is_err() {
+                metrics::backplane_dropped(Dropped::Inbound, 1);
             }
         }
     }
@@ -77,14 +85,14 @@ impl Cluster {
 
 impl Cluster {
     /// Fans other nodes' publishes out here, in the order they came,
-    /// waiting for room in the hub's channel.
+    /// waiting for room in the hub's channel (their bytes are reserved).
     pub(super) async fn deliver(
         self: Arc<Self>,
-        mut queued: mpsc::Receiver<(Option<Topic>, Bytes)>,
+        mut queued: mpsc::Receiver<(Option<Topic>, Bytes, OwnedSemaphorePermit)>,
         stop: CancellationToken,
     ) {
         loop {
-            let (topic, frame) = tokio::select! {
+            let (topic, frame, budget) = tokio::select! {
                 got = queued.recv() => match got {
                     Some(got) => got,
                     None => return,
@@ -103,7 +111,7 @@ impl Cluster {
                 request: None,
                 exclude: Default::default(),
                 respond: None,
-                budget: None,
+                budget: Some(budget),
             };
             if self.hub.send(Command::Publish(publish)).await.is_err() {
                 return;
@@ -134,7 +142,7 @@ impl Relay for Outlet {
         payload.put_slice(frame.as_bytes());
         let channel = topic.map_or(Channel::Everyone, |t| Channel::Topic(t.clone()));
         if !engine.publish(channel, payload.freeze()) {
-            metrics::backplane_dropped(1);
+            metrics::backplane_dropped(Dropped::Outbound, 1);
         }
     }
 
