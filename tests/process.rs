@@ -304,3 +304,25 @@ async fn exits(args: &[&str]) -> std::process::Output {
         .unwrap_or_else(|_| panic!("wshub {args:?} kept running"))
         .unwrap()
 }
+
+/// With a fixed `--node-id`, a client id saved before a restart never
+/// names another client after it: ids keep their form, and the
+/// numbers of a later process start past the earlier one's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_ids_are_not_reused_across_restarts_of_a_named_node() {
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let server = Binary::spawn(&["--node-id", "fixed"]).await;
+        let client = WsClient::connect(&server.url()).await;
+        let id = client.id.clone();
+        let number = id.strip_prefix("c-").and_then(|n| n.parse::<u64>().ok());
+        assert!(number.is_some(), "{id} is c-<number> (a node alone names no node)");
+        ids.push(number.unwrap());
+        server.sigterm().await;
+        drop(client);
+    }
+    assert!(
+        ids[1] > ids[0],
+        "{ids:?}: the second process's first id comes after the first's"
+    );
+}

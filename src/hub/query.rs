@@ -1,9 +1,12 @@
 //! Read-only views of the registry for operators and metrics: one client,
 //! a filtered page of clients in a stable order, totals, queue samples.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BinaryHeap};
 
 use super::{ClientId, ClientInfo, ClientPage, Cursor, Entry, Fill, Hub, ListQuery, Order, Stats};
+
+/// A client's place in queue-depth order: deepest first, then by id.
+type DepthKey = (std::cmp::Reverse<u32>, ClientId);
 
 impl Hub {
     pub(super) fn info(entry: &Entry) -> ClientInfo {
@@ -35,7 +38,12 @@ impl Hub {
             query.topic.as_ref().is_none_or(|t| entry.topics.contains(t))
                 && query.user.as_ref().is_none_or(|u| entry.tx.user() == u)
         };
-        let total = self.clients.values().filter(matches).count() as u64;
+        // The total without a scan where the registry already knows it.
+        let total = match (&query.topic, &query.user) {
+            (None, None) => self.clients.len(),
+            (Some(topic), None) => self.topics.get(topic).map_or(0, |members| members.len()),
+            _ => self.clients.values().filter(matches).count(),
+        } as u64;
         let size = query.page_size.max(1);
         let mut last_key = None;
         let (page, more): (Vec<&Entry>, bool) = match query.order {
@@ -53,19 +61,34 @@ impl Hub {
                 (page, it.next().is_some())
             }
             Order::QueueDepth => {
-                // Depth is read once per client, then sorted deepest first.
+                // Depth is read once per client; only the page (and one
+                // more, to know there is a next) is kept, in a heap whose
+                // top is the shallowest kept: O(clients × log page) work and
+                // O(page) memory, however many clients the node holds
+                // (`wshubctl top` asks every second).
                 let after = match query.cursor {
                     Some(Cursor::AfterDepth(depth, id)) => Some((std::cmp::Reverse(depth), id)),
                     _ => None,
                 };
-                let mut all: Vec<((std::cmp::Reverse<u32>, ClientId), &Entry)> = self
-                    .clients
-                    .values()
-                    .filter(matches)
-                    .map(|e| ((std::cmp::Reverse(e.tx.queue_stats().depth as u32), e.tx.id), e))
-                    .filter(|(key, _)| after.is_none_or(|a| *key > a))
+                let keep = size.saturating_add(1);
+                let mut kept: BinaryHeap<DepthKey> = BinaryHeap::with_capacity(keep.min(1024));
+                for entry in self.clients.values().filter(matches) {
+                    let key = (std::cmp::Reverse(entry.tx.queue_stats().depth as u32), entry.tx.id);
+                    if after.is_some_and(|a| key <= a) {
+                        continue;
+                    }
+                    if kept.len() < keep {
+                        kept.push(key);
+                    } else if kept.peek().is_some_and(|top| key < *top) {
+                        kept.pop();
+                        kept.push(key);
+                    }
+                }
+                let mut all: Vec<(DepthKey, &Entry)> = kept
+                    .into_sorted_vec()
+                    .into_iter()
+                    .filter_map(|key| Some((key, self.clients.get(&key.1)?)))
                     .collect();
-                all.sort_by_key(|(key, _)| *key);
                 let more = all.len() > size;
                 all.truncate(size);
                 last_key = all.last().map(|(key, _)| *key);

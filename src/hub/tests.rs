@@ -538,3 +538,46 @@ async fn the_relay_sees_first_and_last_subscribers_and_clients_publishes_only() 
     drop(handle);
     task.await.unwrap();
 }
+
+/// Queue-depth order kept in a bounded heap gives, page after page, what a
+/// full sort of every client would: deepest first, ties by id, each client
+/// once, and the total.
+#[tokio::test]
+async fn queue_depth_pages_match_a_full_sort() {
+    let (handle, task) = start(64);
+    let mut expected = Vec::new();
+    for n in 1..=60u64 {
+        let (tx, _rx) = client(n, 64);
+        register(&handle, &tx).await;
+        // Depths 0-6, repeated, so ties are common.
+        let depth = (n * 7 + 3) % 7;
+        for _ in 0..depth {
+            tx.try_push(Frame::from_static("x")).unwrap();
+        }
+        expected.push((std::cmp::Reverse(depth as u32), ClientId(n)));
+    }
+    expected.sort();
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = handle
+            .list_clients(ListQuery {
+                topic: None,
+                user: None,
+                order: Order::QueueDepth,
+                page_size: 7,
+                cursor,
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.total, 60);
+        seen.extend(page.clients.iter().map(|c| (std::cmp::Reverse(c.queue_depth), c.id)));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, expected);
+    drop(handle);
+    task.await.unwrap();
+}

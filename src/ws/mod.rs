@@ -128,10 +128,26 @@ impl Context {
             force,
             handshake_timeout: config.gate.handshake_timeout,
             live: AtomicUsize::new(0),
-            next_id: AtomicU64::new(1),
+            next_id: AtomicU64::new(first_client_number(config.cluster.node_id.is_some())),
             ws_config,
         }
     }
+}
+
+/// The number of this process's first client id. A generated node id is
+/// new per process, so `c-1@<node>` never names a client of another
+/// process; with a fixed `--node-id` it would after a restart, so numbers
+/// then start from the process's start time (in ms, times 16 384: a later
+/// process starts past every id an earlier one could have given out), and
+/// an id saved before a restart never names someone else after it.
+fn first_client_number(fixed_node_id: bool) -> u64 {
+    if !fixed_node_id {
+        return 1;
+    }
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    ms.saturating_mul(1 << 14).max(1)
 }
 
 /// The data plane's security material, read from the configuration: a bad
