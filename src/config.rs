@@ -277,7 +277,7 @@ pub struct GateConfig {
     /// head) at once; past it a socket gets 429 at once, unread. Counted on the peer
     /// address; --trusted-proxies are exempt. 0: no limit (--max-connections-per-ip,
     /// when set, still bounds clients and handshakes from one address together).
-    #[arg(long, env = "WSHUB_MAX_HANDSHAKES_PER_IP", default_value_t = 64)]
+    #[arg(long, env = "WSHUB_MAX_HANDSHAKES_PER_IP", default_value_t = 256)]
     pub max_handshakes_per_ip: usize,
 
     /// The longest a client may take to send its HTTP upgrade request (8 KiB, 64 header lines at most).

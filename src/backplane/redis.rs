@@ -36,6 +36,8 @@ const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Reconnect backoff: from the first to the last, doubling, with jitter.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Control messages waiting to be sent, at most (past it dropped, counted).
+const CONTROL_QUEUE: usize = 1024;
 /// Publishes sent as one pipeline, at most.
 const BATCH: usize = 512;
 /// Channels named in one SUBSCRIBE, at most (a resubscribe of many topics).
@@ -78,8 +80,13 @@ fn parse_name(name: &str) -> Option<Channel> {
 /// The Redis engine; see the module docs.
 pub struct Redis {
     client: redis::Client,
-    /// Messages waiting for the sender task.
+    /// Publishes waiting for the sender task.
     outbox: mpsc::Sender<(Channel, Bytes)>,
+    /// Control messages (requests, answers, the canary's heartbeat) waiting
+    /// for the sender task, which takes them before any publish: a node
+    /// busy publishing neither delays its canary (a false stall) nor its
+    /// answers to other nodes.
+    control: mpsc::Sender<(Channel, Bytes)>,
     /// The sender's connection, which presence calls share; it reconnects
     /// by itself after a failure.
     conn: ConnectionManager,
@@ -145,6 +152,7 @@ impl Redis {
     ) -> Result<Arc<Redis>, String> {
         let client = redis::Client::open(url).map_err(|e| format!("--backplane: {e}"))?;
         let (outbox, queued) = mpsc::channel(queue_len);
+        let (control, control_queued) = mpsc::channel(CONTROL_QUEUE);
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(IO_TIMEOUT))
             .set_response_timeout(Some(IO_TIMEOUT))
@@ -156,6 +164,7 @@ impl Redis {
         let redis = Arc::new(Redis {
             client,
             outbox,
+            control,
             conn,
             wanted: Mutex::new(HashSet::new()),
             changed: Notify::new(),
@@ -163,7 +172,7 @@ impl Redis {
             sender_up: AtomicBool::new(false),
             subscription: AtomicU64::new(0),
         });
-        tokio::spawn(redis.clone().send_loop(queued, stop.clone()));
+        tokio::spawn(redis.clone().send_loop(control_queued, queued, stop.clone()));
         tokio::spawn(redis.clone().subscribe_loop(inbound, stop));
         Ok(redis)
     }
@@ -172,14 +181,23 @@ impl Redis {
     /// in order. The connection manager reconnects by itself after a
     /// failure; while Redis is unreachable, what is queued is dropped (and
     /// counted), and a PING with backoff finds out when it is back.
-    async fn send_loop(self: Arc<Self>, mut queued: mpsc::Receiver<(Channel, Bytes)>, stop: CancellationToken) {
+    async fn send_loop(
+        self: Arc<Self>,
+        mut control: mpsc::Receiver<(Channel, Bytes)>,
+        mut queued: mpsc::Receiver<(Channel, Bytes)>,
+        stop: CancellationToken,
+    ) {
         let mut conn = self.conn.clone();
         let mut batch = Vec::with_capacity(BATCH);
+        let mut urgent = Vec::new();
         let mut backoff = Backoff::default();
         let mut probe_at = tokio::time::Instant::now();
         loop {
             let up = self.sender_up.load(Ordering::Relaxed);
             let got = tokio::select! {
+                // Control messages first, then publishes.
+                biased;
+                got = control.recv_many(&mut urgent, BATCH) => got,
                 got = queued.recv_many(&mut batch, BATCH) => got,
                 _ = tokio::time::sleep_until(probe_at), if !up => {
                     let ping = redis::cmd("PING").exec_async(&mut conn).await;
@@ -193,10 +211,11 @@ impl Redis {
                 return;
             }
             let mut pipe = redis::pipe();
-            for (channel, payload) in &batch {
+            for (channel, payload) in urgent.iter().chain(&batch) {
                 pipe.cmd("PUBLISH").arg(name(channel)).arg(payload.as_ref()).ignore();
             }
-            let n = batch.len() as u64;
+            let n = (urgent.len() + batch.len()) as u64;
+            urgent.clear();
             batch.clear();
             self.sent(pipe.exec_async(&mut conn).await, n, &mut backoff);
         }
@@ -368,7 +387,11 @@ impl Engine for Redis {
         if !self.sender_up.load(Ordering::Relaxed) {
             return false;
         }
-        self.outbox.try_send((channel, payload)).is_ok()
+        let queue = match channel {
+            Channel::Node(_) => &self.control,
+            _ => &self.outbox,
+        };
+        queue.try_send((channel, payload)).is_ok()
     }
 
     fn listen(&self, channel: Channel, on: bool) {
