@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::wire;
 use crate::close::MAX_REASON_BYTES;
 use crate::hub::{ClientInfo, ClientPage, Delivery, KickTarget, ListQuery, Stats, MAX_PAGE_SIZE};
 use crate::identity::MAX_USER_LEN;
@@ -44,9 +45,10 @@ pub enum Message {
 #[serde(rename_all = "snake_case")]
 pub enum Op {
     /// A page of its clients; the asker has set the cursor for this node.
-    List(ListQuery),
+    List(#[serde(with = "wire::list_query")] ListQuery),
     Get(ClientId),
     Kick {
+        #[serde(with = "wire::kick_target")]
         target: KickTarget,
         code: u16,
         reason: String,
@@ -69,14 +71,14 @@ pub enum Op {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Answer {
-    Page(ClientPage),
+    Page(#[serde(with = "wire::client_page")] ClientPage),
     /// `None`: no such client here.
-    Client(Option<ClientInfo>),
+    Client(#[serde(with = "wire::client_info")] Option<ClientInfo>),
     Kicked(u64),
     /// `None`: no such client here; `Some(false)`: not queued.
     Sent(Option<bool>),
-    Delivered(Delivery),
-    Stats(Stats),
+    Delivered(#[serde(with = "wire::delivery")] Delivery),
+    Stats(#[serde(with = "wire::stats")] Stats),
     /// The node could not answer (its hub is shutting down, or timed out).
     Failed(String),
 }
@@ -123,7 +125,7 @@ impl Message {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::{Cursor, Order};
+    use crate::hub::{Cursor, Order, Stats};
 
     #[test]
     fn messages_round_trip() {
@@ -160,6 +162,42 @@ mod tests {
         assert!(Message::decode(b"\xff").is_none());
         let topic = br#"{"type":"request","id":1,"from":"a","op":{"broadcast":{"topic":"no spaces","frame":"x","exclude":[]}}}"#;
         assert!(Message::decode(topic).is_none());
+    }
+
+    /// The wire format is the one nodes of earlier versions exchange: a
+    /// rolling upgrade mixes versions. (Stats' traffic fields flattened, and
+    /// defaulting to 0 when an older node leaves them out.)
+    #[test]
+    fn answers_keep_the_wire_format_of_earlier_versions() {
+        let stats = Message::Answer {
+            id: 3,
+            node: NodeId::parse("b").unwrap(),
+            answer: Answer::Stats(Stats {
+                clients: 2,
+                uptime: std::time::Duration::from_secs(1),
+                ..Stats::default()
+            }),
+        };
+        let json: serde_json::Value = serde_json::from_slice(&stats.encode()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"type":"answer","id":3,"node":"b","answer":{"stats":{
+                "clients":2,"topics":0,"hub_queue_depth":0,"hub_queue_capacity":0,
+                "messages_sent":0,"messages_received":0,"bytes_sent":0,"bytes_received":0,
+                "slow_consumer_evictions":0,"uptime":{"secs":1,"nanos":0}}}})
+        );
+        let older = br#"{"type":"answer","id":3,"node":"b","answer":{"stats":{"clients":5,"topics":1,"hub_queue_depth":0,"hub_queue_capacity":8,"slow_consumer_evictions":0,"uptime":{"secs":1,"nanos":0}}}}"#;
+        let Some(Message::Answer {
+            answer: Answer::Stats(stats),
+            ..
+        }) = Message::decode(older)
+        else {
+            panic!("an older node's stats decode")
+        };
+        assert_eq!((stats.clients, stats.traffic.bytes_sent), (5, 0));
+        let kick =
+            br#"{"type":"request","id":1,"from":"a","op":{"kick":{"target":{"User":"u"},"code":4000,"reason":"r"}}}"#;
+        assert!(Message::decode(kick).is_some());
     }
 
     /// What the admin edge refuses is refused from another node too.

@@ -17,6 +17,7 @@
 pub mod cluster;
 pub mod control;
 pub mod redis;
+mod wire;
 
 use std::time::Duration;
 

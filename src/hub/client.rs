@@ -102,10 +102,8 @@ impl Traffic {
     }
 }
 
-/// Messages and payload bytes, sent to and received from clients. Fields
-/// default to 0 when another node's answer lacks them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
+/// Messages and payload bytes, sent to and received from clients.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {
     pub messages_sent: u64,
     pub messages_received: u64,

@@ -97,7 +97,7 @@ pub struct Publish {
 }
 
 /// What a fan-out did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Delivery {
     /// Clients the message was queued for.
     pub recipients: u64,
@@ -105,7 +105,7 @@ pub struct Delivery {
     pub dropped: u64,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Order {
     #[default]
     ConnectedAt,
@@ -114,7 +114,7 @@ pub enum Order {
 }
 
 /// Where a page walk stands; the admin plane turns it into an opaque token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cursor {
     /// After this client in connection order.
     After(ClientId),
@@ -125,7 +125,7 @@ pub enum Cursor {
 /// The largest page of clients one listing asks for or answers.
 pub const MAX_PAGE_SIZE: usize = 1000;
 
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default)]
 pub struct ListQuery {
     pub topic: Option<Topic>,
     pub user: Option<String>,
@@ -134,7 +134,7 @@ pub struct ListQuery {
     pub cursor: Option<Cursor>,
 }
 
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone)]
 pub struct ClientPage {
     pub clients: Vec<ClientInfo>,
     pub next: Option<Cursor>,
@@ -142,7 +142,7 @@ pub struct ClientPage {
 }
 
 /// A snapshot of one client (also what another node answers about its own).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone)]
 pub struct ClientInfo {
     pub id: ClientId,
     pub user: String,
@@ -152,11 +152,10 @@ pub struct ClientInfo {
     pub queue_depth: u32,
     pub queue_bytes: u64,
     pub queue_high_water: u32,
-    #[serde(flatten)]
     pub traffic: Totals,
 }
 
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone)]
 pub enum KickTarget {
     Client(ClientId),
     User(String),
@@ -174,13 +173,12 @@ impl std::fmt::Display for KickTarget {
     }
 }
 
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default)]
 pub struct Stats {
     pub clients: u64,
     pub topics: u64,
     pub hub_queue_depth: u32,
     pub hub_queue_capacity: u32,
-    #[serde(flatten)]
     pub traffic: Totals,
     pub slow_consumer_evictions: u64,
     pub uptime: Duration,

@@ -25,7 +25,7 @@ use super::gate::{Busy, Slot};
 use super::tls::Stream;
 use super::wire::{Door, Wire};
 use super::writer::Sink;
-use super::{handshake, reader, writer, Context};
+use super::{handshake, reader, writer, Context, Ws};
 use crate::close::HandshakeFailure;
 use crate::close::{Closing, DisconnectReason};
 use crate::hub::{ClientId, HubError, Shared};
@@ -35,8 +35,6 @@ use crate::{metrics, protocol};
 /// discarded before the socket is closed, so the kernel answers no reset.
 const LINGER_BYTES: usize = 1 << 20;
 const LINGER_TIME: Duration = Duration::from_secs(2);
-
-pub type Ws = WebSocketStream<Wire>;
 
 /// One accepted socket. This task opens the connection (handshakes, the
 /// client's record) and ends; the connection then lives in a task of its

@@ -29,6 +29,10 @@ use crate::config::{ClientLimits, Config};
 use crate::hub::HubHandle;
 use crate::lifecycle::Lifecycle;
 
+/// A connection's WebSocket, over its socket (see [`wire`]): the reader
+/// and the writer each hold one half.
+type Ws = tokio_tungstenite::WebSocketStream<wire::Wire>;
+
 /// Why a connection's task stops early; each is a cause the connection
 /// records in its [`crate::close::Closing`].
 #[derive(Debug, thiserror::Error)]

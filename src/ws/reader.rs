@@ -17,8 +17,8 @@ use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use super::connection::Ws;
 use super::policy::{self, ControlRate, Rate, Verdict};
+use super::Ws;
 use super::{Context, Error};
 use crate::close::{code, Closing, DisconnectReason};
 use crate::hub::{Command, HubError, Publish, PushError, Shared};

@@ -17,9 +17,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
-use super::connection::Ws;
 use super::wire::{Door, Pending, LARGE_FRAME};
 use super::Error;
+use super::Ws;
 use crate::close::{Closing, DisconnectReason};
 use crate::hub::{Outbound, Shared};
 use crate::metrics;
