@@ -93,6 +93,7 @@ fn join_cluster(
     hub_handle: &hub::HubHandle,
     lifecycle: &lifecycle::Lifecycle,
     stop: &CancellationToken,
+    supervisor: &shutdown::Supervisor,
 ) -> Result<Arc<backplane::Cluster>, Error> {
     let cluster = &config.cluster;
     let Some(url) = &cluster.backplane else {
@@ -120,11 +121,12 @@ fn join_cluster(
         // One deadline for a whole cluster-wide call, inside the admin
         // deadline, so a partial answer (not DEADLINE_EXCEEDED) comes back.
         deadline: config.admin_deadline * 3 / 4,
+        supervisor: supervisor.clone(),
     };
     let queue_len = cluster.backplane_queue_len;
     let engine_stop = stop.clone();
     let joined = backplane::Cluster::join(
-        |inbound| backplane::redis::Redis::start(url, queue_len, inbound, engine_stop),
+        |inbound| backplane::redis::Redis::start(url, queue_len, inbound, engine_stop, supervisor),
         hub_handle.clone(),
         config,
         lifecycle.clone(),
@@ -239,7 +241,17 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
             )));
         }
     }
-    let cluster = join_cluster(&config, &node, &mut hub, &hub_handle, &lifecycle, &backplane_stop)?;
+    // Starts the parts' own long-running tasks and reports one that fails.
+    let supervisor = shutdown::Supervisor::default();
+    let cluster = join_cluster(
+        &config,
+        &node,
+        &mut hub,
+        &hub_handle,
+        &lifecycle,
+        &backplane_stop,
+        &supervisor,
+    )?;
     let ctx = Arc::new(ws::Context::new(
         hub_handle.clone(),
         node.clone(),
@@ -262,6 +274,7 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
         cluster.clone(),
         lifecycle.clone(),
         stop.clone(),
+        supervisor.clone(),
     )?;
     let mut admin_task = tokio::spawn(admin.serve(listeners.admin));
     // Monitoring outlives the rest, so /readyz answers 503 through the shutdown.
@@ -289,6 +302,7 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
             ("metrics", &mut metrics_task),
             ("websocket listener", &mut ws_task),
         ],
+        &supervisor,
     )
     .await;
     if let Some((task, panic)) = &died {

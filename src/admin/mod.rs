@@ -71,6 +71,7 @@ impl Server {
         cluster: std::sync::Arc<crate::backplane::Cluster>,
         lifecycle: Lifecycle,
         stop: CancellationToken,
+        supervisor: crate::shutdown::Supervisor,
     ) -> Result<Self, crate::error::Error> {
         let tls = load_tls(config)?;
         layer::register_series();
@@ -80,6 +81,7 @@ impl Server {
             config.client.max_message_bytes,
             lifecycle.clone(),
             stop.clone(),
+            supervisor,
         );
         let token = config.admin_token().map_err(crate::error::Error::Config)?;
         Ok(Self {

@@ -54,6 +54,9 @@ pub struct AdminService {
     lifecycle: Lifecycle,
     /// Server shutdown: ends open streams.
     stop: CancellationToken,
+    /// Starts drains, so a drain that panics (a bug) stops the node rather
+    /// than leave it half drained and not ready.
+    supervisor: crate::shutdown::Supervisor,
 }
 
 impl AdminService {
@@ -63,6 +66,7 @@ impl AdminService {
         max_message_bytes: usize,
         lifecycle: Lifecycle,
         stop: CancellationToken,
+        supervisor: crate::shutdown::Supervisor,
     ) -> Self {
         Self {
             hub,
@@ -70,6 +74,7 @@ impl AdminService {
             max_message_bytes,
             lifecycle,
             stop,
+            supervisor,
         }
     }
 }
@@ -281,7 +286,8 @@ impl Admin for AdminService {
         self.lifecycle.set_not_ready();
         tracing::info!(%caller, rate, ?deadline, "admin: Drain started");
         let (tx, rx) = mpsc::channel(DRAIN_PROGRESS_BUFFER);
-        tokio::spawn(drain(self.hub.clone(), rate, deadline, tx, self.stop.clone(), draining));
+        let drain = drain(self.hub.clone(), rate, deadline, tx, self.stop.clone(), draining);
+        self.supervisor.spawn_finite("drain", drain);
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

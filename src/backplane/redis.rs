@@ -149,6 +149,7 @@ impl Redis {
         queue_len: usize,
         inbound: mpsc::Sender<Inbound>,
         stop: CancellationToken,
+        supervisor: &crate::shutdown::Supervisor,
     ) -> Result<Arc<Redis>, String> {
         let client = redis::Client::open(url).map_err(|e| format!("--backplane: {e}"))?;
         let (outbox, queued) = mpsc::channel(queue_len);
@@ -172,8 +173,13 @@ impl Redis {
             sender_up: AtomicBool::new(false),
             subscription: AtomicU64::new(0),
         });
-        tokio::spawn(redis.clone().send_loop(control_queued, queued, stop.clone()));
-        tokio::spawn(redis.clone().subscribe_loop(inbound, stop));
+        let sender = redis.clone().send_loop(control_queued, queued, stop.clone());
+        supervisor.spawn("backplane sender", &stop, sender);
+        supervisor.spawn(
+            "backplane subscriber",
+            &stop,
+            redis.clone().subscribe_loop(inbound, stop.clone()),
+        );
         Ok(redis)
     }
 

@@ -35,6 +35,7 @@ use crate::hub::{
 };
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{self, BackplaneError, Dropped};
+use crate::shutdown::Supervisor;
 use crate::types::{ClientId, ClientRef, NodeId, Source, Topic};
 
 /// Messages received from the engine and not yet routed; past it they are
@@ -50,6 +51,8 @@ pub struct ClusterConfig {
     pub heartbeat: Duration,
     /// How long a cluster-wide call waits for other nodes' answers.
     pub deadline: Duration,
+    /// Starts the cluster's tasks, so the server sees one fail.
+    pub supervisor: Supervisor,
 }
 
 /// Answers gathered from the nodes asked.
@@ -141,6 +144,7 @@ impl Cluster {
             presence_ttl: Duration::ZERO,
             heartbeat: Duration::ZERO,
             deadline: Duration::ZERO,
+            supervisor: Supervisor::default(),
         };
         Arc::new(Self::new(None, hub, config, lifecycle))
     }
@@ -179,10 +183,11 @@ impl Cluster {
         engine.listen(Channel::Node(config.node.clone()), true);
         metrics::backplane_start();
         lifecycle.set_backplane(false);
+        let supervisor = config.supervisor.clone();
         let cluster = Arc::new(Self::new(Some(engine), hub, config, lifecycle));
-        tokio::spawn(cluster.clone().route(received, stop.clone()));
-        tokio::spawn(cluster.clone().watch(stop.clone()));
-        tokio::spawn(cluster.clone().refresh(stop));
+        supervisor.spawn("backplane router", &stop, cluster.clone().route(received, stop.clone()));
+        supervisor.spawn("backplane canary", &stop, cluster.clone().watch(stop.clone()));
+        supervisor.spawn("backplane presence", &stop, cluster.clone().refresh(stop.clone()));
         Ok(cluster)
     }
 

@@ -13,7 +13,8 @@ impl Cluster {
     pub(super) async fn route(self: Arc<Self>, mut received: mpsc::Receiver<Inbound>, stop: CancellationToken) {
         let requests = Arc::new(Semaphore::new(MAX_REQUESTS));
         let (deliveries, queued) = mpsc::channel(INBOUND_QUEUE);
-        tokio::spawn(self.clone().deliver(queued, stop.clone()));
+        let deliver = self.clone().deliver(queued, stop.clone());
+        self.config.supervisor.spawn("backplane delivery", &stop, deliver);
         loop {
             let inbound = tokio::select! {
                 inbound = received.recv() => match inbound {

@@ -61,6 +61,7 @@ async fn the_canary_finds_a_silent_subscription_within_two_heartbeats() {
         presence_ttl: Duration::from_secs(15),
         heartbeat,
         deadline: Duration::from_secs(1),
+        supervisor: Supervisor::default(),
     };
     let engine = std::sync::OnceLock::new();
     let stop = CancellationToken::new();
