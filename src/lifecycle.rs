@@ -25,6 +25,8 @@ struct Inner {
     /// Whether readiness waits for the backplane, and whether it is up.
     backplane_required: AtomicBool,
     backplane_up: AtomicBool,
+    /// Why this process refuses to serve for good, if it does.
+    refused: std::sync::OnceLock<&'static str>,
 }
 
 impl Default for Lifecycle {
@@ -36,6 +38,7 @@ impl Default for Lifecycle {
                 draining: AtomicBool::new(false),
                 backplane_required: AtomicBool::new(false),
                 backplane_up: AtomicBool::new(true),
+                refused: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -54,7 +57,9 @@ impl Lifecycle {
 
     /// Why the node is not ready, for `/readyz`; `None` when it is.
     pub fn not_ready_reason(&self) -> Option<&'static str> {
-        if !self.accepting() {
+        if let Some(reason) = self.inner.refused.get() {
+            Some(reason)
+        } else if !self.accepting() {
             Some("draining or shutting down")
         } else if !self.is_ready() {
             Some("the backplane is down (--backplane-required)")
@@ -72,6 +77,12 @@ impl Lifecycle {
     pub fn set_not_ready(&self) {
         self.inner.accepting.store(false, Ordering::SeqCst);
         self.update();
+    }
+
+    /// Refuses to serve for good, saying why: not ready, no new clients.
+    pub fn refuse(&self, reason: &'static str) {
+        let _ = self.inner.refused.set(reason);
+        self.set_not_ready();
     }
 
     /// Makes readiness wait for the backplane.

@@ -541,3 +541,61 @@ async fn cluster_calls_keep_the_deadline_and_never_call_a_short_answer_complete(
     })
     .await;
 }
+
+/// Two processes with one node id that both started while Redis was away
+/// (so neither could see the other at start): once Redis is back, the
+/// younger turns not ready and serves nothing; the older goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_processes_with_one_node_id_the_younger_refuses_to_serve() {
+    let mut redis = Redis::on(Redis::free_port(), None);
+    let url = redis.url();
+    let args = ["--backplane", &url, "--node-id", "a", "--backplane-heartbeat", "250ms"];
+    let older = Binary::spawn(&args).await;
+    older.log_line("cannot reach Redis").await;
+    let younger = Binary::spawn(&args).await;
+    younger.log_line("cannot reach Redis").await;
+    assert!(redis.restart().await);
+    younger.log_line("this one turns not ready and serves nothing").await;
+    let (status, body) = common::get(younger.metrics, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("another process runs as this node id"), "{body}");
+    assert!(
+        metric(
+            younger.metrics,
+            "wshub_backplane_errors_total{kind=\"node_id_conflict\"}"
+        )
+        .await
+            >= 1.0
+    );
+    // The older keeps serving, and is the one that answers for "a".
+    assert_eq!(common::get(older.metrics, "/readyz").await.0, 200);
+    let mut client = WsClient::connect(&older.url()).await;
+    client.ping().await;
+}
+
+/// A backplane URL without the password Redis wants: counted as an
+/// authentication error, and retried with backoff, never in a spin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_redis_password_is_reported_and_retried_with_backoff() {
+    let redis = Redis::start_with(Some("secret")).await;
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let node = Binary::spawn(&["--backplane", &url, "--node-id", "a", "--backplane-heartbeat", "250ms"]).await;
+    eventually(WAIT, "an auth error counted", || async {
+        metric(node.metrics, "wshub_backplane_errors_total{kind=\"auth\"}").await >= 1.0
+    })
+    .await;
+    let connections = || async {
+        let info = redis.cli(&["INFO", "stats"]).await.unwrap_or_default();
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .expect("total_connections_received")
+    };
+    let before = connections().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let opened = connections().await - before;
+    // Backing off (100 ms doubling to 5 s), a few connections; spinning
+    // opened thousands a second.
+    assert!(opened < 40, "{opened} connections to Redis in 2 s");
+    assert_eq!(metric(node.metrics, "wshub_backplane_up").await, 0.0);
+}

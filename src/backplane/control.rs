@@ -33,6 +33,11 @@ pub enum Message {
     Heartbeat {
         seq: u64,
         instance: u64,
+        /// When the process started (ms since the epoch): of two processes
+        /// with one node id, the younger refuses to serve. 0 from versions
+        /// that did not send it (then this process counts as the younger).
+        #[serde(default)]
+        started: u64,
     },
     /// A node leaving cleanly: the others stop expecting its answers at once.
     Leaving {

@@ -8,12 +8,23 @@ impl Cluster {
     /// Another process runs with this node's id: each takes the other's
     /// publishes for its own echo and skips them. Said loudly (at most once
     /// a minute) and counted; the operator must give each node its own id.
-    pub(super) fn conflict(&self) {
+    ///
+    /// Of the two, the younger (the later `started`; by instance on a tie)
+    /// refuses to serve: it turns not ready, takes no new clients and
+    /// answers no requests from other nodes, so no admin call reaches two
+    /// clients under one id. The older goes on.
+    pub(super) fn conflict(&self, started: u64, instance: u64) {
         metrics::backplane_error(BackplaneError::NodeIdConflict);
+        let younger = (self.started, self.instance) > (started, instance);
+        if younger && !self.twin.swap(true, Ordering::Relaxed) {
+            self.lifecycle
+                .refuse("another process runs as this node id (--node-id); this younger one serves nothing");
+            tracing::error!(node = %self.node, "backplane: another, older process runs as this node (same --node-id): this one turns not ready and serves nothing. Give every node its own --node-id");
+        }
         let mut last = self.conflict_logged.lock().unwrap_or_else(|e| e.into_inner());
         if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
             *last = Some(Instant::now());
-            tracing::error!(node = %self.node, "backplane: another process runs as this node (same --node-id); messages between the two are lost. Give every node its own --node-id");
+            tracing::error!(node = %self.node, younger, "backplane: another process runs as this node (same --node-id); messages between the two are lost. Give every node its own --node-id");
         }
     }
 
@@ -72,6 +83,7 @@ impl Cluster {
                 &Message::Heartbeat {
                     seq,
                     instance: self.instance,
+                    started: self.started,
                 },
             );
         if !sent {

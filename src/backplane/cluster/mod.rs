@@ -130,6 +130,10 @@ pub struct Cluster {
     /// node's channel means two processes share a node id.
     instance: u64,
     conflict_logged: Mutex<Option<Instant>>,
+    /// When this process started (ms since the epoch), in heartbeats.
+    started: u64,
+    /// Whether an older process runs as this node: then this one serves nothing.
+    twin: AtomicBool,
     /// Whether this node's presence is in the engine (its last refresh worked).
     present: AtomicBool,
     up: AtomicBool,
@@ -161,6 +165,10 @@ impl Cluster {
             canary: Mutex::new(Canary::default()),
             instance: crate::types::random_u64(),
             conflict_logged: Mutex::new(None),
+            started: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            twin: AtomicBool::new(false),
             present: AtomicBool::new(false),
             up: AtomicBool::new(false),
             lifecycle,

@@ -56,6 +56,9 @@ impl Cluster {
     /// A message on this node's control channel.
     pub(super) fn control(self: &Arc<Self>, requests: &Arc<Semaphore>, payload: &[u8]) {
         match Message::decode(payload) {
+            // A process that found an older one running as this node
+            // answers nothing: the older one answers for this node.
+            Some(Message::Request { .. }) if self.twin.load(Ordering::Relaxed) => {}
             Some(Message::Request { id, from, op }) => match requests.clone().try_acquire_owned() {
                 Ok(permit) => {
                     let cluster = self.clone();
@@ -76,8 +79,8 @@ impl Cluster {
                     let _ = waiting.try_send((node, answer));
                 }
             }
-            Some(Message::Heartbeat { seq, instance }) if instance == self.instance => self.heartbeat_back(seq),
-            Some(Message::Heartbeat { .. }) => self.conflict(),
+            Some(Message::Heartbeat { seq, instance, .. }) if instance == self.instance => self.heartbeat_back(seq),
+            Some(Message::Heartbeat { instance, started, .. }) => self.conflict(started, instance),
             Some(Message::Leaving { node }) => self.left(&node),
             None => metrics::backplane_error(BackplaneError::Decode),
         }
