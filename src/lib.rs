@@ -23,12 +23,12 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod auth;
 pub mod backplane;
 pub mod close;
 pub mod config;
 pub mod error;
 pub mod hub;
-pub mod identity;
 pub mod lifecycle;
 pub mod listen;
 pub mod metrics;
@@ -45,6 +45,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use auth::identity;
 pub use config::Config;
 pub use error::Error;
 

@@ -10,9 +10,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::wire;
+use crate::auth::identity::MAX_USER_LEN;
 use crate::close::MAX_REASON_BYTES;
 use crate::hub::{ClientInfo, ClientPage, Delivery, KickTarget, ListQuery, Stats, MAX_PAGE_SIZE};
-use crate::identity::MAX_USER_LEN;
 use crate::types::{ClientId, NodeId, Topic};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -11,8 +11,8 @@ use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::identity::Identity;
 use crate::close::Closing;
-use crate::identity::Identity;
 pub use crate::types::ClientId;
 
 /// What the writer task takes off a client's queue.

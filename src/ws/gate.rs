@@ -2,6 +2,8 @@
 //! upgrade: the origin (403), the connection limits (503 for the node, 429
 //! per address) and the client's token (401). Each refusal is an HTTP answer
 //! with a short reason, counted in `wshub_handshake_failures_total{reason}`.
+//! The gate keeps the counters (slots, handshakes, per address); the rules
+//! it applies (origins, forwarding headers, tokens) are [`crate::auth`]'s.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -11,8 +13,10 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use ipnet::IpNet;
 
+use crate::auth::forwarded::{self, ClientIpHeader};
+use crate::auth::identity::{AuthError, Identity, Verifier};
+use crate::auth::origin::OriginRule;
 use crate::config::GateConfig;
-use crate::identity::{AuthError, Identity, Verifier};
 
 /// Sockets kept free for the admin and metrics ports, the listeners and the
 /// process's own files when `--max-connections` is derived from the file limit.
@@ -46,36 +50,6 @@ pub struct Gate {
 struct PerIp {
     clients: u32,
     handshakes: u32,
-}
-
-/// The header a trusted proxy writes the client's address in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClientIpHeader {
-    /// `X-Forwarded-For: client, proxy1, proxy2`.
-    XForwardedFor,
-    /// RFC 7239 `Forwarded: for=client;proto=https, for=proxy1`.
-    Forwarded,
-    /// Any other header holding one address (`X-Real-IP`); its lowercase name.
-    Single(String),
-}
-
-impl ClientIpHeader {
-    fn parse(name: &str) -> ClientIpHeader {
-        match name {
-            "" | "x-forwarded-for" => Self::XForwardedFor,
-            "forwarded" => Self::Forwarded,
-            other => Self::Single(other.to_string()),
-        }
-    }
-
-    /// The header's name, lowercase.
-    pub fn name(&self) -> &str {
-        match self {
-            Self::XForwardedFor => "x-forwarded-for",
-            Self::Forwarded => "forwarded",
-            Self::Single(name) => name,
-        }
-    }
 }
 
 /// Why the gate refused a request.
@@ -297,7 +271,7 @@ impl Gate {
     }
 
     fn trusted(&self, ip: &IpAddr) -> bool {
-        self.proxies.iter().any(|net| net.contains(ip))
+        forwarded::trusted(&self.proxies, ip)
     }
 
     /// The header a trusted proxy names the client in.
@@ -310,104 +284,10 @@ impl Gate {
         self.connections.load(Relaxed)
     }
 
-    /// The client's address. Behind a trusted proxy it is the last address
-    /// in the `--client-ip-header` header that is not itself a trusted
-    /// proxy: the first hop no trusted party vouches for. Without a trusted
-    /// proxy, headers are ignored (anyone could send them). IPv4-mapped
-    /// IPv6 addresses (`::ffff:192.0.2.1`) count as the IPv4 address.
+    /// The client's address: the peer, or behind a trusted proxy the one
+    /// it names (see [`forwarded::client_addr`]).
     fn client_addr(&self, request: &Request, peer: SocketAddr) -> SocketAddr {
-        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-        if !self.trusted(&peer.ip()) {
-            return peer;
-        }
-        let lines = request.forwarded.iter();
-        let hops: Vec<IpAddr> = match &self.ip_header {
-            ClientIpHeader::XForwardedFor => lines
-                .flat_map(|line| line.split(','))
-                .filter_map(|hop| parse_hop(hop.trim()))
-                .collect(),
-            ClientIpHeader::Forwarded => lines
-                .flat_map(|line| line.split([',', ';']))
-                .filter_map(|pair| {
-                    let (key, value) = pair.trim().split_once('=')?;
-                    key.trim()
-                        .eq_ignore_ascii_case("for")
-                        .then(|| parse_hop(value.trim()))?
-                })
-                .collect(),
-            // One address; a repeated header is ambiguous, so the last counts.
-            ClientIpHeader::Single(_) => lines.last().and_then(|v| parse_hop(v.trim())).into_iter().collect(),
-        };
-        match hops
-            .into_iter()
-            .map(|ip| ip.to_canonical())
-            .rev()
-            .find(|ip| !self.trusted(ip))
-        {
-            Some(ip) => SocketAddr::new(ip, 0),
-            None => peer,
-        }
-    }
-}
-
-/// One hop of a forwarding header: `1.2.3.4`, `1.2.3.4:5678`, `[::1]:80`,
-/// `"[2001:db8::1]"` or `::1`.
-fn parse_hop(hop: &str) -> Option<IpAddr> {
-    let hop = hop.trim_matches('"');
-    if let Ok(ip) = hop.parse() {
-        return Some(ip);
-    }
-    if let Ok(addr) = hop.parse::<SocketAddr>() {
-        return Some(addr.ip());
-    }
-    hop.strip_prefix('[')?.split(']').next()?.parse().ok()
-}
-
-/// An allowed origin: exact (`https://app.example.com`), or any subdomain
-/// of a domain (`https://*.example.com`). Compared without regard to case.
-#[derive(Debug, Clone)]
-struct OriginRule {
-    /// `https://`; empty in a rule without a scheme, which matches any.
-    scheme: String,
-    /// The host (and port), or the suffix `.example.com` of a pattern.
-    host: String,
-    wildcard: bool,
-}
-
-impl OriginRule {
-    fn parse(rule: &str) -> Result<OriginRule, String> {
-        let rule = rule.trim().trim_end_matches('/').to_ascii_lowercase();
-        let (scheme, host) = match rule.split_once("://") {
-            Some((scheme, host)) => (format!("{scheme}://"), host.to_string()),
-            None => (String::new(), rule.clone()),
-        };
-        let (wildcard, host) = match host.strip_prefix('*') {
-            Some(suffix) if suffix.starts_with('.') => (true, suffix.to_string()),
-            Some(_) => return Err(format!("origin pattern `{rule}`: a `*` must be followed by `.`")),
-            None => (false, host),
-        };
-        if host.is_empty() || host.contains(['*', '/']) {
-            return Err(format!(
-                "`{rule}` is not an origin like https://app.example.com or https://*.example.com"
-            ));
-        }
-        Ok(OriginRule { scheme, host, wildcard })
-    }
-
-    fn matches(&self, origin: &str) -> bool {
-        let origin = origin.to_ascii_lowercase();
-        let (scheme, host) = match origin.split_once("://") {
-            Some((scheme, host)) => (format!("{scheme}://"), host),
-            None => return false,
-        };
-        if !self.scheme.is_empty() && scheme != self.scheme {
-            return false;
-        }
-        if self.wildcard {
-            host.len() > self.host.len() && host.ends_with(&self.host)
-        } else {
-            host == self.host
-        }
+        forwarded::client_addr(&self.proxies, &self.ip_header, &request.forwarded, peer)
     }
 }
 

@@ -164,7 +164,8 @@ pub struct Security {
 
 impl Security {
     pub fn load(config: &Config) -> Result<Security, crate::error::Error> {
-        let verifier = crate::identity::Verifier::from_config(&config.auth).map_err(crate::error::Error::Security)?;
+        let verifier =
+            crate::auth::identity::Verifier::from_config(&config.auth).map_err(crate::error::Error::Security)?;
         let gate = gate::Gate::new(&config.gate, verifier).map_err(crate::error::Error::Security)?;
         let tls = match (&config.gate.tls_cert, &config.gate.tls_key) {
             (Some(cert), Some(key)) => Some(tls::Tls::load(cert, key).map_err(crate::error::Error::Security)?),

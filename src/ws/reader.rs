@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use super::policy::{self, ControlRate, Rate, Verdict};
+use super::policy::{ControlRate, Rate, Verdict};
 use super::Ws;
 use super::{Context, Error};
 use crate::close::{code, Closing, DisconnectReason};
@@ -237,7 +237,7 @@ fn handle_request<'a>(
         Err(e) => return reply_error(shared, &e).map(|()| None),
         Ok(request) => request,
     };
-    if let Err(e) = policy::check(&request, ctx.limits.client_publish, shared.identity.as_deref()) {
+    if let Err(e) = crate::auth::claims::check(&request, ctx.limits.client_publish, shared.identity.as_deref()) {
         if !std::mem::replace(refusal_logged, true) {
             tracing::info!(client_id = %shared.id, user = shared.user(), code = e.code.as_str(), "client asked for what it may not do; refused (logged once per client)");
         }
