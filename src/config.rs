@@ -387,7 +387,10 @@ impl Config {
     /// `None` when neither is set or it is blank (a blank token is no token).
     pub fn admin_token(&self) -> Result<Option<String>, String> {
         let token = match &self.admin_token_file {
-            Some(path) => Some(read_secret(path)?),
+            Some(path) => Some(read_secret(path).map_err(|e| match e {
+                SecretError::Read(e) => format!("cannot read {}: {e}", path.display()),
+                SecretError::Empty => format!("{} is empty", path.display()),
+            })?),
             None => self.admin_token.clone(),
         };
         Ok(token.filter(|t| !t.trim().is_empty()))
@@ -405,12 +408,21 @@ impl Config {
 /// The longest any duration setting may be.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
+/// Why a secret file gave no secret.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("{0}")]
+    Read(std::io::Error),
+    #[error("it is empty")]
+    Empty,
+}
+
 /// The first line of a secret file, without its line ending.
-pub fn read_secret(path: &std::path::Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+pub fn read_secret(path: &std::path::Path) -> Result<String, SecretError> {
+    let text = std::fs::read_to_string(path).map_err(SecretError::Read)?;
     let line = text.lines().next().unwrap_or("").trim_end();
     if line.is_empty() {
-        return Err(format!("{} is empty", path.display()));
+        return Err(SecretError::Empty);
     }
     Ok(line.to_string())
 }

@@ -18,8 +18,10 @@ pub enum Error {
     Config(String),
     #[error("admin TLS: {0}")]
     AdminTls(String),
-    #[error("{0}")]
-    Security(String),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::Error),
+    #[error("--tls-cert/--tls-key: {0}")]
+    Tls(#[from] crate::ws::tls::TlsError),
     #[error("the {0} task ended unexpectedly; the node stopped")]
     TaskEnded(&'static str),
 }

@@ -173,7 +173,7 @@ async fn reload_on_hangup(
     }
 }
 
-fn reloaded(what: &'static str, name: &str, result: Result<(), String>) {
+fn reloaded<E: std::fmt::Display>(what: &'static str, name: &str, result: Result<(), E>) {
     metrics::reload(what, result.is_ok());
     match result {
         Ok(()) => tracing::info!("SIGHUP: {name} reloaded; new connections get it"),

@@ -12,7 +12,8 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-use crate::config::{read_secret, AuthConfig};
+use super::Error;
+use crate::config::{read_secret, AuthConfig, SecretError};
 use crate::types::Topic;
 
 /// The longest `sub` accepted; it is shown to operators and kept per client.
@@ -113,29 +114,33 @@ struct Claims {
 impl Verifier {
     /// The verifier the configuration asks for, or `None` when auth is off.
     /// Key files are read here, so a bad one stops the process at start.
-    pub fn from_config(config: &AuthConfig) -> Result<Option<Verifier>, String> {
+    pub fn from_config(config: &AuthConfig) -> Result<Option<Verifier>, Error> {
         let (key, algorithm) = if let Some(secret) = &config.jwt_secret {
             (secret_key(secret)?, Algorithm::HS256)
         } else if let Some(path) = &config.jwt_secret_file {
-            (secret_key(&read_secret(path)?)?, Algorithm::HS256)
+            let secret = read_secret(path).map_err(|e| match e {
+                SecretError::Read(source) => Error::Read {
+                    path: path.clone(),
+                    source,
+                },
+                SecretError::Empty => Error::EmptyFile { path: path.clone() },
+            })?;
+            (secret_key(&secret)?, Algorithm::HS256)
         } else if let Some(path) = &config.jwt_public_key {
-            let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let pem = std::fs::read(path).map_err(|source| Error::Read {
+                path: path.clone(),
+                source,
+            })?;
             if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
                 (key, Algorithm::RS256)
             } else if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
                 (key, Algorithm::ES256)
             } else {
-                return Err(format!(
-                    "{} is neither an RSA nor an EC public key in PEM",
-                    path.display()
-                ));
+                return Err(Error::NotAPublicKey { path: path.clone() });
             }
         } else {
             if config.jwt_issuer.is_some() || config.jwt_audience.is_some() {
-                return Err(
-                    "--jwt-issuer and --jwt-audience need a key (--jwt-secret, --jwt-secret-file or --jwt-public-key)"
-                        .into(),
-                );
+                return Err(Error::ClaimsWithoutKey);
             }
             return Ok(None);
         };
@@ -224,11 +229,11 @@ impl Verifier {
     }
 }
 
-fn secret_key(secret: &str) -> Result<DecodingKey, String> {
+fn secret_key(secret: &str) -> Result<DecodingKey, Error> {
     if secret.is_empty() {
-        return Err("the JWT secret is empty".into());
+        return Err(Error::EmptySecret);
     }
-    DecodingKey::from_secret(secret.as_bytes()).map_err(|e| format!("JWT secret: {e}"))
+    DecodingKey::from_secret(secret.as_bytes()).map_err(Error::Secret)
 }
 
 /// A `topics` claim: exact topic names and `prefix.*` patterns (`*` alone

@@ -1,6 +1,8 @@
 //! Browser origins allowed to connect (`--allowed-origins`): exact, or any
 //! subdomain of a domain.
 
+use super::Error;
+
 /// An allowed origin: exact (`https://app.example.com`), or any subdomain
 /// of a domain (`https://*.example.com`). Compared without regard to case.
 #[derive(Debug, Clone)]
@@ -13,7 +15,7 @@ pub struct OriginRule {
 }
 
 impl OriginRule {
-    pub fn parse(rule: &str) -> Result<OriginRule, String> {
+    pub fn parse(rule: &str) -> Result<OriginRule, Error> {
         let rule = rule.trim().trim_end_matches('/').to_ascii_lowercase();
         let (scheme, host) = match rule.split_once("://") {
             Some((scheme, host)) => (format!("{scheme}://"), host.to_string()),
@@ -21,13 +23,19 @@ impl OriginRule {
         };
         let (wildcard, host) = match host.strip_prefix('*') {
             Some(suffix) if suffix.starts_with('.') => (true, suffix.to_string()),
-            Some(_) => return Err(format!("origin pattern `{rule}`: a `*` must be followed by `.`")),
+            Some(_) => {
+                return Err(Error::Origin {
+                    rule,
+                    why: "a `*` must be followed by `.`",
+                })
+            }
             None => (false, host),
         };
         if host.is_empty() || host.contains(['*', '/']) {
-            return Err(format!(
-                "`{rule}` is not an origin like https://app.example.com or https://*.example.com"
-            ));
+            return Err(Error::Origin {
+                rule,
+                why: "not an origin like https://app.example.com or https://*.example.com",
+            });
         }
         Ok(OriginRule { scheme, host, wildcard })
     }

@@ -124,7 +124,7 @@ pub struct Request<'a> {
 }
 
 impl Gate {
-    pub fn new(config: &GateConfig, verifier: Option<Verifier>) -> Result<Gate, String> {
+    pub fn new(config: &GateConfig, verifier: Option<Verifier>) -> Result<Gate, crate::auth::Error> {
         let origins = if config.allowed_origins.iter().all(|o| o.trim().is_empty()) {
             None
         } else {
@@ -160,7 +160,7 @@ impl Gate {
 
     /// Replaces the token verifier with one built from the key files again
     /// (on SIGHUP); a key that does not load keeps the one in use.
-    pub fn reload_verifier(&self, config: &crate::config::AuthConfig) -> Result<(), String> {
+    pub fn reload_verifier(&self, config: &crate::config::AuthConfig) -> Result<(), crate::auth::Error> {
         let fresh = Verifier::from_config(config)?;
         *self.verifier.write().unwrap_or_else(|e| e.into_inner()) = fresh;
         Ok(())

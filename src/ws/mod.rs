@@ -164,11 +164,10 @@ pub struct Security {
 
 impl Security {
     pub fn load(config: &Config) -> Result<Security, crate::error::Error> {
-        let verifier =
-            crate::auth::identity::Verifier::from_config(&config.auth).map_err(crate::error::Error::Security)?;
-        let gate = gate::Gate::new(&config.gate, verifier).map_err(crate::error::Error::Security)?;
+        let verifier = crate::auth::identity::Verifier::from_config(&config.auth)?;
+        let gate = gate::Gate::new(&config.gate, verifier)?;
         let tls = match (&config.gate.tls_cert, &config.gate.tls_key) {
-            (Some(cert), Some(key)) => Some(tls::Tls::load(cert, key).map_err(crate::error::Error::Security)?),
+            (Some(cert), Some(key)) => Some(tls::Tls::load(cert, key)?),
             _ => None,
         };
         Ok(Security { gate, tls })

@@ -34,7 +34,7 @@ impl std::fmt::Debug for Tls {
 
 impl Tls {
     /// Reads the certificate chain and key; a bad file is an error here, at start.
-    pub fn load(cert: &Path, key: &Path) -> Result<Tls, String> {
+    pub fn load(cert: &Path, key: &Path) -> Result<Tls, TlsError> {
         let acceptor = acceptor(cert, key)?;
         Ok(Tls {
             cert: cert.to_path_buf(),
@@ -44,7 +44,7 @@ impl Tls {
     }
 
     /// Reads the files again; on an error the previous certificate stays in use.
-    pub fn reload(&self) -> Result<(), String> {
+    pub fn reload(&self) -> Result<(), TlsError> {
         let fresh = acceptor(&self.cert, &self.key)?;
         *self.acceptor.write().unwrap_or_else(|e| e.into_inner()) = fresh;
         Ok(())
@@ -56,20 +56,46 @@ impl Tls {
     }
 }
 
-fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
+/// Why the certificate and key cannot serve `wss://`.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read a certificate chain from {}: {source}", path.display())]
+    Certificates {
+        path: PathBuf,
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("{} holds no certificate", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("cannot read a private key from {}: {source}", path.display())]
+    Key {
+        path: PathBuf,
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("TLS certificate and key rejected: {0}")]
+    Rejected(rustls::Error),
+}
+
+fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("cannot read a certificate chain from {}: {e}", cert.display()))?;
+        .map_err(|source| TlsError::Certificates {
+            path: cert.to_path_buf(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(format!("{} holds no certificate", cert.display()));
+        return Err(TlsError::NoCertificate {
+            path: cert.to_path_buf(),
+        });
     }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("cannot read a private key from {}: {e}", key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Key {
+        path: key.to_path_buf(),
+        source,
+    })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
-        .map_err(|e| format!("TLS certificate and key rejected: {e}"))?;
+        .map_err(TlsError::Rejected)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
