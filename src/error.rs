@@ -22,6 +22,8 @@ pub enum Error {
     Auth(#[from] crate::auth::Error),
     #[error("--tls-cert/--tls-key: {0}")]
     Tls(#[from] crate::ws::tls::TlsError),
+    #[error(transparent)]
+    Backplane(#[from] crate::backplane::EngineError),
     #[error("the {0} task ended unexpectedly; the node stopped")]
     TaskEnded(&'static str),
 }

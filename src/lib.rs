@@ -132,8 +132,7 @@ fn join_cluster(
         config,
         lifecycle.clone(),
         stop.clone(),
-    )
-    .map_err(Error::Config)?;
+    )?;
     if let Some(relay) = joined.relay() {
         hub.set_relay(relay);
     }
@@ -188,7 +187,7 @@ fn reloaded<E: std::fmt::Display>(what: &'static str, name: &str, result: Result
 pub fn preflight(config: &Config) -> Result<ws::Security, Error> {
     config.validate().map_err(Error::Config)?;
     if let Some(url) = &config.cluster.backplane {
-        backplane::redis::Redis::check(url).map_err(Error::Config)?;
+        backplane::redis::Redis::check(url)?;
     }
     admin::load_tls(config)?;
     ws::Security::load(config)
@@ -233,10 +232,7 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
     if let (Some(url), Some(_)) = (&config.cluster.backplane, &config.cluster.node_id) {
         // A careless operator starts a second process with a live node's id:
         // the younger refuses to serve rather than answer for the other.
-        if backplane::redis::Redis::node_is_live(url, &node, config.cluster.backplane_heartbeat)
-            .await
-            .map_err(Error::Config)?
-        {
+        if backplane::redis::Redis::node_is_live(url, &node, config.cluster.backplane_heartbeat).await? {
             return Err(Error::Config(format!(
                 "node id {node} is live in the cluster: another process runs as it; give every node its own --node-id"
             )));

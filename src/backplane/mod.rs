@@ -69,14 +69,40 @@ pub trait Engine: Send + Sync + 'static {
     /// connected but silent.
     fn resubscribe(&self);
     /// Marks `node` alive for `ttl` and answers the live nodes (including it).
-    fn refresh_presence(&self, node: &NodeId, ttl: Duration) -> BoxFuture<'_, Result<Vec<Presence>, String>>;
+    fn refresh_presence(&self, node: &NodeId, ttl: Duration) -> BoxFuture<'_, Result<Vec<Presence>, EngineError>>;
     /// Removes `node`'s presence at once (a clean shutdown), then sends
     /// `farewells` directly (the outbound queue has stopped by then), so
     /// the other nodes stop expecting this one's answers.
-    fn leave(&self, node: &NodeId, farewells: Vec<(Channel, Bytes)>) -> BoxFuture<'_, Result<(), String>>;
+    fn leave(&self, node: &NodeId, farewells: Vec<(Channel, Bytes)>) -> BoxFuture<'_, Result<(), EngineError>>;
     /// While the engine is connected and subscribed to every channel it
     /// listens to: which subscription this is (a new one after each
     /// reconnect); `None` while it is not. Whether the subscription
     /// delivers is the canary's question.
     fn subscription(&self) -> Option<u64>;
+}
+
+/// What went wrong talking to the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The `--backplane` URL is not one the engine takes.
+    #[error("--backplane: {0}")]
+    Url(::redis::RedisError),
+    #[error(transparent)]
+    Redis(#[from] ::redis::RedisError),
+    #[error("no answer within the I/O timeout")]
+    Timeout,
+    #[error("unexpected answer from Redis: {0}")]
+    Answer(&'static str),
+}
+
+impl EngineError {
+    /// Whether Redis refused this node's password, or wanted one it did not send.
+    pub fn is_auth(&self) -> bool {
+        match self {
+            EngineError::Redis(e) => {
+                e.kind() == ::redis::ErrorKind::AuthenticationFailed || matches!(e.code(), Some("NOAUTH" | "WRONGPASS"))
+            }
+            _ => false,
+        }
+    }
 }

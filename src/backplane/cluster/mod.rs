@@ -28,7 +28,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 use super::control::{Answer, Message, Op};
-use super::{Channel, Engine, Inbound, Presence};
+use super::{Channel, Engine, EngineError, Inbound, Presence};
 use crate::close::{Closing, DisconnectReason};
 use crate::hub::{
     ClientInfo, Command, Cursor, Delivery, HubError, HubHandle, KickTarget, ListQuery, Order, Publish, Relay, Stats,
@@ -179,12 +179,12 @@ impl Cluster {
     /// channel its messages go to), and starts the router, the canary and
     /// presence. Returns at once: the engine connects in the background.
     pub fn join<E: Engine>(
-        engine: impl FnOnce(mpsc::Sender<Inbound>) -> Result<Arc<E>, String>,
+        engine: impl FnOnce(mpsc::Sender<Inbound>) -> Result<Arc<E>, EngineError>,
         hub: HubHandle,
         config: ClusterConfig,
         lifecycle: Lifecycle,
         stop: CancellationToken,
-    ) -> Result<Arc<Cluster>, String> {
+    ) -> Result<Arc<Cluster>, EngineError> {
         let (inbound, received) = mpsc::channel(INBOUND_QUEUE);
         let engine: Arc<dyn Engine> = engine(inbound)?;
         engine.listen(Channel::Everyone, true);
@@ -237,7 +237,7 @@ impl Cluster {
                 .map(|other| (Channel::Node(other.node), leaving.clone()))
                 .collect();
             let leave = tokio::time::timeout(Duration::from_secs(2), engine.leave(&self.node, farewells));
-            if let Ok(Err(e)) | Err(e) = leave.await.map_err(|_| "timed out".to_string()) {
+            if let Ok(Err(e)) | Err(e) = leave.await.map_err(|_| EngineError::Timeout) {
                 tracing::debug!(error = %e, "backplane: could not remove this node's presence");
             }
         }

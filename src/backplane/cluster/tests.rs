@@ -25,7 +25,7 @@ impl Engine for Loopback {
         self.resubscribed.fetch_add(1, Ordering::Relaxed);
         self.subscription.fetch_add(1, Ordering::Relaxed);
     }
-    fn refresh_presence(&self, node: &NodeId, _: Duration) -> BoxFuture<'_, Result<Vec<Presence>, String>> {
+    fn refresh_presence(&self, node: &NodeId, _: Duration) -> BoxFuture<'_, Result<Vec<Presence>, EngineError>> {
         let node = node.clone();
         Box::pin(async move {
             Ok(vec![Presence {
@@ -34,7 +34,7 @@ impl Engine for Loopback {
             }])
         })
     }
-    fn leave(&self, _: &NodeId, _: Vec<(Channel, Bytes)>) -> BoxFuture<'_, Result<(), String>> {
+    fn leave(&self, _: &NodeId, _: Vec<(Channel, Bytes)>) -> BoxFuture<'_, Result<(), EngineError>> {
         Box::pin(async { Ok(()) })
     }
     fn subscription(&self) -> Option<u64> {

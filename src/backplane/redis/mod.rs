@@ -28,7 +28,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::{Channel, Engine, Inbound, Presence};
+use super::{Channel, Engine, EngineError, Inbound, Presence};
 use crate::metrics::{self, BackplaneError, Dropped};
 use crate::types::{NodeId, Topic};
 
@@ -106,18 +106,16 @@ pub struct Redis {
 
 impl Redis {
     /// Checks the URL (a bad one is a configuration error, before serving).
-    pub fn check(url: &str) -> Result<(), String> {
-        redis::Client::open(url)
-            .map(|_| ())
-            .map_err(|e| format!("--backplane: {e}"))
+    pub fn check(url: &str) -> Result<(), EngineError> {
+        redis::Client::open(url).map(|_| ()).map_err(EngineError::Url)
     }
 
     /// Whether another process runs as `node` now: its presence is there
     /// and is refreshed within `heartbeat` (a stale entry left by a process
     /// that died is not). `Ok(false)` when Redis cannot be asked in time: a
     /// node may start without Redis.
-    pub async fn node_is_live(url: &str, node: &NodeId, heartbeat: Duration) -> Result<bool, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("--backplane: {e}"))?;
+    pub async fn node_is_live(url: &str, node: &NodeId, heartbeat: Duration) -> Result<bool, EngineError> {
+        let client = redis::Client::open(url).map_err(EngineError::Url)?;
         let score = |client: redis::Client| {
             let node = node.clone();
             async move {
@@ -153,8 +151,8 @@ impl Redis {
         inbound: mpsc::Sender<Inbound>,
         stop: CancellationToken,
         supervisor: &crate::shutdown::Supervisor,
-    ) -> Result<Arc<Redis>, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("--backplane: {e}"))?;
+    ) -> Result<Arc<Redis>, EngineError> {
+        let client = redis::Client::open(url).map_err(EngineError::Url)?;
         let (outbox, queued) = mpsc::channel(queue_len);
         let (control, control_queued) = mpsc::channel(CONTROL_QUEUE);
         let config = ConnectionManagerConfig::new()
@@ -163,8 +161,7 @@ impl Redis {
             .set_number_of_retries(1)
             .set_min_delay(BACKOFF_FIRST)
             .set_max_delay(BACKOFF_MAX);
-        let conn =
-            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(|e| format!("--backplane: {e}"))?;
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(EngineError::Url)?;
         let redis = Arc::new(Redis {
             client,
             outbox,
@@ -301,7 +298,7 @@ impl Engine for Redis {
         self.reset.notify_one();
     }
 
-    fn refresh_presence(&self, node: &NodeId, ttl: Duration) -> BoxFuture<'_, Result<Vec<Presence>, String>> {
+    fn refresh_presence(&self, node: &NodeId, ttl: Duration) -> BoxFuture<'_, Result<Vec<Presence>, EngineError>> {
         let node = node.clone();
         Box::pin(async move {
             let mut conn = self.conn.clone();
@@ -312,12 +309,11 @@ impl Engine for Redis {
                 .arg(node.as_str())
                 .arg(ttl.as_millis() as u64)
                 .query_async(&mut conn)
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             let now: u64 = answer
                 .first()
                 .and_then(|n| n.parse().ok())
-                .ok_or("bad presence answer")?;
+                .ok_or(EngineError::Answer("presence without Redis's time"))?;
             Ok(answer[1..]
                 .chunks_exact(2)
                 .filter_map(|pair| {
@@ -332,7 +328,7 @@ impl Engine for Redis {
         })
     }
 
-    fn leave(&self, node: &NodeId, farewells: Vec<(Channel, Bytes)>) -> BoxFuture<'_, Result<(), String>> {
+    fn leave(&self, node: &NodeId, farewells: Vec<(Channel, Bytes)>) -> BoxFuture<'_, Result<(), EngineError>> {
         let node = node.clone();
         Box::pin(async move {
             let mut conn = self.conn.clone();
@@ -341,7 +337,7 @@ impl Engine for Redis {
             for (channel, payload) in &farewells {
                 pipe.cmd("PUBLISH").arg(name(channel)).arg(payload.as_ref()).ignore();
             }
-            pipe.exec_async(&mut conn).await.map_err(|e| e.to_string())
+            Ok(pipe.exec_async(&mut conn).await?)
         })
     }
 

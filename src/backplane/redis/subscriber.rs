@@ -22,7 +22,10 @@ impl Redis {
                 Ok(Ok(pubsub)) => pubsub.split(),
                 failed => {
                     let (kind, error) = match failed {
-                        Ok(Err(e)) => (kind_of(&e.to_string()), e.to_string()),
+                        Ok(Err(e)) => {
+                            let e = EngineError::from(e);
+                            (kind_of(&e), e.to_string())
+                        }
                         _ => (BackplaneError::Connect, "timed out".to_string()),
                     };
                     metrics::backplane_error(kind);
@@ -100,9 +103,8 @@ impl Redis {
 
 /// An error Redis answered, as the kind it is counted as: a refused or
 /// missing password is `auth`, reported as such rather than as a lost link.
-fn kind_of(error: &str) -> BackplaneError {
-    let auth = ["NOAUTH", "WRONGPASS", "Authentication", "invalid password"];
-    if auth.iter().any(|a| error.contains(a)) {
+fn kind_of(error: &EngineError) -> BackplaneError {
+    if error.is_auth() {
         BackplaneError::Auth
     } else {
         BackplaneError::Subscribe
@@ -110,14 +112,14 @@ fn kind_of(error: &str) -> BackplaneError {
 }
 
 /// Subscribes and unsubscribes in batches, each within the I/O timeout.
-async fn reconcile(sink: &mut redis::aio::PubSubSink, add: &[String], remove: &[String]) -> Result<(), String> {
+async fn reconcile(sink: &mut redis::aio::PubSubSink, add: &[String], remove: &[String]) -> Result<(), EngineError> {
     for chunk in add.chunks(SUBSCRIBE_BATCH) {
         let done = tokio::time::timeout(IO_TIMEOUT, sink.subscribe(chunk)).await;
-        done.map_err(|_| "timed out".to_string())?.map_err(|e| e.to_string())?;
+        done.map_err(|_| EngineError::Timeout)??;
     }
     for chunk in remove.chunks(SUBSCRIBE_BATCH) {
         let done = tokio::time::timeout(IO_TIMEOUT, sink.unsubscribe(chunk)).await;
-        done.map_err(|_| "timed out".to_string())?.map_err(|e| e.to_string())?;
+        done.map_err(|_| EngineError::Timeout)??;
     }
     Ok(())
 }
