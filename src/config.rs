@@ -312,28 +312,25 @@ impl Default for ClientLimits {
 
 impl Config {
     /// Checks what clap cannot: combinations that would run an unsafe or broken server.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let admin_token = self.admin_token()?;
         if !self.admin_addr.ip().is_loopback() && admin_token.is_none() {
-            return Err(format!(
-                "refusing to serve the admin API on non-loopback {} without --admin-token or --admin-token-file",
-                self.admin_addr
-            ));
+            return Err(ConfigError::AdminWithoutToken(self.admin_addr));
         }
-        if self.client.max_topics == 0 {
-            return Err("--max-topics must be at least 1".into());
-        }
-        if self.gate.max_connections == Some(0) {
-            return Err("--max-connections must be at least 1".into());
-        }
-        if self.client.client_burst == Some(0) {
-            return Err("--client-burst must be at least 1".into());
-        }
-        if self.client.send_queue_len == 0 || self.hub_queue_len == 0 || self.listen_backlog == 0 {
-            return Err("--send-queue-len, --hub-queue-len and --listen-backlog must be at least 1".into());
+        let at_least_one = [
+            ("--max-topics", self.client.max_topics == 0),
+            ("--max-connections", self.gate.max_connections == Some(0)),
+            ("--client-burst", self.client.client_burst == Some(0)),
+            ("--send-queue-len", self.client.send_queue_len == 0),
+            ("--hub-queue-len", self.hub_queue_len == 0),
+            ("--listen-backlog", self.listen_backlog == 0),
+            ("--backplane-queue-len", self.cluster.backplane_queue_len == 0),
+        ];
+        if let Some((flag, _)) = at_least_one.into_iter().find(|(_, zero)| *zero) {
+            return Err(ConfigError::Zero(flag));
         }
         if self.hub_queue_bytes < self.client.max_message_bytes {
-            return Err("--hub-queue-bytes must hold at least one --max-message-bytes message".into());
+            return Err(ConfigError::HubQueueBytes);
         }
         for (flag, value) in [
             ("--close-timeout", self.close_timeout),
@@ -346,7 +343,7 @@ impl Config {
             ("--backplane-heartbeat", self.cluster.backplane_heartbeat),
         ] {
             if value.is_zero() {
-                return Err(format!("{flag} must be longer than zero"));
+                return Err(ConfigError::NoTime(flag));
             }
         }
         // Every duration is added to an `Instant` somewhere; past a year a
@@ -366,30 +363,27 @@ impl Config {
             ("--backplane-heartbeat", self.cluster.backplane_heartbeat),
         ] {
             if value > MAX_DURATION {
-                return Err(format!("{flag} must be at most a year (365d)"));
+                return Err(ConfigError::TooLong(flag));
             }
         }
         if let Some(url) = &self.cluster.backplane {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                return Err("--backplane must be a redis:// or rediss:// URL".into());
+                return Err(ConfigError::BackplaneUrl);
             }
         }
-        if self.cluster.backplane_queue_len == 0 {
-            return Err("--backplane-queue-len must be at least 1".into());
-        }
         if self.ping_interval.is_zero() || self.idle_timeout <= self.ping_interval {
-            return Err("--idle-timeout must be longer than a non-zero --ping-interval".into());
+            return Err(ConfigError::IdleTimeout);
         }
         Ok(())
     }
 
     /// The admin token, from --admin-token or the first line of --admin-token-file;
     /// `None` when neither is set or it is blank (a blank token is no token).
-    pub fn admin_token(&self) -> Result<Option<String>, String> {
+    pub fn admin_token(&self) -> Result<Option<String>, ConfigError> {
         let token = match &self.admin_token_file {
-            Some(path) => Some(read_secret(path).map_err(|e| match e {
-                SecretError::Read(e) => format!("cannot read {}: {e}", path.display()),
-                SecretError::Empty => format!("{} is empty", path.display()),
+            Some(path) => Some(read_secret(path).map_err(|source| ConfigError::TokenFile {
+                path: path.clone(),
+                source,
             })?),
             None => self.admin_token.clone(),
         };
@@ -405,13 +399,35 @@ impl Config {
     }
 }
 
+/// A configuration that would run an unsafe or broken server: the process
+/// exits 2 with this one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("refusing to serve the admin API on non-loopback {0} without --admin-token or --admin-token-file")]
+    AdminWithoutToken(SocketAddr),
+    #[error("--admin-token-file {}: {source}", path.display())]
+    TokenFile { path: PathBuf, source: SecretError },
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+    #[error("{0} must be longer than zero")]
+    NoTime(&'static str),
+    #[error("{0} must be at most a year (365d)")]
+    TooLong(&'static str),
+    #[error("--hub-queue-bytes must hold at least one --max-message-bytes message")]
+    HubQueueBytes,
+    #[error("--backplane must be a redis:// or rediss:// URL")]
+    BackplaneUrl,
+    #[error("--idle-timeout must be longer than a non-zero --ping-interval")]
+    IdleTimeout,
+}
+
 /// The longest any duration setting may be.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Why a secret file gave no secret.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("{0}")]
+    #[error("cannot read it: {0}")]
     Read(std::io::Error),
     #[error("it is empty")]
     Empty,
@@ -507,7 +523,7 @@ mod tests {
             let mut config = Config::ephemeral();
             set(&mut config, huge);
             let error = config.validate().unwrap_err();
-            assert!(error.contains("at most a year"), "{error}");
+            assert!(error.to_string().contains("at most a year"), "{error}");
         }
         let mut config = Config::ephemeral();
         config.shutdown_grace = MAX_DURATION;

@@ -15,7 +15,13 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("invalid configuration: {0}")]
-    Config(String),
+    Config(#[from] crate::config::ConfigError),
+    /// Another process runs as this node (`--node-id`) in the cluster.
+    #[error("node id {0} is live in the cluster: another process runs as it; give every node its own --node-id")]
+    NodeIdLive(crate::types::NodeId),
+    /// This process already runs a node of a cluster (an embedding program).
+    #[error("this process already runs as another node of a cluster")]
+    AlreadyClustered,
     #[error("admin TLS: {0}")]
     AdminTls(String),
     #[error(transparent)]

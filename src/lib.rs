@@ -105,9 +105,7 @@ fn join_cluster(
         ));
     };
     if !types::join_cluster(node) {
-        return Err(Error::Config(
-            "this process already runs as another node of a cluster".into(),
-        ));
+        return Err(Error::AlreadyClustered);
     }
     // rediss:// uses rustls with the process's default provider: ring, as
     // for the other listeners (an embedding program's choice stands).
@@ -185,7 +183,7 @@ fn reloaded<E: std::fmt::Display>(what: &'static str, name: &str, result: Result
 /// first, so a bad flag or file exits at once, with nothing served; [`run`]
 /// calls it again and keeps what it loaded for the data plane.
 pub fn preflight(config: &Config) -> Result<ws::Security, Error> {
-    config.validate().map_err(Error::Config)?;
+    config.validate()?;
     if let Some(url) = &config.cluster.backplane {
         backplane::redis::Redis::check(url)?;
     }
@@ -233,9 +231,7 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
         // A careless operator starts a second process with a live node's id:
         // the younger refuses to serve rather than answer for the other.
         if backplane::redis::Redis::node_is_live(url, &node, config.cluster.backplane_heartbeat).await? {
-            return Err(Error::Config(format!(
-                "node id {node} is live in the cluster: another process runs as it; give every node its own --node-id"
-            )));
+            return Err(Error::NodeIdLive(node));
         }
     }
     // Starts the parts' own long-running tasks and reports one that fails.
