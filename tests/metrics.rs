@@ -582,6 +582,7 @@ async fn a_real_prometheus_sees_every_panel_and_the_alerts_fire() {
         "WshubAdminErrors",
         "WshubBackplaneDown",
         "WshubBackplaneDropping",
+        "WshubBackplaneSubscriptionLost",
     ] {
         assert!(!alerts.contains_key(quiet), "{quiet} should not be active: {alerts:?}");
     }
