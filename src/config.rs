@@ -332,36 +332,26 @@ impl Config {
         if self.hub_queue_bytes < self.client.max_message_bytes {
             return Err(ConfigError::HubQueueBytes);
         }
-        for (flag, value) in [
-            ("--close-timeout", self.close_timeout),
-            ("--write-timeout", self.write_timeout),
-            ("--admin-deadline", self.admin_deadline),
-            ("--admin-idle-timeout", self.admin_idle_timeout),
-            ("--handshake-timeout", self.gate.handshake_timeout),
-            ("--client-rate-grace", self.client.client_rate_grace),
-            ("--backplane-presence-ttl", self.cluster.backplane_presence_ttl),
-            ("--backplane-heartbeat", self.cluster.backplane_heartbeat),
+        // Every duration is added to an `Instant` somewhere: past a year a
+        // setting is a mistake, and far past it the sum would overflow. Most
+        // must also be longer than zero (`false`: zero is allowed here).
+        for (flag, value, nonzero) in [
+            ("--ping-interval", self.ping_interval, false),
+            ("--idle-timeout", self.idle_timeout, false),
+            ("--close-timeout", self.close_timeout, true),
+            ("--write-timeout", self.write_timeout, true),
+            ("--shutdown-grace", self.shutdown_grace, false),
+            ("--admin-deadline", self.admin_deadline, true),
+            ("--admin-idle-timeout", self.admin_idle_timeout, true),
+            ("--handshake-timeout", self.gate.handshake_timeout, true),
+            ("--client-rate-grace", self.client.client_rate_grace, true),
+            ("--jwt-leeway", self.auth.jwt_leeway, false),
+            ("--backplane-presence-ttl", self.cluster.backplane_presence_ttl, true),
+            ("--backplane-heartbeat", self.cluster.backplane_heartbeat, true),
         ] {
-            if value.is_zero() {
+            if nonzero && value.is_zero() {
                 return Err(ConfigError::NoTime(flag));
             }
-        }
-        // Every duration is added to an `Instant` somewhere; past a year a
-        // setting is a mistake, and far past it the sum would overflow.
-        for (flag, value) in [
-            ("--ping-interval", self.ping_interval),
-            ("--idle-timeout", self.idle_timeout),
-            ("--close-timeout", self.close_timeout),
-            ("--write-timeout", self.write_timeout),
-            ("--shutdown-grace", self.shutdown_grace),
-            ("--admin-deadline", self.admin_deadline),
-            ("--admin-idle-timeout", self.admin_idle_timeout),
-            ("--handshake-timeout", self.gate.handshake_timeout),
-            ("--client-rate-grace", self.client.client_rate_grace),
-            ("--jwt-leeway", self.auth.jwt_leeway),
-            ("--backplane-presence-ttl", self.cluster.backplane_presence_ttl),
-            ("--backplane-heartbeat", self.cluster.backplane_heartbeat),
-        ] {
             if value > MAX_DURATION {
                 return Err(ConfigError::TooLong(flag));
             }
