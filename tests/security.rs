@@ -221,11 +221,11 @@ async fn claims_are_checked_as_the_docs_say() {
         let (status, body) = refused(with_token(&server, &token(claims.clone())).as_str()).await;
         assert_eq!((status, body.contains(reason)), (401, true), "{claims}: {body}");
     }
-    // The edges that pass: nbf inside the leeway; exp a few seconds ahead,
+    // The edges that pass: nbf inside the leeway; exp seconds ahead,
     // and the connection is kept (it answers a ping) rather than closed at once.
     let mut early = WsClient::connect(&with_token(&server, &token(with("nbf", json!(now() + 3))))).await;
     early.ping().await;
-    let mut brief = WsClient::connect(&with_token(&server, &token(with("exp", json!(now() + 3))))).await;
+    let mut brief = WsClient::connect(&with_token(&server, &token(with("exp", json!(now() + 10))))).await;
     brief.ping().await;
     let audiences = with("aud", json!(["other", "wshub"]));
     WsClient::connect(&with_token(&server, &token(audiences))).await;
@@ -625,22 +625,31 @@ async fn silent_sockets_from_one_address_leave_room_for_others() {
     };
     // 127.0.0.1 opens 50 silent sockets: 2 wait in their handshakes, the
     // rest are answered 429 at once, unread.
+    let mut sockets = Vec::new();
+    for _ in 0..50 {
+        sockets.push(from("127.0.0.1").await.unwrap());
+    }
+    // Each refusal is counted once its answer is written: when all are
+    // counted, every answer is in its socket.
+    common::redis::eventually(WAIT, "48 refusals counted", || async {
+        failures(&server, "max_connections_per_ip").await - before >= 48.0
+    })
+    .await;
+    assert_eq!(failures(&server, "max_connections_per_ip").await - before, 48.0);
     let mut silent = Vec::new();
     let mut answered = 0;
-    for _ in 0..50 {
-        let mut socket = from("127.0.0.1").await.unwrap();
-        let mut answer = String::new();
-        use tokio::io::AsyncReadExt;
-        match tokio::time::timeout(Duration::from_millis(300), socket.read_to_string(&mut answer)).await {
-            Ok(_) => {
-                assert!(answer.starts_with("HTTP/1.1 429 "), "{answer}");
+    for socket in sockets {
+        let mut head = [0u8; 64];
+        match socket.try_read(&mut head) {
+            Ok(n) if n > 0 => {
+                let text = String::from_utf8_lossy(&head[..n]).to_string();
+                assert!(text.starts_with("HTTP/1.1 429 "), "{text}");
                 answered += 1;
             }
-            Err(_) => silent.push(socket),
+            _ => silent.push(socket),
         }
     }
     assert_eq!((silent.len(), answered), (2, 48));
-    assert_eq!(failures(&server, "max_connections_per_ip").await - before, 48.0);
     // Another address still gets in.
     let socket = from("127.0.0.2").await.unwrap();
     let (ws, _) = tokio_tungstenite::client_async(server.url(), tokio_tungstenite::MaybeTlsStream::Plain(socket))
