@@ -599,3 +599,38 @@ async fn a_missing_redis_password_is_reported_and_retried_with_backoff() {
     assert!(opened < 40, "{opened} connections to Redis in 2 s");
     assert_eq!(metric(node.metrics, "wshub_backplane_up").await, 0.0);
 }
+
+/// Redis dropping a node's subscription (`CLIENT KILL`, or its pub/sub
+/// output-buffer limit) loses what other nodes publish until the node is
+/// back: each loss is counted, so an alert can fire, and the node
+/// resubscribes by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_redis_drops_is_counted_and_renewed() {
+    let redis = Redis::start().await;
+    let a = node(&redis, "a", &[]).await;
+    let mut a1 = WsClient::connect(&a.url()).await;
+    a1.subscribe("t").await;
+    eventually(WAIT, "A subscribed to t", || async {
+        redis.topic_subscribers("t").await == 1
+    })
+    .await;
+    let lost = "wshub_backplane_errors_total{kind=\"subscription_lost\"}";
+    assert_eq!(metric(a.metrics, lost).await, 0.0);
+    redis
+        .cli(&["CLIENT", "KILL", "TYPE", "pubsub"])
+        .await
+        .expect("CLIENT KILL");
+    a.log_line("Redis subscription lost").await;
+    eventually(WAIT, "the loss counted", || async {
+        metric(a.metrics, lost).await >= 1.0
+    })
+    .await;
+    eventually(WAIT, "A subscribed to t again", || async {
+        redis.topic_subscribers("t").await == 1
+    })
+    .await;
+    let b = node(&redis, "b", &[]).await;
+    let mut b1 = WsClient::connect(&b.url()).await;
+    publish_numbered(&mut b1, Some("t"), 3).await;
+    expect_numbered(&mut a1, Some("t"), &b1.id, 3).await;
+}
