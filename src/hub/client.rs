@@ -64,6 +64,11 @@ pub struct Shared {
     max_bytes: usize,
     /// What it sent and received, for operators.
     pub traffic: Traffic,
+    /// A large frame on its way to the socket past the WebSocket library's
+    /// buffer (the data plane's side door, `ws::wire`): its text and how
+    /// many bytes of the frame (head included) are written. Here, in the
+    /// client's one shared allocation, rather than in one of its own.
+    pub direct: Mutex<Option<(bytes::Bytes, usize)>>,
     /// When the write in progress began ([`clock_ms`]), 0 when the writer
     /// is not writing: the hub's sampler evicts a client whose write has
     /// not finished within `--write-timeout`, so no write needs a timer.
@@ -184,6 +189,7 @@ impl Shared {
             max_len,
             max_bytes,
             traffic: Traffic::default(),
+            direct: Mutex::new(None),
             write_since: AtomicU64::new(0),
         }
     }

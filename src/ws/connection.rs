@@ -23,7 +23,7 @@ use tracing::Instrument;
 
 use super::gate::{Busy, Slot};
 use super::tls::Stream;
-use super::wire::{Door, Wire};
+use super::wire::Wire;
 use super::writer::Sink;
 use super::{handshake, reader, writer, Context, Ws};
 use crate::close::HandshakeFailure;
@@ -64,7 +64,7 @@ pub async fn handle(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr) {
     };
     let opened = open(&ctx, stream, peer).await;
     drop(handshaking);
-    let Some((ws, door, shared, slot)) = opened else {
+    let Some((ws, shared, slot)) = opened else {
         return;
     };
     // The writer starts at once; the hub queues the welcome as it registers
@@ -72,7 +72,7 @@ pub async fn handle(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr) {
     let (sink, stream) = ws.split();
     let writer = ctx
         .tracker
-        .spawn(writer::run(sink, door, shared.clone(), ctx.ping_interval).instrument(span(&shared)));
+        .spawn(writer::run(sink, shared.clone(), ctx.ping_interval).instrument(span(&shared)));
     ctx.tracker.spawn(steady(ctx.clone(), stream, shared, writer, slot));
 }
 
@@ -89,7 +89,7 @@ fn span(shared: &Shared) -> tracing::Span {
 
 /// The handshakes, within `--handshake-timeout`, then the client as the
 /// hub will know it; `None` (counted) when the request was refused.
-async fn open(ctx: &Context, stream: TcpStream, peer: SocketAddr) -> Option<(Ws, Door, Arc<Shared>, Slot)> {
+async fn open(ctx: &Context, stream: TcpStream, peer: SocketAddr) -> Option<(Ws, Arc<Shared>, Slot)> {
     let _ = stream.set_nodelay(true);
     let (stream, upgraded) = match tokio::time::timeout(ctx.handshake_timeout, handshakes(ctx, stream, peer)).await {
         Ok(Ok(Some(done))) => done,
@@ -99,8 +99,6 @@ async fn open(ctx: &Context, stream: TcpStream, peer: SocketAddr) -> Option<(Ws,
         Err(_) => return refused(HandshakeFailure::Timeout, peer),
     };
     let handshake::Upgraded { admitted, leftover } = upgraded;
-    let (wire, door) = Wire::new(stream);
-    let ws = WebSocketStream::from_partially_read(wire, leftover, Role::Server, Some(ctx.ws_config)).await;
     let id = ClientId(ctx.next_id.fetch_add(1, Relaxed));
     let limits = &ctx.limits;
     let shared = Shared::new(
@@ -111,7 +109,10 @@ async fn open(ctx: &Context, stream: TcpStream, peer: SocketAddr) -> Option<(Ws,
         limits.send_queue_bytes,
     )
     .with_identity(admitted.identity);
-    Some((ws, door, Arc::new(shared), admitted.slot))
+    let shared = Arc::new(shared);
+    let wire = Wire::new(stream, shared.clone());
+    let ws = WebSocketStream::from_partially_read(wire, leftover, Role::Server, Some(ctx.ws_config)).await;
+    Some((ws, shared, admitted.slot))
 }
 
 /// Counts a refused handshake, and logs it: the first refusal in each

@@ -11,104 +11,89 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::tungstenite::Bytes;
 
 use super::tls::Stream;
+use crate::hub::Shared;
 
 /// Frames larger than this go through the side door.
 pub const LARGE_FRAME: usize = 1024;
 
-/// The writer's end of the side door.
-pub type Door = Arc<Mutex<Option<Pending>>>;
-
-/// A server frame (unmasked, final) being written.
-pub struct Pending {
-    head: [u8; 10],
-    head_len: u8,
-    body: Bytes,
-    /// Bytes of head and body written so far.
-    done: usize,
+/// The head of a server text frame (unmasked, final) of `len` bytes, and
+/// its length.
+fn head(len: usize) -> ([u8; 10], usize) {
+    let mut head = [0u8; 10];
+    head[0] = 0x80 | 0x1; // FIN, opcode text
+    let head_len = if len < 126 {
+        head[1] = len as u8;
+        2
+    } else if let Ok(len) = u16::try_from(len) {
+        head[1] = 126;
+        head[2..4].copy_from_slice(&len.to_be_bytes());
+        4
+    } else {
+        head[1] = 127;
+        head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    };
+    (head, head_len)
 }
 
-impl Pending {
-    /// A text frame holding `body`.
-    pub fn text(body: Bytes) -> Pending {
-        let mut head = [0u8; 10];
-        head[0] = 0x80 | 0x1; // FIN, opcode text
-        let len = body.len();
-        let head_len = if len < 126 {
-            head[1] = len as u8;
-            2
-        } else if let Ok(len) = u16::try_from(len) {
-            head[1] = 126;
-            head[2..4].copy_from_slice(&len.to_be_bytes());
-            4
-        } else {
-            head[1] = 127;
-            head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-            10
-        };
-        Pending {
-            head,
-            head_len,
-            body,
-            done: 0,
+/// Writes what is left of the frame holding `body`, `done` bytes of which
+/// (head included) are written; `Ready(Ok)` once all of it is.
+fn poll_write_frame(
+    mut stream: Pin<&mut Stream>,
+    cx: &mut Context<'_>,
+    body: &Bytes,
+    done: &mut usize,
+) -> Poll<io::Result<()>> {
+    let (head, head_len) = head(body.len());
+    while *done < head_len + body.len() {
+        let slices = [
+            io::IoSlice::new(&head[(*done).min(head_len)..head_len]),
+            io::IoSlice::new(&body[done.saturating_sub(head_len)..]),
+        ];
+        let n = ready!(stream.as_mut().poll_write_vectored(cx, &slices))?;
+        if n == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
         }
+        *done += n;
     }
-
-    fn len(&self) -> usize {
-        self.head_len as usize + self.body.len()
-    }
-
-    /// Writes what is left; `Ready(Ok)` once all of it is written.
-    fn poll_write_to(&mut self, stream: Pin<&mut Stream>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut stream = stream;
-        while self.done < self.len() {
-            let head = &self.head[self.done.min(self.head_len as usize)..self.head_len as usize];
-            let body = &self.body[self.done.saturating_sub(self.head_len as usize)..];
-            let slices = [io::IoSlice::new(head), io::IoSlice::new(body)];
-            let n = ready!(stream.as_mut().poll_write_vectored(cx, &slices))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.done += n;
-        }
-        Poll::Ready(Ok(()))
-    }
+    Poll::Ready(Ok(()))
 }
 
 /// The connection's socket, as tungstenite sees it.
 pub struct Wire {
     stream: Stream,
-    door: Door,
+    /// The client, whose `direct` slot is the side door.
+    shared: Arc<Shared>,
 }
 
 impl Wire {
-    /// The socket and the writer's end of its side door.
-    pub fn new(stream: Stream) -> (Wire, Door) {
-        let door = Door::default();
-        (
-            Wire {
-                stream,
-                door: door.clone(),
-            },
-            door,
-        )
+    pub fn new(stream: Stream, shared: Arc<Shared>) -> Wire {
+        Wire { stream, shared }
     }
 
     /// Writes the large frame waiting at the door, if one is.
     fn poll_door(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut door = self.door.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(pending) = door.as_mut() {
-            ready!(pending.poll_write_to(Pin::new(&mut self.stream), cx))?;
+        let mut door = self.shared.direct.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((body, done)) = door.as_mut() {
+            ready!(poll_write_frame(Pin::new(&mut self.stream), cx, body, done))?;
             *door = None;
         }
         Poll::Ready(Ok(()))
     }
+}
+
+/// Hands a large text frame to the door: the next write or flush of the
+/// socket sends it, before anything tungstenite writes after it. The door
+/// must be empty (flush the sink first).
+pub fn hand_over(shared: &Shared, text: Bytes) {
+    *shared.direct.lock().unwrap_or_else(|e| e.into_inner()) = Some((text, 0));
 }
 
 impl AsyncRead for Wire {
@@ -153,16 +138,15 @@ mod tests {
 
     #[test]
     fn frame_heads_encode_each_length_form() {
-        for (len, head) in [
+        for (len, expected) in [
             (5usize, vec![0x81, 5]),
             (125, vec![0x81, 125]),
             (126, vec![0x81, 126, 0, 126]),
             (65535, vec![0x81, 126, 0xff, 0xff]),
             (65536, vec![0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]),
         ] {
-            let pending = Pending::text(Bytes::from(vec![b'x'; len]));
-            assert_eq!(&pending.head[..pending.head_len as usize], &head[..], "{len}");
-            assert_eq!(pending.len(), head.len() + len);
+            let (head, head_len) = head(len);
+            assert_eq!(&head[..head_len], &expected[..], "{len}");
         }
     }
 }

@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
-use super::wire::{Door, Pending, LARGE_FRAME};
+use super::wire::{self, LARGE_FRAME};
 use super::Error;
 use super::Ws;
 use crate::close::{Closing, DisconnectReason};
@@ -34,14 +34,9 @@ pub type Sink = SplitSink<Ws, Message>;
 /// which would keep a second copy of its arguments in the state every
 /// connection holds for its whole life.
 #[allow(clippy::manual_async_fn)] // on purpose: see above
-pub fn run(
-    mut sink: Sink,
-    door: Door,
-    shared: Arc<Shared>,
-    ping_interval: Duration,
-) -> impl Future<Output = Option<Sink>> + Send {
+pub fn run(mut sink: Sink, shared: Arc<Shared>, ping_interval: Duration) -> impl Future<Output = Option<Sink>> + Send {
     async move {
-        let ended = write_loop(&mut sink, &door, &shared, ping_interval).await;
+        let ended = write_loop(&mut sink, &shared, ping_interval).await;
         shared.writing(false);
         shared.close_queue();
         match ended {
@@ -57,7 +52,7 @@ pub fn run(
 }
 
 /// Writes batches and pings until the queued close marker is written.
-async fn write_loop(sink: &mut Sink, door: &Door, shared: &Shared, ping_interval: Duration) -> Result<(), Error> {
+async fn write_loop(sink: &mut Sink, shared: &Shared, ping_interval: Duration) -> Result<(), Error> {
     let mut ping = interval_at(Instant::now() + ping_interval, ping_interval);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -73,7 +68,7 @@ async fn write_loop(sink: &mut Sink, door: &Door, shared: &Shared, ping_interval
         // Boxed per batch (not per frame): an idle connection's task then
         // holds none of the write's state.
         shared.writing(true);
-        let written = Box::pin(write_batch(sink, door, batch, shared)).await?;
+        let written = Box::pin(write_batch(sink, batch, shared)).await?;
         shared.writing(false);
         if let Written::Closed = written {
             return Ok(());
@@ -86,12 +81,7 @@ enum Written {
     Closed,
 }
 
-async fn write_batch(
-    sink: &mut Sink,
-    door: &Door,
-    batch: VecDeque<Outbound>,
-    shared: &Shared,
-) -> Result<Written, Error> {
+async fn write_batch(sink: &mut Sink, batch: VecDeque<Outbound>, shared: &Shared) -> Result<Written, Error> {
     let (mut frames, mut bytes) = (0, 0);
     let mut result = Written::More;
     for item in batch {
@@ -103,7 +93,7 @@ async fn write_batch(
                     // Everything before it leaves tungstenite's buffer (and
                     // any large frame before it, the door) first.
                     sink.flush().await?;
-                    *door.lock().unwrap_or_else(|e| e.into_inner()) = Some(Pending::text(text.into()));
+                    wire::hand_over(shared, text.into());
                 } else {
                     sink.feed(Message::Text(text)).await?;
                 }
