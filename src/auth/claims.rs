@@ -68,7 +68,7 @@ mod tests {
             jwt_secret: Some("k".into()),
             ..Default::default()
         };
-        let verifier = super::super::identity::Verifier::from_config(&config).unwrap().unwrap();
+        let verifier = crate::auth::identity::Verifier::from_config(&config).unwrap().unwrap();
         let token = jsonwebtoken::encode(
             &jsonwebtoken::Header::default(),
             &claims,
