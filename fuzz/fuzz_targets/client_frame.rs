@@ -1,5 +1,5 @@
 //! A client's text frame: decode (`protocol::parse`) and the data plane's
-//! dispatch decision (`policy::check`) under each publish switch, with and
+//! dispatch decision (`claims::check`) under each publish switch, with and
 //! without token claims. Every input must become a request or an error
 //! frame, never a panic; an error frame must be valid JSON (checked as raw
 //! JSON: ids are echoed as sent, and `1e400` is valid JSON no f64 holds).
@@ -11,7 +11,7 @@ use libfuzzer_sys::fuzz_target;
 use wshub::config::{AuthConfig, ClientPublish};
 use wshub::identity::{Identity, Verifier};
 use wshub::protocol;
-use wshub::ws::policy;
+use wshub::auth::claims;
 
 /// A client whose token allows `news` and `chat.*` and no publishing to everyone.
 fn scoped() -> &'static Identity {
@@ -45,7 +45,7 @@ fuzz_target!(|bytes: &[u8]| {
     };
     for publish in [ClientPublish::All, ClientPublish::Topics, ClientPublish::None] {
         for identity in [None, Some(scoped())] {
-            if let Err(e) = policy::check(&request, publish, identity) {
+            if let Err(e) = claims::check(&request, publish, identity) {
                 let frame = protocol::error(&e);
                 valid_json(frame.as_str());
             }
