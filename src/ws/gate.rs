@@ -437,4 +437,32 @@ mod tests {
         let mapped = g.client_addr(&Request::default(), "[::ffff:192.0.2.7]:80".parse().unwrap());
         assert_eq!(mapped.ip(), "192.0.2.7".parse::<IpAddr>().unwrap());
     }
+
+    /// `--client-ip-header x-real-ip`: the one header the proxy writes is
+    /// read (its last line when repeated); the client's own
+    /// `X-Forwarded-For` is not even collected, since the handshake reads
+    /// only the configured header.
+    #[test]
+    fn a_single_address_header_names_the_client() {
+        let config = GateConfig {
+            trusted_proxies: vec![crate::config::parse_net("10.0.0.0/8").unwrap()],
+            client_ip_header: crate::config::parse_header_name("X-Real-IP").unwrap(),
+            ..GateConfig::default()
+        };
+        let g = Arc::new(Gate::new(&config, None).unwrap());
+        assert_eq!(g.client_ip_header(), "x-real-ip");
+        let request = Request {
+            forwarded: vec!["203.0.113.1", " 198.51.100.9 "],
+            ..Request::default()
+        };
+        let ip = g.client_addr(&request, "10.0.0.5:443".parse().unwrap()).ip();
+        assert_eq!(ip, "198.51.100.9".parse::<IpAddr>().unwrap());
+        let garbage = Request {
+            forwarded: vec!["not an address"],
+            ..Request::default()
+        };
+        let peer: SocketAddr = "10.0.0.5:443".parse().unwrap();
+        assert_eq!(g.client_addr(&garbage, peer), peer, "unreadable: the peer");
+        assert!(crate::config::parse_header_name("bad header").is_err());
+    }
 }
