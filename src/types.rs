@@ -92,6 +92,13 @@ pub(crate) fn random_u64() -> u64 {
     hasher.finish()
 }
 
+/// Milliseconds since the Unix epoch by this machine's clock (0 before it).
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// The longest node id, in bytes.
 pub const MAX_NODE_LEN: usize = 64;
 

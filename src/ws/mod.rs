@@ -148,10 +148,7 @@ fn first_client_number(fixed_node_id: bool) -> u64 {
     if !fixed_node_id {
         return 1;
     }
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    ms.saturating_mul(1 << 14).max(1)
+    crate::types::unix_ms().saturating_mul(1 << 14).max(1)
 }
 
 /// The data plane's security material, read from the configuration: a bad

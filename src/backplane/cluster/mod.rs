@@ -165,9 +165,7 @@ impl Cluster {
             canary: Mutex::new(Canary::default()),
             instance: crate::types::random_u64(),
             conflict_logged: Mutex::new(None),
-            started: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
+            started: crate::types::unix_ms(),
             twin: AtomicBool::new(false),
             present: AtomicBool::new(false),
             up: AtomicBool::new(false),
