@@ -634,3 +634,123 @@ async fn a_subscription_redis_drops_is_counted_and_renewed() {
     publish_numbered(&mut b1, Some("t"), 3).await;
     expect_numbered(&mut a1, Some("t"), &b1.id, 3).await;
 }
+
+/// Publishes markers on `topic` from `sender` until one reaches `reader`;
+/// returns the first message `reader` got, once the last marker sent has
+/// arrived too (so nothing of this is still on its way).
+async fn first_through(sender: &mut WsClient, reader: &mut WsClient, topic: &str) -> Value {
+    let through = async {
+        for marker in 0u64.. {
+            let ack = sender
+                .request(json!({"type":"publish","topic":topic,"data":{"marker":marker},"id":marker}))
+                .await;
+            assert_eq!(ack["type"], "ack", "{ack}");
+            if let Ok(first) = tokio::time::timeout(Duration::from_millis(200), reader.recv()).await {
+                let mut last = first.clone();
+                while last["data"]["marker"] != json!(marker) {
+                    last = reader.recv().await;
+                }
+                return first;
+            }
+        }
+        unreachable!()
+    };
+    tokio::time::timeout(Duration::from_secs(20), through)
+        .await
+        .expect("the sender's node reaches the reader's")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_into_a_frozen_redis_is_delivered_or_counted_never_both() {
+    let redis = Redis::start().await;
+    let url = redis.url();
+    // Heartbeats far apart: the canary stays out of the way, so what
+    // happens to these publishes is the sender's doing alone.
+    let args = |id: &'static str| {
+        vec![
+            "--backplane".to_string(),
+            url.clone(),
+            "--node-id".into(),
+            id.into(),
+            "--backplane-heartbeat".into(),
+            "20s".into(),
+            "--backplane-presence-ttl".into(),
+            "60s".into(),
+        ]
+    };
+    let (a, b) = (args("a"), args("b"));
+    let (a, b): (Vec<&str>, Vec<&str>) = (
+        a.iter().map(String::as_str).collect(),
+        b.iter().map(String::as_str).collect(),
+    );
+    let (a, b) = tokio::join!(Binary::spawn(&a), Binary::spawn(&b));
+    let mut sender = WsClient::connect(&a.url()).await;
+    let mut reader = WsClient::connect(&b.url()).await;
+    reader.subscribe("t").await;
+    eventually(WAIT, "B subscribed to t", || async {
+        redis.topic_subscribers("t").await == 1
+    })
+    .await;
+    first_through(&mut sender, &mut reader, "t").await;
+
+    redis.signal("STOP").await;
+    publish_numbered(&mut sender, Some("t"), 3).await;
+    let dropped = "wshub_backplane_dropped_total{reason=\"outbound\"}";
+    let before = metric(a.metrics, dropped).await;
+    eventually(Duration::from_secs(15), "A counted the three as dropped", || async {
+        metric(a.metrics, dropped).await >= before + 3.0
+    })
+    .await;
+    redis.signal("CONT").await;
+
+    // Whatever B sees first after the freeze is a marker, never one of the
+    // three A counted as dropped.
+    let first = first_through(&mut sender, &mut reader, "t").await;
+    assert!(
+        first["data"].get("marker").is_some(),
+        "a publish counted as dropped was delivered too: {first}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_a_slow_link_a_burst_travels_in_several_batches_at_once_in_order() {
+    let redis = Redis::start().await;
+    // Everything Redis answers A comes 500 ms late: one batch at a time,
+    // A could send 512 messages per 500 ms, and its queue of 1024 would
+    // overflow under this burst.
+    let proxy = StallProxy::slow(redis.port, Duration::from_millis(500)).await;
+    let slow_url = format!("redis://127.0.0.1:{}", proxy.port);
+    let a = Binary::spawn(&[
+        "--backplane",
+        &slow_url,
+        "--node-id",
+        "a",
+        "--backplane-heartbeat",
+        "1s",
+        "--backplane-queue-len",
+        "1024",
+        // Room for the acks of the whole burst, read only after it.
+        "--send-queue-len",
+        "4096",
+    ])
+    .await;
+    // The burst reaches B in batches of 512, faster than a test reads.
+    let b = node(&redis, "b", &["--send-queue-len", "4096"]).await;
+    let mut sender = WsClient::connect(&a.url()).await;
+    let mut reader = WsClient::connect(&b.url()).await;
+    reader.subscribe("t").await;
+    eventually(WAIT, "B subscribed to t", || async {
+        redis.topic_subscribers("t").await == 1
+    })
+    .await;
+    first_through(&mut sender, &mut reader, "t").await;
+
+    let dropped = "wshub_backplane_dropped_total{reason=\"outbound\"}";
+    let before = metric(a.metrics, dropped).await;
+    let from = sender.id.clone();
+    tokio::join!(
+        publish_numbered(&mut sender, Some("t"), 3000),
+        expect_numbered(&mut reader, Some("t"), &from, 3000)
+    );
+    assert_eq!(metric(a.metrics, dropped).await, before, "none dropped");
+}

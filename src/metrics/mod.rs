@@ -223,7 +223,8 @@ pub fn reload(what: &'static str, ok: bool) {
 pub enum BackplaneError {
     /// Connecting (or reconnecting) to the engine failed.
     Connect,
-    /// A batch of publishes failed or timed out.
+    /// A batch of publishes failed, timed out, or reached Redis past its
+    /// deadline (and published nothing).
     Publish,
     /// Subscribing or unsubscribing failed.
     Subscribe,

@@ -139,7 +139,8 @@ where
 
 /// A TCP proxy in front of Redis that can silence the subscriptions passing
 /// through it: the connection stays open, commands still reach Redis, but
-/// nothing Redis sends back on it arrives any more (a silent stall).
+/// nothing Redis sends back on it arrives any more (a silent stall). It can
+/// also hold everything Redis answers for a while (a slow link).
 pub struct StallProxy {
     pub port: u16,
     conns: std::sync::Arc<std::sync::Mutex<Vec<std::sync::Arc<Proxied>>>>,
@@ -154,6 +155,12 @@ struct Proxied {
 
 impl StallProxy {
     pub async fn start(upstream: u16) -> StallProxy {
+        Self::slow(upstream, Duration::ZERO).await
+    }
+
+    /// A proxy that delivers what Redis sends `delay` after it came: a link
+    /// whose round trip is `delay` longer, with no less bandwidth.
+    pub async fn slow(upstream: u16, delay: Duration) -> StallProxy {
         use std::sync::atomic::Ordering::Relaxed;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -181,13 +188,25 @@ impl StallProxy {
                         }
                     }
                 });
+                let (held, mut due) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
                 tokio::spawn(async move {
                     let mut buf = vec![0; 16384];
                     while let Ok(n @ 1..) = server_rx.read(&mut buf).await {
                         if conn.silenced.load(Relaxed) {
                             continue;
                         }
-                        if client_tx.write_all(&buf[..n]).await.is_err() {
+                        if held
+                            .send((tokio::time::Instant::now() + delay, buf[..n].to_vec()))
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    while let Some((at, bytes)) = due.recv().await {
+                        tokio::time::sleep_until(at).await;
+                        if client_tx.write_all(&bytes).await.is_err() {
                             break;
                         }
                     }

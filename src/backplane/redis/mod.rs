@@ -3,10 +3,10 @@
 //! on its own with backoff:
 //!
 //! - the sender: one multiplexed connection; it takes the outbound queue in
-//!   batches and sends each batch as one pipeline, so messages leave in the
-//!   order they were queued (and one publisher's messages stay in order).
-//!   Control messages (requests, answers, heartbeats) have their own queue,
-//!   sent before any publish. Presence calls share the connection.
+//!   batches, several in flight, in the order they were queued (so one
+//!   publisher's messages stay in order), each with a deadline on Redis's
+//!   clock (`sender.rs`). Control messages (requests, answers, heartbeats)
+//!   have their own queue, sent before any publish.
 //! - the subscriber: one pub/sub connection, subscribed to exactly the
 //!   channels the node listens to; after a reconnect (or when the canary
 //!   asks) it subscribes to all of them again (`subscriber.rs`).
@@ -32,6 +32,7 @@ use super::{Channel, Engine, EngineError, Inbound, Presence};
 use crate::metrics::{self, BackplaneError, Dropped};
 use crate::types::{NodeId, Topic};
 
+mod sender;
 mod subscriber;
 
 /// Connecting, and any one command, may take this long.
@@ -41,7 +42,7 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Control messages waiting to be sent, at most (past it dropped, counted).
 const CONTROL_QUEUE: usize = 1024;
-/// Publishes sent as one pipeline, at most.
+/// Messages sent as one batch, at most.
 const BATCH: usize = 512;
 /// Channels named in one SUBSCRIBE, at most (a resubscribe of many topics).
 const SUBSCRIBE_BATCH: usize = 1000;
@@ -90,8 +91,8 @@ pub struct Redis {
     /// busy publishing neither delays its canary (a false stall) nor its
     /// answers to other nodes.
     control: mpsc::Sender<(Channel, Bytes)>,
-    /// The sender's connection, which presence calls share; it reconnects
-    /// by itself after a failure.
+    /// The connection for presence and the farewell; it reconnects by
+    /// itself after a failure.
     conn: ConnectionManager,
     /// The channels the node listens to, by Redis name.
     wanted: Mutex<HashSet<String>>,
@@ -181,76 +182,6 @@ impl Redis {
             redis.clone().subscribe_loop(inbound, stop.clone()),
         );
         Ok(redis)
-    }
-
-    /// The sender task: sends what is queued in batches, one pipeline each,
-    /// in order. The connection manager reconnects by itself after a
-    /// failure; while Redis is unreachable, what is queued is dropped (and
-    /// counted), and a PING with backoff finds out when it is back.
-    async fn send_loop(
-        self: Arc<Self>,
-        mut control: mpsc::Receiver<(Channel, Bytes)>,
-        mut queued: mpsc::Receiver<(Channel, Bytes)>,
-        stop: CancellationToken,
-    ) {
-        let mut conn = self.conn.clone();
-        let mut batch = Vec::with_capacity(BATCH);
-        let mut urgent = Vec::new();
-        let mut backoff = Backoff::default();
-        let mut probe_at = tokio::time::Instant::now();
-        loop {
-            let up = self.sender_up.load(Ordering::Relaxed);
-            let got = tokio::select! {
-                // Control messages first, then publishes.
-                biased;
-                got = control.recv_many(&mut urgent, BATCH) => got,
-                got = queued.recv_many(&mut batch, BATCH) => got,
-                _ = tokio::time::sleep_until(probe_at), if !up => {
-                    let ping = redis::cmd("PING").exec_async(&mut conn).await;
-                    self.sent(ping, 0, &mut backoff);
-                    probe_at = tokio::time::Instant::now() + backoff.next();
-                    continue;
-                }
-                _ = stop.cancelled() => 0,
-            };
-            if got == 0 {
-                return;
-            }
-            let mut pipe = redis::pipe();
-            for (channel, payload) in urgent.iter().chain(&batch) {
-                pipe.cmd("PUBLISH").arg(name(channel)).arg(payload.as_ref()).ignore();
-            }
-            let n = (urgent.len() + batch.len()) as u64;
-            urgent.clear();
-            batch.clear();
-            self.sent(pipe.exec_async(&mut conn).await, n, &mut backoff);
-        }
-    }
-
-    /// Records how a batch of `n` publishes (or a probe, `n` = 0) went;
-    /// logs each outage once.
-    fn sent(&self, result: redis::RedisResult<()>, n: u64, backoff: &mut Backoff) {
-        let was_up = self.sender_up.swap(result.is_ok(), Ordering::Relaxed);
-        match result {
-            Ok(()) => {
-                metrics::backplane_messages("out", n);
-                if !was_up && backoff.attempts > 0 {
-                    tracing::info!("backplane: connected to Redis again");
-                }
-                *backoff = Backoff::default();
-            }
-            Err(e) => {
-                metrics::backplane_dropped(Dropped::Outbound, n);
-                metrics::backplane_error(if e.is_io_error() || e.is_connection_refusal() || e.is_timeout() {
-                    BackplaneError::Connect
-                } else {
-                    BackplaneError::Publish
-                });
-                if was_up || backoff.attempts == 0 {
-                    tracing::warn!(error = %e, "backplane: cannot reach Redis; local delivery goes on, messages for other nodes are dropped; retrying with backoff");
-                }
-            }
-        }
     }
 }
 
