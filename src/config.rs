@@ -39,6 +39,9 @@ pub struct Config {
     #[command(flatten)]
     pub cluster: ClusterConfig,
 
+    #[command(flatten)]
+    pub history: HistoryArgs,
+
     /// Server ping interval; also announced to clients in the welcome frame.
     #[arg(long, env = "WSHUB_PING_INTERVAL", default_value = "25s", value_parser = parse_duration)]
     pub ping_interval: Duration,
@@ -112,6 +115,49 @@ pub struct Config {
     /// PEM CA bundle; when set, admin clients must present a certificate it signed.
     #[arg(long, env = "WSHUB_ADMIN_TLS_CLIENT_CA", requires = "admin_tls_cert")]
     pub admin_tls_client_ca: Option<PathBuf>,
+}
+
+/// Per-topic history, so a client that reconnects gets what it missed.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HistoryArgs {
+    /// Messages kept per topic for clients that reconnect (`subscribe` with `since`);
+    /// 0: no history anywhere. Messages on such topics carry an `offset`.
+    #[arg(long, env = "WSHUB_HISTORY_SIZE", default_value_t = 0)]
+    pub history_size: usize,
+
+    /// How long a kept message stays (e.g. 5m, 1h).
+    #[arg(long, env = "WSHUB_HISTORY_TTL", default_value = "5m", value_parser = parse_duration)]
+    pub history_ttl: Duration,
+
+    /// Which topics keep history, comma-separated: exact names, `prefix*`, or `*` (all).
+    #[arg(long, env = "WSHUB_HISTORY_TOPICS", default_value = "*", value_parser = parse_topic_patterns)]
+    pub history_topics: crate::types::TopicPatterns,
+
+    /// Bytes of history the node keeps at most; past it the topics published to longest
+    /// ago lose theirs first (counted in wshub_history_trimmed_total{reason="max_bytes"}).
+    #[arg(long, env = "WSHUB_HISTORY_MAX_BYTES", default_value = "64MiB", value_parser = parse_bytes)]
+    pub history_max_bytes: usize,
+
+    /// Missed messages one reconnect may recover; past it nothing is replayed
+    /// (`recovered: false`) and the client starts afresh.
+    #[arg(long, env = "WSHUB_RECOVERY_MAX", default_value_t = 300)]
+    pub recovery_max: usize,
+}
+
+impl HistoryArgs {
+    pub fn hub(&self) -> crate::hub::HistoryConfig {
+        crate::hub::HistoryConfig {
+            size: self.history_size,
+            ttl: self.history_ttl,
+            topics: self.history_topics.clone(),
+            max_bytes: self.history_max_bytes,
+            recovery_max: self.recovery_max,
+        }
+    }
+}
+
+fn parse_topic_patterns(s: &str) -> Result<crate::types::TopicPatterns, String> {
+    crate::types::TopicPatterns::parse(s)
 }
 
 /// The node's name and, past one machine, the backplane it shares with other nodes.
@@ -348,6 +394,7 @@ impl Config {
             ("--jwt-leeway", self.auth.jwt_leeway, false),
             ("--backplane-presence-ttl", self.cluster.backplane_presence_ttl, true),
             ("--backplane-heartbeat", self.cluster.backplane_heartbeat, true),
+            ("--history-ttl", self.history.history_ttl, true),
         ] {
             if nonzero && value.is_zero() {
                 return Err(ConfigError::NoTime(flag));
@@ -359,6 +406,17 @@ impl Config {
         if let Some(url) = &self.cluster.backplane {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                 return Err(ConfigError::BackplaneUrl);
+            }
+            if self.history.history_size > 0 {
+                return Err(ConfigError::HistoryWithBackplane);
+            }
+        }
+        if self.history.history_size > 0 {
+            if self.history.recovery_max > MAX_RECOVERY {
+                return Err(ConfigError::RecoveryMax);
+            }
+            if self.history.history_max_bytes < self.client.max_message_bytes {
+                return Err(ConfigError::HistoryMaxBytes);
             }
         }
         if self.ping_interval.is_zero() || self.idle_timeout <= self.ping_interval {
@@ -409,7 +467,16 @@ pub enum ConfigError {
     BackplaneUrl,
     #[error("--idle-timeout must be longer than a non-zero --ping-interval")]
     IdleTimeout,
+    #[error("--history-size with --backplane needs history kept in Redis, which this version does not have yet: history is one node's alone for now")]
+    HistoryWithBackplane,
+    #[error("--recovery-max must be at most 10000")]
+    RecoveryMax,
+    #[error("--history-max-bytes must hold at least one --max-message-bytes message")]
+    HistoryMaxBytes,
 }
+
+/// The most missed messages one reconnect may recover.
+pub const MAX_RECOVERY: usize = 10_000;
 
 /// The longest any duration setting may be.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);

@@ -220,6 +220,7 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
         write_timeout: config.write_timeout,
         send_queue_len: config.client.send_queue_len,
         send_queue_bytes: config.client.send_queue_bytes,
+        history: config.history.hub(),
     });
     let stop = CancellationToken::new();
     let force = CancellationToken::new();

@@ -73,6 +73,9 @@ pub enum Request<'a> {
     Subscribe {
         topic: Topic,
         id: Option<RequestId>,
+        /// Where the client's history of the topic stopped: it asks for
+        /// what it missed since.
+        since: Option<Since>,
     },
     Unsubscribe {
         topic: Topic,
@@ -110,7 +113,20 @@ struct Fields<'a> {
     data: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     id: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    since: Option<&'a RawValue>,
 }
+
+/// The last offset a client saw on a topic, and the history it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Since {
+    pub offset: u64,
+    pub epoch: Box<str>,
+}
+
+/// The longest epoch a client may send back.
+pub const MAX_EPOCH_LEN: usize = 64;
 
 /// A field that is present is `Some`, even when its value is `null`.
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
@@ -165,7 +181,21 @@ pub fn parse(text: &str) -> Result<Request<'_>, RequestError> {
         "subscribe" | "unsubscribe" => {
             let topic = topic(true)?.ok_or_else(|| bad("missing `topic`", &id))?;
             Ok(if kind == "subscribe" {
-                Request::Subscribe { topic, id }
+                let since = match fields.since {
+                    None => None,
+                    Some(raw) => Some(
+                        serde_json::from_str::<Since>(raw.get())
+                            .ok()
+                            .filter(|s| s.epoch.len() <= MAX_EPOCH_LEN)
+                            .ok_or_else(|| {
+                                bad(
+                                    "`since` must be {\"offset\": a whole number, \"epoch\": a string of at most 64 bytes}",
+                                    &id,
+                                )
+                            })?,
+                    ),
+                };
+                Request::Subscribe { topic, id, since }
             } else {
                 Request::Unsubscribe { topic, id }
             })
@@ -283,6 +313,40 @@ pub fn message(topic: Option<&Topic>, from: &str, data: &RawValue) -> Utf8Bytes 
     s.push_str(data);
     s.push('}');
     s.into()
+}
+
+/// A message frame carrying its offset in the topic's history:
+/// `{..., "offset": N}`. `frame` is one [`message`] built.
+pub fn with_offset(frame: &Utf8Bytes, offset: u64) -> Utf8Bytes {
+    let body = frame.as_str().strip_suffix('}').unwrap_or(frame.as_str());
+    let mut s = String::with_capacity(body.len() + 32);
+    s.push_str(body);
+    s.push_str(r#","offset":"#);
+    s.push_str(&offset.to_string());
+    s.push('}');
+    s.into()
+}
+
+/// The ack of a publish to a topic with history: `{"type":"ack","id":...,"offset":N}`.
+pub fn ack_published(id: &RequestId, offset: u64) -> Utf8Bytes {
+    format!(r#"{{"type":"ack","id":{},"offset":{offset}}}"#, id.0).into()
+}
+
+/// The ack of a subscribe to a topic with history: its latest offset and
+/// epoch, and whether what the client missed follows (when it asked).
+pub fn ack_subscribed(id: &RequestId, offset: u64, epoch: &str, recovered: Option<bool>) -> Utf8Bytes {
+    let recovered = recovered.map(|r| format!(r#","recovered":{r}"#)).unwrap_or_default();
+    // An epoch is made of hex digits and `-`: nothing to escape.
+    format!(
+        r#"{{"type":"ack","id":{},"offset":{offset},"epoch":"{epoch}"{recovered}}}"#,
+        id.0
+    )
+    .into()
+}
+
+/// The ack of a subscribe with `since` to a topic without history.
+pub fn ack_not_recovered(id: &RequestId) -> Utf8Bytes {
+    format!(r#"{{"type":"ack","id":{},"recovered":false}}"#, id.0).into()
 }
 
 /// The first frame a client receives.

@@ -181,6 +181,55 @@ impl fmt::Display for Topic {
     }
 }
 
+/// Topic patterns, as an operator writes them (`--history-topics`): exact
+/// names, `prefix*` (every topic starting with the prefix), or `*` (every
+/// topic), separated by commas.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TopicPatterns(Vec<Pattern>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Pattern {
+    Exact(String),
+    Prefix(String),
+}
+
+impl TopicPatterns {
+    /// No topic at all.
+    pub fn none() -> TopicPatterns {
+        TopicPatterns(Vec::new())
+    }
+
+    pub fn parse(list: &str) -> Result<TopicPatterns, String> {
+        let mut patterns = Vec::new();
+        for rule in list.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+            let pattern = match rule.strip_suffix('*') {
+                Some("") => Pattern::Prefix(String::new()),
+                Some(prefix) if Topic::parse(prefix).is_ok() => Pattern::Prefix(prefix.to_string()),
+                None if Topic::parse(rule).is_ok() => Pattern::Exact(rule.to_string()),
+                _ => {
+                    return Err(format!(
+                        "`{}` is neither a topic nor `prefix*` (topics are 1-128 characters of A-Za-z0-9_.:-)",
+                        rule.chars().take(140).collect::<String>()
+                    ))
+                }
+            };
+            patterns.push(pattern);
+        }
+        Ok(TopicPatterns(patterns))
+    }
+
+    pub fn matches(&self, topic: &Topic) -> bool {
+        self.0.iter().any(|p| match p {
+            Pattern::Exact(name) => name == topic.as_str(),
+            Pattern::Prefix(prefix) => topic.as_str().starts_with(prefix.as_str()),
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// Where a publish came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -212,6 +261,20 @@ serde_as_str!(NodeId);
 
 #[cfg(test)]
 mod tests {
+    use super::{Topic, TopicPatterns};
+
+    #[test]
+    fn topic_patterns_match_exact_names_prefixes_and_everything() {
+        let t = |s: &str| Topic::parse(s).unwrap();
+        let patterns = TopicPatterns::parse("chat.*, news ,orders").unwrap();
+        assert!(patterns.matches(&t("chat.eu")) && patterns.matches(&t("news")) && patterns.matches(&t("orders")));
+        assert!(!patterns.matches(&t("newsroom")) && !patterns.matches(&t("chat")));
+        assert!(TopicPatterns::parse("*").unwrap().matches(&t("any")));
+        assert!(TopicPatterns::parse("").unwrap().is_empty());
+        assert!(TopicPatterns::parse("a b").is_err());
+        assert!(TopicPatterns::parse("bad/*").is_err());
+    }
+
     use super::*;
 
     #[test]

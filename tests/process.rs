@@ -326,3 +326,31 @@ async fn client_ids_are_not_reused_across_restarts_of_a_named_node() {
         "{ids:?}: the second process's first id comes after the first's"
     );
 }
+
+#[tokio::test]
+async fn history_settings_that_cannot_work_stop_the_process_at_start() {
+    for (args, says) in [
+        (
+            &["--history-size", "10", "--backplane", "redis://127.0.0.1:1"][..],
+            "history is one node's alone for now",
+        ),
+        (
+            &["--history-size", "10", "--recovery-max", "10001"][..],
+            "at most 10000",
+        ),
+        (
+            &["--history-size", "10", "--history-ttl", "0s"][..],
+            "--history-ttl must be longer than zero",
+        ),
+        (&["--history-topics", "a b"][..], "is neither a topic nor `prefix*`"),
+        (
+            &["--history-size", "10", "--history-max-bytes", "1KiB"][..],
+            "--history-max-bytes must hold at least one",
+        ),
+    ] {
+        let output = exits(args).await;
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}

@@ -131,6 +131,7 @@ impl From<Delivery> for hub::Delivery {
         hub::Delivery {
             recipients: d.recipients,
             dropped: d.dropped,
+            offset: None,
         }
     }
 }

@@ -36,6 +36,9 @@ struct Queue {
     bytes: usize,
     /// Deepest `depth` since connecting.
     high_water: usize,
+    /// Frames of a replay (what a recovering client missed) still counted
+    /// in `depth`: room beyond the limits, so a replay never evicts.
+    replayed: u32,
     /// The connection is closing (a close marker is queued) or the writer
     /// has ended: nothing more is accepted.
     closed: bool,
@@ -229,12 +232,38 @@ impl Shared {
             if q.closed {
                 return Err(PushError::Closed);
             }
-            if q.depth >= self.max_len || (q.bytes > 0 && q.bytes + len > self.max_bytes) {
+            let replayed = q.replayed as usize;
+            if q.depth >= self.max_len + replayed || (replayed == 0 && q.bytes > 0 && q.bytes + len > self.max_bytes) {
                 return Err(PushError::Full);
             }
             q.items.push_back(Outbound::Text(frame));
             q.depth += 1;
             q.bytes += len;
+            q.high_water = q.high_water.max(q.depth);
+            Fill {
+                depth: q.depth,
+                bytes: q.bytes,
+            }
+        };
+        self.ready.notify_one();
+        Ok(fill)
+    }
+
+    /// Queues a replay, in order, whatever the limits: the frames are the
+    /// history's own (shared, no copy), at most `--recovery-max` of them,
+    /// and while they are queued live frames get as much room again.
+    pub fn push_replay(&self, frames: Vec<Utf8Bytes>) -> Result<Fill, PushError> {
+        let fill = {
+            let mut q = self.queue();
+            if q.closed {
+                return Err(PushError::Closed);
+            }
+            q.replayed = q.replayed.saturating_add(frames.len() as u32);
+            for frame in frames {
+                q.depth += 1;
+                q.bytes += frame.len();
+                q.items.push_back(Outbound::Text(frame));
+            }
             q.high_water = q.high_water.max(q.depth);
             Fill {
                 depth: q.depth,
@@ -346,6 +375,9 @@ impl Shared {
         let mut q = self.queue();
         q.depth = q.depth.saturating_sub(frames);
         q.bytes = q.bytes.saturating_sub(bytes);
+        // A replay is queued before anything after it: what is written
+        // goes first from it.
+        q.replayed = q.replayed.min(q.depth as u32);
     }
 
     /// The writer has ended: refuse further frames and free what is queued.

@@ -35,6 +35,8 @@ pub enum Command {
         id: ClientId,
         topic: Topic,
         request: Option<RequestId>,
+        /// Replay what the client missed on the topic since then.
+        since: Option<crate::protocol::Since>,
     },
     Unsubscribe {
         id: ClientId,
@@ -103,6 +105,8 @@ pub struct Delivery {
     pub recipients: u64,
     /// Clients evicted instead because their queue was full.
     pub dropped: u64,
+    /// The message's offset in its topic's history, if the topic keeps one.
+    pub offset: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -4,7 +4,9 @@
 
 use super::*;
 use crate::metrics::DropReason;
-use crate::protocol::{self, ErrorCode, RequestError, RequestId};
+use std::time::Instant;
+
+use crate::protocol::{self, ErrorCode, RequestError, RequestId, Since};
 
 impl Hub {
     /// Counts, logs and announces an eviction: the one place for all of
@@ -68,7 +70,7 @@ impl Hub {
         self.push(id, frame);
     }
 
-    pub(super) fn subscribe(&mut self, id: ClientId, topic: Topic, request: Option<RequestId>) {
+    pub(super) fn subscribe(&mut self, id: ClientId, topic: Topic, request: Option<RequestId>, since: Option<Since>) {
         let Some(entry) = self.clients.get_mut(&id) else { return };
         let result = if entry.topics.contains(&topic) {
             Ok(())
@@ -100,10 +102,45 @@ impl Hub {
             }
             members.insert(id, entry.tx.clone());
             self.metrics.topics.set(self.topics.len() as f64);
-            self.emit(EventKind::Subscribed, id, Some(topic), "", 0);
+            self.emit(EventKind::Subscribed, id, Some(topic.clone()), "", 0);
             Ok(())
         };
-        self.reply(id, result, request);
+        match result {
+            Ok(()) if since.is_some() || self.history.covers(&topic) => self.subscribed(id, &topic, request, since),
+            result => self.reply(id, result, request),
+        }
+    }
+
+    /// A subscribe that took, to a topic with history or asking for what
+    /// it missed: the ack carries the topic's position and, when asked,
+    /// whether the missed messages follow; they go next, before anything
+    /// newer (the hub does nothing else meanwhile), all or none.
+    fn subscribed(&mut self, id: ClientId, topic: &Topic, request: Option<RequestId>, since: Option<Since>) {
+        let now = Instant::now();
+        let replay = since.map(|since| self.history.recover(topic, &since, now));
+        if let Some(replay) = &replay {
+            metrics::history::recovery(replay.as_ref().map(Vec::len).map_err(|cause| cause.as_str()));
+        }
+        if let Some(request) = request {
+            let recovered = replay.as_ref().map(Result::is_ok);
+            let ack = if self.history.covers(topic) {
+                let position = self.history.position(topic);
+                protocol::ack_subscribed(&request, position.offset, &position.epoch, recovered)
+            } else {
+                protocol::ack_not_recovered(&request)
+            };
+            if !self.push(id, ack) {
+                return;
+            }
+        }
+        let Some(Ok(frames)) = replay else { return };
+        if frames.is_empty() {
+            return;
+        }
+        let Some(entry) = self.clients.get(&id) else { return };
+        if let Ok(fill) = entry.tx.push_replay(frames) {
+            self.peak = self.peak.max(fill);
+        }
     }
 
     pub(super) fn unsubscribe(&mut self, id: ClientId, topic: Topic, request: Option<RequestId>) {
@@ -132,7 +169,19 @@ impl Hub {
             self.metrics.dropped(DropReason::Closing, 1);
             return;
         }
-        let mut delivery = Delivery::default();
+        // On a topic with history the message gets its offset, and every
+        // recipient the frame that carries it.
+        let (frame, offset) = match &topic {
+            Some(t) if self.history.covers(t) => {
+                let (offset, frame) = self.history.append(t, &frame, Instant::now());
+                (frame, Some(offset))
+            }
+            _ => (frame, None),
+        };
+        let mut delivery = Delivery {
+            offset,
+            ..Delivery::default()
+        };
         let mut closed = 0;
         let mut peak = self.peak;
         {
@@ -171,7 +220,12 @@ impl Hub {
         }
         self.evict = evict;
         if let Some(from) = from {
-            self.reply(from, Ok(()), request);
+            match (request, offset) {
+                (Some(request), Some(offset)) => {
+                    self.push(from, protocol::ack_published(&request, offset));
+                }
+                (request, _) => self.reply(from, Ok(()), request),
+            }
         }
         if let Some(respond) = respond {
             let _ = respond.send(delivery);

@@ -12,6 +12,7 @@ mod client;
 mod command;
 mod fanout;
 mod handle;
+mod history;
 mod query;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -23,6 +24,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 pub use client::{ClientId, ClientTx, Fill, Outbound, PushError, QueueStats, Shared, Totals};
 pub use command::*;
 pub use handle::HubHandle;
+pub use history::HistoryConfig;
 
 use crate::close::{Closing, DisconnectReason};
 use crate::metrics::{self, Handles};
@@ -71,6 +73,8 @@ pub struct HubConfig {
     /// Each client queue's limits (messages, bytes), for the fill metrics.
     pub send_queue_len: usize,
     pub send_queue_bytes: usize,
+    /// Per-topic history (`--history-*`); off by default.
+    pub history: HistoryConfig,
 }
 
 /// Events kept for admin watchers that fall behind, before they lag.
@@ -91,6 +95,8 @@ pub struct Hub {
     /// Admin calls: read before `rx`.
     control: mpsc::Receiver<Command>,
     config: HubConfig,
+    /// What topics with history kept, for clients that come back.
+    history: history::History,
     /// Clients by id; ids grow with connection time, so this is also oldest-first.
     clients: BTreeMap<ClientId, Entry>,
     /// Topic → subscribers, holding queue handles so fan-out needs no second lookup.
@@ -129,9 +135,15 @@ impl Hub {
         let metrics = metrics::handles();
         metrics::gauge_set(metrics::HUB_QUEUE_CAPACITY, config.queue_len as f64);
         let handle = HubHandle::new(tx, config.queue_bytes, control_tx, config.deadline);
+        if config.history.size > 0 {
+            let causes = history::NotRecovered::ALL.map(history::NotRecovered::as_str);
+            let trims = history::Trim::ALL.map(history::Trim::as_str);
+            metrics::history::start(&causes, &trims);
+        }
         let hub = Hub {
             rx,
             control,
+            history: history::History::new(config.history.clone()),
             config,
             clients: BTreeMap::new(),
             topics: HashMap::new(),
@@ -169,7 +181,10 @@ impl Hub {
                     Some(command) => self.handle(command),
                     None => control_open = false,
                 },
-                _ = sample.tick() => self.sample_queues(),
+                _ = sample.tick() => {
+                    self.sample_queues();
+                    self.sample_history();
+                }
                 command = self.rx.recv(), if data_open => match command {
                     Some(command) => self.handle(command),
                     None => data_open = false,
@@ -190,7 +205,12 @@ impl Hub {
                 let _ = respond.send(result);
             }
             Command::Unregister { shared, reason } => self.unregister(&shared, reason),
-            Command::Subscribe { id, topic, request } => self.subscribe(id, topic, request),
+            Command::Subscribe {
+                id,
+                topic,
+                request,
+                since,
+            } => self.subscribe(id, topic, request, since),
             Command::Unsubscribe { id, topic, request } => self.unsubscribe(id, topic, request),
             Command::Publish(publish) => {
                 self.relay(&publish);

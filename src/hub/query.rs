@@ -2,7 +2,9 @@
 //! a filtered page of clients in a stable order, totals, queue samples.
 
 use std::collections::{BTreeMap, BinaryHeap};
+use std::time::Instant;
 
+use super::{history, metrics};
 use super::{ClientId, ClientInfo, ClientPage, Cursor, Entry, Fill, Hub, ListQuery, Order, Stats};
 
 /// A client's place in queue-depth order: deepest first, then by id.
@@ -132,6 +134,21 @@ impl Hub {
     /// queue and the bytes queued; one pass per tick, nothing per delivery.
     /// The same pass evicts every client whose socket write has been
     /// blocked for `--write-timeout`: its socket takes nothing.
+    /// Once a second with the queue sample: history past its TTL goes,
+    /// and the history series are brought up to date.
+    pub(super) fn sample_history(&mut self) {
+        if self.config.history.size == 0 {
+            return;
+        }
+        let topics = &self.topics;
+        self.history.sweep(Instant::now(), |t| topics.contains_key(t));
+        let (topics, messages, bytes) = self.history.usage();
+        metrics::history::usage(topics, messages, bytes);
+        for (trim, total) in history::Trim::ALL.iter().zip(self.history.trimmed) {
+            metrics::history::trimmed(trim.as_str(), total);
+        }
+    }
+
     pub(super) fn sample_queues(&mut self) {
         let mut counts: BTreeMap<usize, u64> = BTreeMap::new();
         let (mut bytes, mut sampled_bytes_max) = (0, 0);

@@ -66,6 +66,7 @@ fn config() -> HubConfig {
         write_timeout: std::time::Duration::from_secs(10),
         send_queue_len: 8,
         send_queue_bytes: 1 << 20,
+        history: super::history::HistoryConfig::off(),
     }
 }
 
@@ -115,6 +116,7 @@ async fn routes_by_topic_and_to_everyone() {
             id: ClientId(1),
             topic: Topic::parse("news").unwrap(),
             request: None,
+            since: None,
         },
         publish(Some("news"), "to-news"),
         publish(None, "to-all"),
@@ -159,21 +161,24 @@ async fn a_full_queue_evicts_that_client_only() {
         deliveries[1],
         Delivery {
             recipients: 2,
-            dropped: 0
+            dropped: 0,
+            offset: None
         }
     );
     assert_eq!(
         deliveries[2],
         Delivery {
             recipients: 1,
-            dropped: 1
+            dropped: 1,
+            offset: None
         }
     );
     assert_eq!(
         deliveries[3],
         Delivery {
             recipients: 1,
-            dropped: 0
+            dropped: 0,
+            offset: None
         }
     );
     assert_eq!((stats.clients, stats.slow_consumer_evictions), (1, 1));
@@ -197,6 +202,7 @@ async fn unregister_returns_the_registry_to_empty() {
             id: tx.id,
             topic: Topic::parse("t").unwrap(),
             request: None,
+            since: None,
         });
     }
     for (tx, _) in &clients {
@@ -299,6 +305,7 @@ async fn a_removed_client_has_no_effect() {
                 Ok(crate::protocol::Request::Ping { id }) => id,
                 _ => unreachable!(),
             },
+            since: None,
         })
         .await
         .unwrap();
@@ -476,6 +483,7 @@ async fn the_relay_sees_first_and_last_subscribers_and_clients_publishes_only() 
                 id: ClientId(id),
                 topic,
                 request: None,
+                since: None,
             }
         } else {
             Command::Unsubscribe {

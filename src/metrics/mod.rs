@@ -5,6 +5,7 @@
 //! ([`install`]); [`http`] serves `/metrics`, `/healthz` and `/readyz`.
 
 mod histogram;
+pub mod history;
 pub mod http;
 
 use std::sync::OnceLock;

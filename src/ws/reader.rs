@@ -245,10 +245,11 @@ fn handle_request<'a>(
     }
     let command = match request {
         Request::Ping { id } => return reply(shared, protocol::pong(id.as_ref())).map(|()| None),
-        Request::Subscribe { topic, id } => Command::Subscribe {
+        Request::Subscribe { topic, id, since } => Command::Subscribe {
             id: shared.id,
             topic,
             request: id,
+            since,
         },
         Request::Unsubscribe { topic, id } => Command::Unsubscribe {
             id: shared.id,

@@ -153,6 +153,8 @@ impl Cluster {
                     Answer::Delivered(d) => Delivery {
                         recipients: sum.recipients + d.recipients,
                         dropped: sum.dropped + d.dropped,
+                        // History is one node's alone (refused with a backplane).
+                        offset: None,
                     },
                     _ => sum,
                 })

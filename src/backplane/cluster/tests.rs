@@ -53,6 +53,7 @@ async fn the_canary_finds_a_silent_subscription_within_two_heartbeats() {
         write_timeout: Duration::from_secs(10),
         send_queue_len: 8,
         send_queue_bytes: 1 << 20,
+        history: crate::hub::HistoryConfig::off(),
     });
     tokio::spawn(hub.run());
     let heartbeat = Duration::from_secs(2);

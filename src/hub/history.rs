@@ -1,0 +1,413 @@
+//! Per-topic history, kept by the hub on one node: every publish to a topic
+//! with history gets the next offset (1, 2, 3, ... with no gaps) and is kept
+//! in the topic's ring, bounded by `--history-size`, `--history-ttl` and the
+//! node-wide `--history-max-bytes` (which takes the history of the topics
+//! published to longest ago first). A client that comes back with the last
+//! offset it saw gets everything after it, or nothing and `recovered: false`.
+//!
+//! An epoch names one history: this process's start and the topic's
+//! generation. A topic whose history was dropped entirely starts again at
+//! offset 1 under a new epoch, so a client never takes one history's offsets
+//! for another's.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::protocol::{self, Since};
+use crate::types::{Topic, TopicPatterns};
+
+/// What a kept message costs besides its frame: the ring slot and the
+/// shared frame's header.
+pub const ENTRY_OVERHEAD: usize = 48;
+
+#[derive(Debug, Clone)]
+pub struct HistoryConfig {
+    /// Messages kept per topic; 0: no history anywhere.
+    pub size: usize,
+    pub ttl: Duration,
+    pub topics: TopicPatterns,
+    pub max_bytes: usize,
+    /// Missed messages one recovery replays at most.
+    pub recovery_max: usize,
+}
+
+impl HistoryConfig {
+    pub fn off() -> HistoryConfig {
+        HistoryConfig {
+            size: 0,
+            ttl: Duration::from_secs(300),
+            topics: TopicPatterns::none(),
+            max_bytes: 0,
+            recovery_max: 0,
+        }
+    }
+}
+
+/// Why a recovery replayed nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotRecovered {
+    /// The client's epoch is not this history's (a restart, or the topic's
+    /// history was dropped and began again).
+    Epoch,
+    /// Messages after the client's offset are gone (size, age or the
+    /// node-wide byte cap).
+    Trimmed,
+    /// More were missed than `--recovery-max`.
+    TooMany,
+    /// The client names an offset this history has not reached.
+    Ahead,
+    /// The topic keeps no history.
+    NoHistory,
+}
+
+impl NotRecovered {
+    pub const ALL: [NotRecovered; 5] = [Self::Epoch, Self::Trimmed, Self::TooMany, Self::Ahead, Self::NoHistory];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Epoch => "epoch",
+            Self::Trimmed => "trimmed",
+            Self::TooMany => "too_many",
+            Self::Ahead => "ahead",
+            Self::NoHistory => "no_history",
+        }
+    }
+}
+
+/// Why kept messages were removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trim {
+    Size,
+    Ttl,
+    MaxBytes,
+}
+
+impl Trim {
+    pub const ALL: [Trim; 3] = [Self::Size, Self::Ttl, Self::MaxBytes];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Size => "size",
+            Self::Ttl => "ttl",
+            Self::MaxBytes => "max_bytes",
+        }
+    }
+}
+
+struct Kept {
+    offset: u64,
+    at: Instant,
+    frame: Utf8Bytes,
+}
+
+/// One topic's history.
+struct Log {
+    epoch: Arc<str>,
+    /// The latest offset given (0: none yet).
+    last: u64,
+    kept: VecDeque<Kept>,
+    bytes: usize,
+    /// When it was last published to, in [`History::recency`]'s order.
+    touched: u64,
+}
+
+/// A topic's position: its latest offset and its epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub offset: u64,
+    pub epoch: Arc<str>,
+}
+
+pub struct History {
+    config: HistoryConfig,
+    /// This process's part of every epoch.
+    process: String,
+    /// Topic histories begun so far (each one's epoch is new).
+    generation: u64,
+    logs: HashMap<Topic, Log>,
+    /// Topics by their last publish, oldest first: who loses history
+    /// first when the node-wide byte cap is reached.
+    recency: BTreeMap<u64, Topic>,
+    clock: u64,
+    messages: usize,
+    bytes: usize,
+    /// Messages removed so far, by why (read by the metrics sampler).
+    pub trimmed: [u64; 3],
+}
+
+impl History {
+    pub fn new(config: HistoryConfig) -> History {
+        // Unique per process start (and per hub, for tests that run several).
+        static HUBS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let hub = HUBS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let process = format!(
+            "{:x}{:04x}{hub:x}",
+            crate::types::unix_ms(),
+            std::process::id() & 0xffff
+        );
+        History {
+            config,
+            process,
+            generation: 0,
+            logs: HashMap::new(),
+            recency: BTreeMap::new(),
+            clock: 0,
+            messages: 0,
+            bytes: 0,
+            trimmed: [0; 3],
+        }
+    }
+
+    /// Whether `topic` keeps history.
+    pub fn covers(&self, topic: &Topic) -> bool {
+        self.config.size > 0 && self.config.topics.matches(topic)
+    }
+
+    /// The topic's position, its history begun if it had none (a
+    /// subscriber learns the epoch before the first publish).
+    pub fn position(&mut self, topic: &Topic) -> Position {
+        let log = self.log(topic);
+        Position {
+            offset: log.last,
+            epoch: log.epoch.clone(),
+        }
+    }
+
+    fn log(&mut self, topic: &Topic) -> &mut Log {
+        if !self.logs.contains_key(topic) {
+            self.generation += 1;
+            self.clock += 1;
+            let epoch = format!("{}-{:x}", self.process, self.generation).into();
+            self.recency.insert(self.clock, topic.clone());
+            self.logs.insert(
+                topic.clone(),
+                Log {
+                    epoch,
+                    last: 0,
+                    kept: VecDeque::new(),
+                    bytes: 0,
+                    touched: self.clock,
+                },
+            );
+        }
+        self.logs.get_mut(topic).expect("just inserted")
+    }
+
+    /// Keeps a publish: gives it the topic's next offset and returns the
+    /// frame carrying it, which every recipient gets.
+    pub fn append(&mut self, topic: &Topic, frame: &Utf8Bytes, now: Instant) -> (u64, Utf8Bytes) {
+        self.clock += 1;
+        let clock = self.clock;
+        let (size, ttl) = (self.config.size, self.config.ttl);
+        let log = self.log(topic);
+        log.last += 1;
+        let offset = log.last;
+        let frame = protocol::with_offset(frame, offset);
+        let cost = frame.len() + ENTRY_OVERHEAD;
+        log.kept.push_back(Kept {
+            offset,
+            at: now,
+            frame: frame.clone(),
+        });
+        log.bytes += cost;
+        let previous = std::mem::replace(&mut log.touched, clock);
+        let (mut trimmed, mut freed) = ([0u64; 3], 0usize);
+        while log.kept.len() > size {
+            freed += pop(log);
+            trimmed[Trim::Size as usize] += 1;
+        }
+        while log.kept.front().is_some_and(|k| now.duration_since(k.at) >= ttl) {
+            freed += pop(log);
+            trimmed[Trim::Ttl as usize] += 1;
+        }
+        let removed: u64 = trimmed.iter().sum();
+        self.recency.remove(&previous);
+        self.recency.insert(clock, topic.clone());
+        self.messages = self.messages + 1 - removed as usize;
+        self.bytes = self.bytes + cost - freed;
+        for (total, n) in self.trimmed.iter_mut().zip(trimmed) {
+            *total += n;
+        }
+        self.enforce_cap(topic);
+        (offset, frame)
+    }
+
+    /// Over the node-wide cap: the history of the topics published to
+    /// longest ago goes first (their offsets and epoch stay, so a client
+    /// asking for what was dropped is told it is gone). `keep` is the topic
+    /// just published to; it goes last.
+    fn enforce_cap(&mut self, keep: &Topic) {
+        while self.bytes > self.config.max_bytes {
+            let oldest = self
+                .recency
+                .values()
+                .find(|t| *t != keep && self.logs.get(*t).is_some_and(|l| !l.kept.is_empty()))
+                .cloned()
+                .unwrap_or_else(|| keep.clone());
+            let Some(log) = self.logs.get_mut(&oldest) else { return };
+            if log.kept.is_empty() {
+                return;
+            }
+            let n = log.kept.len();
+            let mut freed = 0;
+            while !log.kept.is_empty() {
+                freed += pop(log);
+            }
+            self.messages -= n;
+            self.bytes -= freed;
+            self.trimmed[Trim::MaxBytes as usize] += n as u64;
+        }
+    }
+
+    /// What a client that last saw `since` missed on `topic`: all of it,
+    /// in order, or why not.
+    pub fn recover(&mut self, topic: &Topic, since: &Since, now: Instant) -> Result<Vec<Utf8Bytes>, NotRecovered> {
+        if !self.covers(topic) {
+            return Err(NotRecovered::NoHistory);
+        }
+        self.expire(topic, now);
+        let recovery_max = self.config.recovery_max as u64;
+        let log = self.log(topic);
+        if *since.epoch != *log.epoch {
+            return Err(NotRecovered::Epoch);
+        }
+        if since.offset > log.last {
+            return Err(NotRecovered::Ahead);
+        }
+        let missed = log.last - since.offset;
+        if missed == 0 {
+            return Ok(Vec::new());
+        }
+        if missed > recovery_max {
+            return Err(NotRecovered::TooMany);
+        }
+        match log.kept.front() {
+            Some(first) if first.offset <= since.offset + 1 => {}
+            _ => return Err(NotRecovered::Trimmed),
+        }
+        let skip = (since.offset + 1 - log.kept[0].offset) as usize;
+        Ok(log.kept.iter().skip(skip).map(|k| k.frame.clone()).collect())
+    }
+
+    /// Drops what is older than the TTL from one topic.
+    fn expire(&mut self, topic: &Topic, now: Instant) {
+        let ttl = self.config.ttl;
+        let Some(log) = self.logs.get_mut(topic) else { return };
+        let (mut n, mut freed) = (0, 0);
+        while log.kept.front().is_some_and(|k| now.duration_since(k.at) >= ttl) {
+            freed += pop(log);
+            n += 1;
+        }
+        self.messages -= n;
+        self.bytes -= freed;
+        self.trimmed[Trim::Ttl as usize] += n as u64;
+    }
+
+    /// Once a second: drops what is older than the TTL everywhere, and
+    /// forgets topics with nothing kept (no publish for a TTL, or dropped
+    /// for the byte cap) and no subscriber (`subscribed`): their next
+    /// history starts under a new epoch.
+    pub fn sweep(&mut self, now: Instant, subscribed: impl Fn(&Topic) -> bool) {
+        let topics: Vec<Topic> = self.logs.keys().cloned().collect();
+        for topic in topics {
+            self.expire(&topic, now);
+        }
+        let forget: Vec<Topic> = self
+            .logs
+            .iter()
+            .filter(|(topic, log)| log.kept.is_empty() && !subscribed(topic))
+            .map(|(topic, _)| topic.clone())
+            .collect();
+        for topic in forget {
+            if let Some(log) = self.logs.remove(&topic) {
+                self.recency.remove(&log.touched);
+            }
+        }
+    }
+
+    /// (topics with history, messages kept, bytes kept).
+    pub fn usage(&self) -> (usize, usize, usize) {
+        (self.logs.len(), self.messages, self.bytes)
+    }
+}
+
+/// Removes a log's oldest message; returns the bytes it held.
+fn pop(log: &mut Log) -> usize {
+    let kept = log.kept.pop_front().expect("not empty");
+    let cost = kept.frame.len() + ENTRY_OVERHEAD;
+    log.bytes -= cost;
+    cost
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn history(size: usize, max_bytes: usize) -> History {
+        History::new(HistoryConfig {
+            size,
+            ttl: Duration::from_secs(60),
+            topics: TopicPatterns::parse("*").unwrap(),
+            max_bytes,
+            recovery_max: 100,
+        })
+    }
+
+    fn frame(n: u64) -> Utf8Bytes {
+        format!(r#"{{"type":"message","topic":"t","from":"c-1","data":{n}}}"#).into()
+    }
+
+    fn since(offset: u64, epoch: &str) -> Since {
+        Since {
+            offset,
+            epoch: epoch.into(),
+        }
+    }
+
+    #[test]
+    fn offsets_have_no_gaps_and_recovery_is_all_or_nothing() {
+        let mut h = history(3, 1 << 20);
+        let t = Topic::parse("t").unwrap();
+        let now = Instant::now();
+        let epoch = h.position(&t).epoch;
+        for n in 1..=5 {
+            let (offset, framed) = h.append(&t, &frame(n), now);
+            assert_eq!(offset, n);
+            assert!(framed.as_str().ends_with(&format!(r#","offset":{n}}}"#)), "{framed}");
+        }
+        assert_eq!(h.usage().1, 3, "size keeps the last 3");
+        let replay = h.recover(&t, &since(2, &epoch), now).unwrap();
+        assert_eq!(replay.len(), 3);
+        assert!(replay[0].as_str().ends_with(r#""offset":3}"#));
+        assert_eq!(h.recover(&t, &since(5, &epoch), now).unwrap().len(), 0);
+        assert_eq!(h.recover(&t, &since(1, &epoch), now), Err(NotRecovered::Trimmed));
+        assert_eq!(h.recover(&t, &since(6, &epoch), now), Err(NotRecovered::Ahead));
+        assert_eq!(h.recover(&t, &since(4, "x"), now), Err(NotRecovered::Epoch));
+        assert_eq!(h.trimmed[Trim::Size as usize], 2);
+    }
+
+    #[test]
+    fn the_byte_cap_takes_the_history_published_to_longest_ago_first() {
+        let one = frame(1).len() + ",\"offset\":1".len() + ENTRY_OVERHEAD;
+        let mut h = history(10, one * 3);
+        let (a, b) = (Topic::parse("a").unwrap(), Topic::parse("b").unwrap());
+        let now = Instant::now();
+        h.append(&a, &frame(1), now);
+        h.append(&b, &frame(1), now);
+        h.append(&a, &frame(1), now);
+        h.append(&b, &frame(1), now);
+        // Four over a cap of three: `a` was published to longest ago.
+        let (_, messages, bytes) = h.usage();
+        assert_eq!((messages, bytes), (2, 2 * one));
+        let epoch_a = h.position(&a).epoch;
+        assert_eq!(h.recover(&a, &since(1, &epoch_a), now), Err(NotRecovered::Trimmed));
+        assert_eq!(h.trimmed[Trim::MaxBytes as usize], 2);
+        // Forgotten once empty and unsubscribed: the next history is a new one.
+        h.sweep(now, |_| false);
+        assert_ne!(h.position(&a).epoch, epoch_a);
+        assert_eq!(h.position(&a).offset, 0);
+    }
+}

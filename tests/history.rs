@@ -1,0 +1,237 @@
+//! Per-topic history on one node: offsets, epochs, and a client that comes
+//! back gets exactly what it missed, all of it or nothing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::redis::eventually;
+use common::{metric, Binary, TestServer, WsClient};
+use serde_json::{json, Value};
+
+async fn server(size: usize, configure: impl FnOnce(&mut wshub::Config)) -> TestServer {
+    TestServer::with(|c| {
+        c.history.history_size = size;
+        c.history.history_topics = wshub::types::TopicPatterns::parse("t*").unwrap();
+        configure(c);
+    })
+    .await
+}
+
+/// Subscribes with an id (and `since`, if given); returns the ack.
+async fn subscribe(client: &mut WsClient, topic: &str, since: Option<Value>) -> Value {
+    let mut request = json!({"type":"subscribe","topic":topic,"id":"s"});
+    if let Some(since) = since {
+        request["since"] = since;
+    }
+    let ack = client.request(request).await;
+    assert_eq!((&ack["type"], &ack["id"]), (&json!("ack"), &json!("s")), "{ack}");
+    ack
+}
+
+/// Publishes `n` messages numbered from `first`, waiting for each ack;
+/// returns the offsets the acks gave.
+async fn publish(client: &mut WsClient, topic: &str, first: u64, n: u64) -> Vec<u64> {
+    let mut offsets = Vec::new();
+    for i in first..first + n {
+        let ack = client
+            .request(json!({"type":"publish","topic":topic,"data":{"n":i},"id":i}))
+            .await;
+        assert_eq!((&ack["type"], &ack["id"]), (&json!("ack"), &json!(i)), "{ack}");
+        offsets.push(
+            ack["offset"]
+                .as_u64()
+                .expect("a publish to a history topic is acked with its offset"),
+        );
+    }
+    offsets
+}
+
+/// The next message: (offset, n).
+async fn message(client: &mut WsClient) -> (u64, u64) {
+    let m = client.recv().await;
+    assert_eq!(m["type"], "message", "{m}");
+    (
+        m["offset"].as_u64().expect("offset"),
+        m["data"]["n"].as_u64().expect("n"),
+    )
+}
+
+#[tokio::test]
+async fn a_client_that_comes_back_gets_exactly_what_it_missed_while_others_publish() {
+    let server = server(1000, |_| {}).await;
+    let mut publisher = server.client().await;
+    let mut reader = server.client().await;
+    let ack = subscribe(&mut reader, "t", None).await;
+    assert_eq!(ack["offset"], 0, "a topic with no messages yet: {ack}");
+    let epoch = ack["epoch"].as_str().expect("epoch").to_string();
+    assert!(ack.get("recovered").is_none(), "not asked: {ack}");
+
+    assert_eq!(publish(&mut publisher, "t", 0, 3).await, [1, 2, 3]);
+    for expected in 1..=3 {
+        assert_eq!(message(&mut reader).await, (expected, expected - 1));
+    }
+    drop(reader);
+    assert_eq!(publish(&mut publisher, "t", 3, 5).await, [4, 5, 6, 7, 8]);
+
+    // Back, while the publisher goes on: the missed ones first, in order,
+    // then the live ones, none lost, none twice.
+    let more = tokio::spawn(async move {
+        publish(&mut publisher, "t", 8, 50).await;
+        publisher
+    });
+    let mut back = server.client().await;
+    let ack = subscribe(&mut back, "t", Some(json!({"offset":3,"epoch":epoch}))).await;
+    assert_eq!(
+        (&ack["recovered"], &ack["epoch"]),
+        (&json!(true), &json!(epoch)),
+        "{ack}"
+    );
+    let latest = ack["offset"].as_u64().unwrap();
+    assert!((8..=58).contains(&latest), "{ack}");
+    for expected in 4..=58 {
+        assert_eq!(message(&mut back).await, (expected, expected - 1));
+    }
+    more.await.unwrap();
+    // (The tests of this file share one process, hence its metrics.)
+    assert!(metric(server.metrics, "wshub_history_recoveries_total{result=\"recovered\"}").await >= 1.0);
+    assert!(metric(server.metrics, "wshub_history_replayed_total").await >= 5.0);
+}
+
+#[tokio::test]
+async fn a_recovery_replays_all_that_was_missed_or_nothing() {
+    let server = server(5, |c| {
+        c.history.recovery_max = 3;
+        c.history.history_ttl = Duration::from_millis(500);
+    })
+    .await;
+    let mut publisher = server.client().await;
+    let mut probe = server.client().await;
+    let epoch = subscribe(&mut probe, "t", None).await["epoch"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    publish(&mut publisher, "t", 0, 10).await;
+
+    // Each case: subscribe with `since`, then a live marker; with
+    // `recovered: false` the marker is the next frame (nothing replayed).
+    let cases = [
+        (json!({"offset":9,"epoch":epoch}), true, ""),
+        (json!({"offset":2,"epoch":epoch}), false, "too_many"),
+        (json!({"offset":6,"epoch":epoch}), false, "too_many"),
+        (json!({"offset":9,"epoch":"other"}), false, "epoch"),
+        (json!({"offset":1000,"epoch":epoch}), false, "ahead"),
+    ];
+    let mut marker = 100;
+    for (since, recovered, cause) in cases {
+        let mut client = server.client().await;
+        let ack = subscribe(&mut client, "t", Some(since.clone())).await;
+        assert_eq!(ack["recovered"], json!(recovered), "{since}: {ack}");
+        assert_eq!(ack["offset"], 10 + marker - 100, "{since}: {ack}");
+        if recovered {
+            assert_eq!(message(&mut client).await.0, 10);
+        } else {
+            let series = format!("wshub_history_recoveries_total{{result=\"not_recovered\",cause=\"{cause}\"}}");
+            assert!(metric(server.metrics, &series).await >= 1.0, "{series}");
+        }
+        publish(&mut publisher, "t", marker, 1).await;
+        assert_eq!(
+            message(&mut client).await.1,
+            marker,
+            "{since}: nothing replayed before the live message"
+        );
+        marker += 1;
+    }
+
+    // Past the TTL the history is gone: trimmed, not recovered.
+    let offset = 10 + marker - 100;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let mut late = server.client().await;
+    let ack = subscribe(&mut late, "t", Some(json!({"offset":offset - 1,"epoch":epoch}))).await;
+    assert_eq!(ack["recovered"], false, "{ack}");
+    // The history series follow the hub's once-a-second sample.
+    eventually(common::WAIT, "trims counted", || async {
+        metric(server.metrics, "wshub_history_trimmed_total{reason=\"ttl\"}").await >= 1.0
+            && metric(server.metrics, "wshub_history_trimmed_total{reason=\"size\"}").await >= 5.0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_restart_begins_a_new_epoch_so_old_offsets_recover_nothing() {
+    let first = server(100, |_| {}).await;
+    let mut client = first.client().await;
+    let epoch = subscribe(&mut client, "t", None).await["epoch"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut publisher = first.client().await;
+    publish(&mut publisher, "t", 0, 2).await;
+    first.stop().await;
+
+    let second = server(100, |_| {}).await;
+    let mut client = second.client().await;
+    let ack = subscribe(&mut client, "t", Some(json!({"offset":1,"epoch":epoch}))).await;
+    assert_eq!(ack["recovered"], false, "{ack}");
+    assert_ne!(ack["epoch"], json!(epoch), "a new process, a new epoch");
+    assert_eq!(ack["offset"], 0);
+}
+
+#[tokio::test]
+async fn topics_without_history_and_old_clients_see_no_change() {
+    let server = server(100, |_| {}).await;
+    let mut client = server.client().await;
+    // Not a history topic (`t*` only): plain acks, no offsets.
+    let ack = subscribe(&mut client, "other", None).await;
+    assert_eq!(ack, json!({"type":"ack","id":"s"}));
+    // Its own message comes first (the fan-out), then the ack.
+    let m = client
+        .request(json!({"type":"publish","topic":"other","data":1,"id":1}))
+        .await;
+    assert_eq!(m, json!({"type":"message","topic":"other","from":client.id,"data":1}));
+    assert_eq!(client.recv().await, json!({"type":"ack","id":1}));
+    // Asking for history where there is none: told so, nothing replayed.
+    let ack = subscribe(&mut client, "other", Some(json!({"offset":1,"epoch":"e"}))).await;
+    assert_eq!(ack, json!({"type":"ack","id":"s","recovered":false}));
+    assert!(
+        metric(
+            server.metrics,
+            "wshub_history_recoveries_total{result=\"not_recovered\",cause=\"no_history\"}"
+        )
+        .await
+            >= 1.0
+    );
+
+    // A malformed `since` is a bad request.
+    for since in [
+        json!(5),
+        json!({"offset":-1,"epoch":"e"}),
+        json!({"offset":1}),
+        json!({"offset":1,"epoch":"e".repeat(65)}),
+    ] {
+        let answer = client
+            .request(json!({"type":"subscribe","topic":"t","id":"x","since":since}))
+            .await;
+        assert_eq!(
+            (&answer["type"], &answer["code"]),
+            (&json!("error"), &json!("bad_request")),
+            "{since}: {answer}"
+        );
+    }
+
+    // A node without history (its own process, so its own metrics): no
+    // offsets anywhere, no history series.
+    let plain = Binary::spawn(&[]).await;
+    let mut client = WsClient::connect(&plain.url()).await;
+    assert_eq!(subscribe(&mut client, "t", None).await, json!({"type":"ack","id":"s"}));
+    let m = client
+        .request(json!({"type":"publish","topic":"t","data":1,"id":1}))
+        .await;
+    assert_eq!(m, json!({"type":"message","topic":"t","from":client.id,"data":1}));
+    assert_eq!(client.recv().await, json!({"type":"ack","id":1}));
+    let (_, body) = common::get(plain.metrics, "/metrics").await;
+    assert!(
+        !body.contains("wshub_history_"),
+        "no history series on a node without history"
+    );
+}
