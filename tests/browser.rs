@@ -39,7 +39,7 @@ async fn chromium_sees_1009_cleanly_every_time() {
 /// `wshubctl`; screenshots land in the test's temp directory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_page_talks_is_broadcast_to_and_kicked() {
-    let server = TestServer::spawn().await;
+    let server = TestServer::with(|c| c.history.history_size = 100).await;
     let shots = std::env::temp_dir().join(format!("wshub-demo-{}", std::process::id()));
     std::fs::create_dir_all(&shots).unwrap();
     let args = [
@@ -59,6 +59,8 @@ async fn the_demo_page_talks_is_broadcast_to_and_kicked() {
     assert_eq!(seen["kicked"], "kicked by the operator: 4002 moved");
     assert_eq!(seen["reconnect_shown"], true);
     assert_eq!(seen["after_reconnect"], serde_json::json!({"text": "welcome back"}));
+    assert_eq!(seen["missed"], serde_json::json!({"text": "while you were away"}));
+    assert_eq!(seen["recovered"], "1", "{seen}");
     assert!(seen["b_again"].as_str().is_some_and(|id| id != b), "{seen}");
     for shot in ["a.png", "b-kicked.png", "b-reconnected.png"] {
         let png = std::fs::read(shots.join(shot)).expect("a screenshot");

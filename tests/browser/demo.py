@@ -1,7 +1,8 @@
 """The demo page in a real headless Chromium: two pages, one publishes and
 the other shows the message; an admin broadcast (through wshubctl) appears
 on both; a kick with code 4002 shows the code and reason; reconnecting
-renews the page's subscriptions.
+renews the page's subscriptions and, the topic keeping history, shows what
+was published while the page was away ("recovered 1 missed message").
 Saves screenshots into SHOT_DIR and prints what it saw as JSON.
 
 Usage: demo.py PAGE_URL WSHUBCTL ADMIN_ADDR SHOT_DIR"""
@@ -72,9 +73,20 @@ async def main(url, wshubctl, admin, shots):
         await a.screenshot(os.path.join(shots, "a.png"))
         await b.screenshot(os.path.join(shots, "b-kicked.png"))
 
+        # Published while B is away.
+        await a.evaluate(fill("pub-data", '{"text": "while you were away"}'))
+        await a.evaluate(click("publish"))
+        await a.wait_for("[...document.querySelectorAll('#log li.sent')]"
+                         ".some(li => li.querySelector('.data').textContent.includes('while you were away'))",
+                         what="A's publish acked")
+
         await b.evaluate(click("reconnect"))
         id_b2 = await b.wait_for(f"({connected}) && {CLIENT_ID} !== {json.dumps(id_b)} && {CLIENT_ID}",
                                  what="B reconnected")
+        missed = await b.wait_for(message_from(id_a, "while you were away"), what="the missed message on B")
+        recovered = await b.wait_for(
+            "[...document.querySelectorAll('#log li.system')].map(li => li.dataset.recovered).find(r => r)",
+            what="B's recovery line")
         # The page renewed its subscription: A's next message reaches B again.
         await a.evaluate(fill("pub-data", '{"text": "welcome back"}'))
         await a.evaluate(click("publish"))
@@ -85,6 +97,7 @@ async def main(url, wshubctl, admin, shots):
             "seen_by_b": json.loads(seen_by_b),
             "broadcast": [json.loads(on_a), json.loads(on_b)],
             "kicked": kicked, "reconnect_shown": reconnect_shown, "after_reconnect": json.loads(again),
+            "missed": json.loads(missed), "recovered": recovered,
         }))
 
 

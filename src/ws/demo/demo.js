@@ -7,7 +7,15 @@ const $ = (id) => document.getElementById(id);
 let ws = null;
 let nextId = 1;
 const pending = new Map(); // request id -> what to do on ack
-const topics = new Set();
+// The page's topics and, for topics with history, where it stopped in each
+// ({offset, epoch}): kept for the tab's life (a reload keeps them), so a
+// reconnect asks for what it missed (docs/history.md).
+const saved = JSON.parse(sessionStorage.getItem("wshub-demo") || "{}");
+const topics = new Set(saved.topics || []);
+const positions = new Map(Object.entries(saved.positions || {}));
+function save() {
+  sessionStorage.setItem("wshub-demo", JSON.stringify({ topics: [...topics], positions: Object.fromEntries(positions) }));
+}
 
 const scheme = location.protocol === "https:" ? "wss:" : "ws:";
 $("url").value = `${scheme}//${location.host}/ws`;
@@ -77,7 +85,12 @@ function renderTopics() {
     const x = document.createElement("button");
     x.textContent = "×";
     x.title = `unsubscribe from ${topic}`;
-    x.onclick = () => request({ type: "unsubscribe", topic }, () => { topics.delete(topic); renderTopics(); });
+    x.onclick = () => request({ type: "unsubscribe", topic }, () => {
+      topics.delete(topic);
+      positions.delete(topic);
+      save();
+      renderTopics();
+    });
     li.append(x);
     list.append(li);
   }
@@ -88,6 +101,30 @@ function request(body, onAck) {
   const id = nextId++;
   pending.set(id, onAck);
   ws.send(JSON.stringify({ ...body, id }));
+}
+
+// Subscribes to `topic`; with a position kept for it, asks for what was
+// missed since, and says whether it came.
+function subscribe(topic) {
+  const since = positions.get(topic);
+  const body = since ? { type: "subscribe", topic, since } : { type: "subscribe", topic };
+  request(body, (ack) => {
+    topics.add(topic);
+    renderTopics();
+    if (since && ack.recovered) {
+      const missed = ack.offset - since.offset;
+      log("system", `#${topic}`, `recovered ${missed} missed message${missed === 1 ? "" : "s"}`, { recovered: String(missed) });
+    } else if (since) {
+      log("system", `#${topic}`, "missed messages could not be recovered (history gone or the server restarted); showing new ones", { recovered: "no" });
+    }
+    if (ack.epoch) {
+      // Recovered: the replay that follows moves the offset on.
+      positions.set(topic, { offset: since && ack.recovered ? since.offset : ack.offset, epoch: ack.epoch });
+    } else {
+      positions.delete(topic);
+    }
+    save();
+  });
 }
 
 function connect() {
@@ -123,17 +160,25 @@ function connect() {
         $("connect").hidden = false;
         $("reconnect").hidden = true;
         log("system", "welcome", `you are ${frame.client_id} on node ${frame.node}`);
-        // Subscriptions belong to a connection: a reconnect renews them.
-        for (const topic of topics) request({ type: "subscribe", topic }, () => {});
+        // Subscriptions belong to a connection: a reconnect renews them,
+        // asking for what was missed where the topic keeps history.
+        for (const topic of topics) subscribe(topic);
         break;
-      case "message":
-        log("message", `${frame.topic ? "#" + frame.topic : "everyone"} · ${frame.from}`,
-          JSON.stringify(frame.data, null, 1), { from: frame.from, topic: frame.topic || "" });
+      case "message": {
+        const at = frame.offset ? ` · offset ${frame.offset}` : "";
+        log("message", `${frame.topic ? "#" + frame.topic : "everyone"} · ${frame.from}${at}`,
+          JSON.stringify(frame.data, null, 1), { from: frame.from, topic: frame.topic || "", offset: frame.offset || "" });
+        const position = frame.topic && positions.get(frame.topic);
+        if (position && frame.offset) {
+          position.offset = frame.offset;
+          save();
+        }
         break;
+      }
       case "ack": {
         const done = pending.get(frame.id);
         pending.delete(frame.id);
-        if (done) done();
+        if (done) done(frame);
         break;
       }
       case "error":
@@ -164,7 +209,7 @@ $("disconnect").onclick = () => ws && ws.close(1000);
 $("subscribe-form").onsubmit = (e) => {
   e.preventDefault();
   const topic = $("topic").value.trim();
-  if (topic) request({ type: "subscribe", topic }, () => { topics.add(topic); renderTopics(); });
+  if (topic) subscribe(topic);
 };
 $("publish-form").onsubmit = (e) => {
   e.preventDefault();
@@ -176,8 +221,12 @@ $("publish-form").onsubmit = (e) => {
     return;
   }
   const topic = $("pub-topic").value.trim();
-  request(topic ? { type: "publish", topic, data } : { type: "publish", data }, () => {});
+  request(topic ? { type: "publish", topic, data } : { type: "publish", data }, (ack) => {
+    const at = ack.offset ? ` · offset ${ack.offset}` : "";
+    log("sent", `→ ${topic ? "#" + topic : "everyone"} · acked${at}`, JSON.stringify(data, null, 1), { acked: String(ack.id) });
+  });
 };
 
 connected(false);
+renderTopics();
 connect();
