@@ -235,3 +235,84 @@ async fn topics_without_history_and_old_clients_see_no_change() {
         "no history series on a node without history"
     );
 }
+
+#[tokio::test]
+async fn operators_read_a_topics_history_and_broadcasts_get_offsets() {
+    let server = server(5, |_| {}).await;
+    let mut publisher = server.client().await;
+    let mut reader = server.client().await;
+    subscribe(&mut reader, "t", None).await;
+    publish(&mut publisher, "t", 0, 7).await;
+    let mut admin = server.admin().await;
+
+    // An admin broadcast to a history topic gets the next offset, and
+    // clients see it.
+    let sent = admin
+        .broadcast(wshub::admin::pb::BroadcastRequest {
+            topic: "t".into(),
+            data: r#"{"n":7}"#.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((sent.offset, sent.recipients), (8, 1));
+    for expected in 1..=8 {
+        assert_eq!(message(&mut reader).await, (expected, expected - 1));
+    }
+
+    let history = |since: u64, limit: u32| wshub::admin::pb::HistoryRequest {
+        topic: "t".into(),
+        since,
+        limit,
+    };
+    let page = admin.history(history(0, 0)).await.unwrap().into_inner();
+    let offsets: Vec<u64> = page.messages.iter().map(|m| m.offset).collect();
+    assert_eq!((page.offset, offsets, page.trimmed), (8, vec![4, 5, 6, 7, 8], true));
+    let last: Value = serde_json::from_str(&page.messages[4].frame).unwrap();
+    assert_eq!(
+        last,
+        json!({"type":"message","topic":"t","from":"admin","data":{"n":7},"offset":8})
+    );
+    let page = admin.history(history(5, 2)).await.unwrap().into_inner();
+    let offsets: Vec<u64> = page.messages.iter().map(|m| m.offset).collect();
+    assert_eq!((offsets, page.trimmed), (vec![6, 7], false));
+
+    let refused = |request| {
+        let mut admin = admin.clone();
+        async move { admin.history(request).await.unwrap_err().code() }
+    };
+    assert_eq!(refused(history(0, 1001)).await, tonic::Code::InvalidArgument);
+    let mut other = history(0, 0);
+    other.topic = "other".into();
+    assert_eq!(refused(other).await, tonic::Code::NotFound, "no history on `other`");
+    let mut bad = history(0, 0);
+    bad.topic = "a b".into();
+    assert_eq!(refused(bad).await, tonic::Code::InvalidArgument);
+
+    let stats = server.stats().await;
+    assert_eq!((stats.history_topics, stats.history_messages), (1, 5));
+    assert!(stats.history_bytes > 5 * 48, "{}", stats.history_bytes);
+
+    // The same through wshubctl.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_wshubctl"))
+        .args([
+            "--addr",
+            &server.admin.to_string(),
+            "--json",
+            "history",
+            "t",
+            "--since",
+            "6",
+        ])
+        .output();
+    let out = tokio::time::timeout(common::WAIT, out)
+        .await
+        .expect("wshubctl in time")
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["offset"], 8);
+    assert_eq!(printed["messages"][0]["offset"], 7);
+    assert_eq!(printed["messages"][1]["frame"]["from"], "admin");
+}

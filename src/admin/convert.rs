@@ -171,6 +171,10 @@ pub fn stats(nodes: Vec<NodeStats>, partial: bool) -> pb::Stats {
         out.bytes_sent += n.stats.traffic.bytes_sent;
         out.bytes_received += n.stats.traffic.bytes_received;
         out.slow_consumer_evictions += n.stats.slow_consumer_evictions;
+        let (topics, messages, bytes) = n.stats.history;
+        out.history_topics += topics as u64;
+        out.history_messages += messages as u64;
+        out.history_bytes += bytes as u64;
         out.nodes.push(pb::NodeStats {
             id: n.node.to_string(),
             clients: n.stats.clients,

@@ -20,6 +20,10 @@ pub enum AdminError {
     PageTooLarge(u32),
     #[error("invalid page_token")]
     InvalidPageToken,
+    #[error("limit {0} is over the limit of 1000")]
+    LimitTooLarge(u32),
+    #[error("topic {0} keeps no history on this node (--history-size, --history-topics)")]
+    NoHistory(String),
     #[error("a kick needs a target: client_id, user or topic")]
     NoTarget,
     #[error("missing {0}")]
@@ -61,10 +65,11 @@ impl From<AdminError> for Status {
             | AdminError::ReasonTooLong(_)
             | AdminError::PageTooLarge(_)
             | AdminError::InvalidPageToken
+            | AdminError::LimitTooLarge(_)
             | AdminError::NoTarget
             | AdminError::Missing(_)
             | AdminError::InvalidDeadline => Status::invalid_argument(message),
-            AdminError::NotFound(_) => Status::not_found(message),
+            AdminError::NotFound(_) | AdminError::NoHistory(_) => Status::not_found(message),
             AdminError::Unauthenticated => Status::unauthenticated(message),
             AdminError::DrainRunning => Status::failed_precondition(message),
             AdminError::Unavailable | AdminError::NodeUnavailable(_) => Status::unavailable(message),
@@ -88,6 +93,8 @@ mod tests {
             (AdminError::ReasonTooLong(124), Code::InvalidArgument),
             (AdminError::PageTooLarge(1001), Code::InvalidArgument),
             (AdminError::InvalidPageToken, Code::InvalidArgument),
+            (AdminError::LimitTooLarge(1001), Code::InvalidArgument),
+            (AdminError::NoHistory("t".into()), Code::NotFound),
             (AdminError::NoTarget, Code::InvalidArgument),
             (AdminError::Missing("client_id"), Code::InvalidArgument),
             (AdminError::InvalidDeadline, Code::InvalidArgument),

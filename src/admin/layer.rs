@@ -24,7 +24,7 @@ use crate::metrics;
 
 const ADMIN_PREFIX: &str = "/wshub.admin.v1.Admin/";
 /// Method label values; anything else is `unknown`, so cardinality stays fixed.
-const METHODS: [&str; 8] = [
+const METHODS: [&str; 9] = [
     "Broadcast",
     "SendToClient",
     "ListClients",
@@ -33,6 +33,7 @@ const METHODS: [&str; 8] = [
     "GetStats",
     "WatchEvents",
     "Drain",
+    "History",
 ];
 
 /// Creates every method's series at zero (see [`metrics::admin_method_series`]).

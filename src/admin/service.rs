@@ -25,6 +25,9 @@ use crate::{metrics, protocol};
 
 /// Drain defaults: the pace and how long it may take.
 const DEFAULT_DRAIN_RATE: u32 = 100;
+/// History messages one call answers by default, and at most.
+const DEFAULT_HISTORY_LIMIT: u32 = 100;
+const MAX_HISTORY_LIMIT: u32 = 1000;
 const DEFAULT_DRAIN_DEADLINE: Duration = Duration::from_secs(300);
 /// The longest drain deadline accepted: a day.
 const MAX_DRAIN_DEADLINE: Duration = Duration::from_secs(24 * 3600);
@@ -117,6 +120,36 @@ impl Admin for AdminService {
             dropped: delivery.dropped,
             partial: gathered.partial(),
             nodes: convert::nodes(&gathered.nodes),
+            offset: delivery.offset.unwrap_or(0),
+        }))
+    }
+
+    async fn history(&self, request: Request<pb::HistoryRequest>) -> Result<Response<pb::HistoryResponse>, Status> {
+        let request = request.into_inner();
+        let topic = convert::optional_topic(&request.topic)?.ok_or(AdminError::Missing("topic"))?;
+        let limit = match request.limit {
+            0 => DEFAULT_HISTORY_LIMIT,
+            n if n > MAX_HISTORY_LIMIT => return Err(AdminError::LimitTooLarge(n).into()),
+            n => n,
+        };
+        let page = self
+            .hub
+            .history(topic.clone(), request.since, limit as usize)
+            .await
+            .map_err(AdminError::from)?
+            .ok_or_else(|| AdminError::NoHistory(topic.to_string()))?;
+        Ok(Response::new(pb::HistoryResponse {
+            epoch: page.epoch.to_string(),
+            offset: page.offset,
+            trimmed: page.trimmed,
+            messages: page
+                .messages
+                .into_iter()
+                .map(|(offset, frame)| pb::HistoryMessage {
+                    offset,
+                    frame: frame.to_string(),
+                })
+                .collect(),
         }))
     }
 

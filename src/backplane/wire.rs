@@ -292,6 +292,8 @@ impl From<Stats> for hub::Stats {
             traffic: s.traffic.into(),
             slow_consumer_evictions: s.slow_consumer_evictions,
             uptime: s.uptime,
+            // History is one node's alone (refused with a backplane).
+            history: (0, 0, 0),
         }
     }
 }

@@ -68,6 +68,13 @@ pub enum Command {
     Stats {
         respond: oneshot::Sender<Stats>,
     },
+    /// What a topic's history keeps after `since`, at most `limit`.
+    History {
+        topic: Topic,
+        since: u64,
+        limit: usize,
+        respond: oneshot::Sender<Option<HistoryPage>>,
+    },
     Watch {
         respond: oneshot::Sender<broadcast::Receiver<Event>>,
     },
@@ -186,6 +193,20 @@ pub struct Stats {
     pub traffic: Totals,
     pub slow_consumer_evictions: u64,
     pub uptime: Duration,
+    /// Topics with history, messages and bytes kept (this node's alone).
+    pub history: (usize, usize, usize),
+}
+
+/// A page of a topic's history, for operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPage {
+    pub epoch: std::sync::Arc<str>,
+    /// The topic's latest offset.
+    pub offset: u64,
+    /// (offset, frame), oldest first.
+    pub messages: Vec<(u64, Utf8Bytes)>,
+    /// Messages right after `since` are no longer kept.
+    pub trimmed: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -172,6 +172,16 @@ impl HubHandle {
         self.ask(|respond| Command::Stats { respond }).await
     }
 
+    pub async fn history(&self, topic: Topic, since: u64, limit: usize) -> Result<Option<HistoryPage>, HubError> {
+        self.ask(|respond| Command::History {
+            topic,
+            since,
+            limit,
+            respond,
+        })
+        .await
+    }
+
     pub async fn watch(&self) -> Result<broadcast::Receiver<Event>, HubError> {
         self.ask(|respond| Command::Watch { respond }).await
     }

@@ -292,6 +292,30 @@ impl History {
         Ok(log.kept.iter().skip(skip).map(|k| k.frame.clone()).collect())
     }
 
+    /// What the topic keeps after `since`, at most `limit`, for operators;
+    /// `None` when the topic has no history here.
+    pub fn page(&mut self, topic: &Topic, since: u64, limit: usize, now: Instant) -> Option<super::HistoryPage> {
+        if !self.covers(topic) || !self.logs.contains_key(topic) {
+            return None;
+        }
+        self.expire(topic, now);
+        let log = self.logs.get(topic)?;
+        let first = log.kept.front().map_or(log.last + 1, |k| k.offset);
+        let messages = log
+            .kept
+            .iter()
+            .skip_while(|k| k.offset <= since)
+            .take(limit)
+            .map(|k| (k.offset, k.frame.clone()))
+            .collect();
+        Some(super::HistoryPage {
+            epoch: log.epoch.clone(),
+            offset: log.last,
+            messages,
+            trimmed: since < log.last && first > since + 1,
+        })
+    }
+
     /// Drops what is older than the TTL from one topic.
     fn expire(&mut self, topic: &Topic, now: Instant) {
         let ttl = self.config.ttl;

@@ -240,6 +240,15 @@ impl Hub {
             Command::Stats { respond } => {
                 let _ = respond.send(self.stats());
             }
+            Command::History {
+                topic,
+                since,
+                limit,
+                respond,
+            } => {
+                let page = self.history.page(&topic, since, limit, Instant::now());
+                let _ = respond.send(page);
+            }
             Command::Watch { respond } => {
                 let _ = respond.send(self.events.subscribe());
             }

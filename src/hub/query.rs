@@ -127,13 +127,10 @@ impl Hub {
             traffic,
             slow_consumer_evictions: self.evictions,
             uptime: self.started.elapsed(),
+            history: self.history.usage(),
         }
     }
 
-    /// Samples every client's queue into the depth histogram, the deepest
-    /// queue and the bytes queued; one pass per tick, nothing per delivery.
-    /// The same pass evicts every client whose socket write has been
-    /// blocked for `--write-timeout`: its socket takes nothing.
     /// Once a second with the queue sample: history past its TTL goes,
     /// and the history series are brought up to date.
     pub(super) fn sample_history(&mut self) {
@@ -149,6 +146,10 @@ impl Hub {
         }
     }
 
+    /// Samples every client's queue into the depth histogram, the deepest
+    /// queue and the bytes queued; one pass per tick, nothing per delivery.
+    /// The same pass evicts every client whose socket write has been
+    /// blocked for `--write-timeout`: its socket takes nothing.
     pub(super) fn sample_queues(&mut self) {
         let mut counts: BTreeMap<usize, u64> = BTreeMap::new();
         let (mut bytes, mut sampled_bytes_max) = (0, 0);

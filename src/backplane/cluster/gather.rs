@@ -153,8 +153,8 @@ impl Cluster {
                     Answer::Delivered(d) => Delivery {
                         recipients: sum.recipients + d.recipients,
                         dropped: sum.dropped + d.dropped,
-                        // History is one node's alone (refused with a backplane).
-                        offset: None,
+                        // History is one node's alone: this node's offset.
+                        offset: sum.offset.or(d.offset),
                     },
                     _ => sum,
                 })

@@ -96,6 +96,17 @@ enum Cmd {
         #[arg(long, value_parser = wshub::config::parse_duration)]
         deadline: Option<Duration>,
     },
+    /// What a topic's history keeps (a node with --history-size), oldest first:
+    /// `wshubctl history chat.room1 --since 40`.
+    History {
+        topic: String,
+        /// Messages after this offset (0: from the oldest kept).
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+        /// At most this many (at most 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
     /// Print a shell completion script: `wshubctl completions bash > /etc/bash_completion.d/wshubctl`.
     Completions { shell: clap_complete::Shell },
 }
@@ -267,12 +278,14 @@ async fn run(cli: Cli) -> Result<(), String> {
                 exclude_client_ids: exclude,
             };
             let r = admin.broadcast(request).await.map_err(fail)?.into_inner();
-            let text = format!("queued for {} client(s), {} evicted as slow", r.recipients, r.dropped);
-            print_one(
-                json_out,
-                json!({ "recipients": r.recipients, "dropped": r.dropped, "nodes": r.nodes, "partial": r.partial }),
-                text,
-            );
+            let mut text = format!("queued for {} client(s), {} evicted as slow", r.recipients, r.dropped);
+            let mut value =
+                json!({ "recipients": r.recipients, "dropped": r.dropped, "nodes": r.nodes, "partial": r.partial });
+            if r.offset > 0 {
+                text.push_str(&format!("; offset {} in the topic's history", r.offset));
+                value["offset"] = json!(r.offset);
+            }
+            print_one(json_out, value, text);
             if !json_out {
                 partial_note(r.partial, &r.nodes);
             }
@@ -291,10 +304,44 @@ async fn run(cli: Cli) -> Result<(), String> {
             print_one(json_out, json!({ "client_id": client_id, "dropped": dropped }), text);
         }
         Cmd::Watch { kinds } => watch(&mut admin, &kinds, json_out).await.map_err(fail)?,
+        Cmd::History { topic, since, limit } => {
+            let r = admin
+                .history(pb::HistoryRequest {
+                    topic: topic.clone(),
+                    since,
+                    limit,
+                })
+                .await
+                .map_err(fail)?
+                .into_inner();
+            print_history(&topic, since, &r, json_out);
+        }
         Cmd::Top { interval } => top::run(admin, target.shown().to_string(), interval).await?,
         Cmd::Drain { rate, deadline } => drain(&mut admin, rate, deadline, json_out).await.map_err(fail)?,
     }
     Ok(())
+}
+
+fn print_history(topic: &str, since: u64, r: &pb::HistoryResponse, json_out: bool) {
+    if json_out {
+        let messages: Vec<Value> = r
+            .messages
+            .iter()
+            .map(|m| json!({"offset": m.offset, "frame": serde_json::from_str::<Value>(&m.frame).unwrap_or(Value::Null)}))
+            .collect();
+        println!(
+            "{}",
+            json!({"topic": topic, "epoch": r.epoch, "offset": r.offset, "trimmed": r.trimmed, "messages": messages})
+        );
+        return;
+    }
+    println!("topic {topic}: latest offset {}, epoch {}", r.offset, r.epoch);
+    if r.trimmed {
+        println!("(messages right after offset {since} are no longer kept)");
+    }
+    for m in &r.messages {
+        println!("{:>8}  {}", m.offset, m.frame);
+    }
 }
 
 fn print_stats(s: &pb::Stats, json_out: bool) {
@@ -306,6 +353,8 @@ fn print_stats(s: &pb::Stats, json_out: bool) {
         "messages_sent": s.messages_sent, "messages_received": s.messages_received,
         "bytes_sent": s.bytes_sent, "bytes_received": s.bytes_received,
         "slow_consumer_evictions": s.slow_consumer_evictions,
+        "history_topics": s.history_topics, "history_messages": s.history_messages,
+        "history_bytes": s.history_bytes,
     });
     let nodes: Vec<Value> = s
         .nodes
