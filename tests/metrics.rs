@@ -178,10 +178,14 @@ async fn a_workload_moves_the_metrics_and_every_dashboard_metric_exists() {
         assert!(!used.is_empty(), "{file} uses no metrics?");
         for name in used {
             // `up` is made by Prometheus itself for every scrape target; the
-            // backplane's series exist on nodes with --backplane (checked in
-            // the real-Prometheus test, which runs one).
+            // backplane's series exist on nodes with --backplane, the
+            // history's on nodes with --history-size (checked in the
+            // real-Prometheus test, which runs one of each).
             assert!(
-                name == "up" || name.starts_with("wshub_backplane_") || exported.contains(&name),
+                name == "up"
+                    || name.starts_with("wshub_backplane_")
+                    || name.starts_with("wshub_history_")
+                    || exported.contains(&name),
                 "{file} uses {name}, which wshub does not export"
             );
         }
@@ -374,13 +378,14 @@ impl Drop for TempDir {
 }
 
 impl Prometheus {
-    async fn start(target: std::net::SocketAddr) -> Prometheus {
+    async fn start(targets: &[std::net::SocketAddr]) -> Prometheus {
+        let targets = targets.iter().map(|t| format!("\"{t}\"")).collect::<Vec<_>>().join(", ");
         let dir = std::env::temp_dir().join(format!("wshub-prometheus-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let rules = std::fs::canonicalize("grafana/alerts/wshub.rules.yml").unwrap();
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\n\
-             scrape_configs:\n  - job_name: wshub\n    static_configs:\n      - targets: [\"{target}\"]\n",
+             scrape_configs:\n  - job_name: wshub\n    static_configs:\n      - targets: [{targets}]\n",
             rules.display()
         );
         std::fs::write(dir.join("prometheus.yml"), config).unwrap();
@@ -503,21 +508,27 @@ async fn a_real_prometheus_sees_every_panel_and_the_alerts_fire() {
     ])
     .await;
     server.log_line("backplane up").await;
-    let (_, text) = common::get(server.metrics, "/metrics").await;
-    let exported = exported_names(&text);
+    // And a node with history (one node's alone: not with a backplane), so
+    // the History row has data.
+    let history = common::Binary::spawn(&["--history-size", "10"]).await;
+    let mut exported = std::collections::HashSet::new();
+    for node in [&server, &history] {
+        let (_, text) = common::get(node.metrics, "/metrics").await;
+        exported.extend(exported_names(&text));
+    }
     for file in ["grafana/dashboards/wshub.json", "grafana/alerts/wshub.rules.yml"] {
         for name in used_metrics(file) {
             assert!(
                 name == "up" || exported.contains(&name),
-                "{file} uses {name}, which a node with a backplane does not export"
+                "{file} uses {name}, which neither a node with a backplane nor one with history exports"
             );
         }
     }
-    let prometheus = Prometheus::start(server.metrics).await;
+    let prometheus = Prometheus::start(&[server.metrics, history.metrics]).await;
     let mut admin = server.admin().await;
     let up = || async { prometheus.query("up{job=\"wshub\"} == 1").await.len() };
     tokio::time::timeout(std::time::Duration::from_secs(30), async {
-        while up().await == 0 {
+        while up().await < 2 {
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
     })
@@ -583,6 +594,7 @@ async fn a_real_prometheus_sees_every_panel_and_the_alerts_fire() {
         "WshubBackplaneDown",
         "WshubBackplaneDropping",
         "WshubBackplaneSubscriptionLost",
+        "WshubRecoveriesFailing",
     ] {
         assert!(!alerts.contains_key(quiet), "{quiet} should not be active: {alerts:?}");
     }
