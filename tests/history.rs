@@ -292,7 +292,7 @@ async fn operators_read_a_topics_history_and_broadcasts_get_offsets() {
 
     let stats = server.stats().await;
     assert_eq!((stats.history_topics, stats.history_messages), (1, 5));
-    assert!(stats.history_bytes > 5 * 48, "{}", stats.history_bytes);
+    assert!(stats.history_bytes > 5 * 128, "{}", stats.history_bytes);
 
     // The same through wshubctl.
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_wshubctl"))

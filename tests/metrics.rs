@@ -379,7 +379,11 @@ impl Drop for TempDir {
 
 impl Prometheus {
     async fn start(targets: &[std::net::SocketAddr]) -> Prometheus {
-        let targets = targets.iter().map(|t| format!("\"{t}\"")).collect::<Vec<_>>().join(", ");
+        let targets = targets
+            .iter()
+            .map(|t| format!("\"{t}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
         let dir = std::env::temp_dir().join(format!("wshub-prometheus-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let rules = std::fs::canonicalize("grafana/alerts/wshub.rules.yml").unwrap();

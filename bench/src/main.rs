@@ -55,6 +55,10 @@ struct Cli {
     /// (nodes of one cluster, comma-separated); the publisher stays on --addr.
     #[arg(long, global = true, value_delimiter = ',')]
     nodes: Vec<SocketAddr>,
+    /// wshub: every receiving client subscribes to this topic and messages are published
+    /// to it (default: to everyone), e.g. to measure a topic with history (--history-size).
+    #[arg(long, global = true)]
+    topic: Option<String>,
     /// What to call the server in the report (default: --target), e.g. `three-nodes`.
     #[arg(long, global = true)]
     label: Option<String>,
@@ -246,6 +250,14 @@ async fn connect_all(cli: &Cli, n: usize) -> Result<(Vec<Ws>, Duration), String>
     if conns.len() < n {
         return Err(format!("only {} of {n} connections opened", conns.len()));
     }
+    if let (Target::Wshub, Some(topic)) = (cli.target, &cli.topic) {
+        let subscribe = format!(r#"{{"type":"subscribe","topic":"{topic}"}}"#);
+        for ws in &mut conns {
+            ws.send(Message::text(subscribe.clone()))
+                .await
+                .map_err(|e| format!("subscribe: {e}"))?;
+        }
+    }
     Ok((conns, start.elapsed()))
 }
 
@@ -388,7 +400,7 @@ async fn burst(cli: &Cli, n: usize, messages: u64, size: usize, via_admin: bool)
     } else {
         let mut sink = publisher(cli).await?;
         for seq in 0..messages {
-            let text = client::payload(cli.target, seq, size, None);
+            let text = client::payload(cli.target, seq, size, cli.topic.as_deref());
             sink.feed(Message::text(text)).await.map_err(|e| e.to_string())?;
         }
         sink.flush().await.map_err(|e| e.to_string())?;
@@ -572,9 +584,14 @@ async fn steady(cli: &Cli, args: &SteadyArgs, stalled: usize) -> Result<SteadyRu
     let mut rss_max = rss_start;
     for seq in 0..count {
         tick.tick().await;
-        sink.send(Message::text(client::payload(cli.target, seq, size, None)))
-            .await
-            .map_err(|e| e.to_string())?;
+        sink.send(Message::text(client::payload(
+            cli.target,
+            seq,
+            size,
+            cli.topic.as_deref(),
+        )))
+        .await
+        .map_err(|e| e.to_string())?;
         if seq % rate.max(1) == 0 {
             rss_max = rss_max.max(client::rss_kib(cli.server_pid));
             eprintln!(

@@ -28,7 +28,7 @@ pub fn start(causes: &[&'static str], trims: &[&'static str]) {
     describe_gauge!(HISTORY_MESSAGES, "Messages kept in topic histories.");
     describe_gauge!(
         HISTORY_BYTES,
-        "Bytes kept in topic histories (frames plus a fixed overhead per message), against --history-max-bytes."
+        "Bytes kept in topic histories (frames plus 128 bytes per message, about what they take in memory), against --history-max-bytes."
     );
     describe_counter!(
         HISTORY_TRIMMED_TOTAL,
