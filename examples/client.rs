@@ -1,12 +1,15 @@
 //! A wshub client on tokio-tungstenite: subscribes to topics, prints what
 //! arrives, and reconnects with exponential backoff and full jitter when
-//! the close code says to (docs/clients.md#reconnecting).
+//! the close code says to (docs/clients.md#reconnecting). On topics with
+//! history it keeps the last offset and epoch and, on every reconnect, asks
+//! for what it missed (docs/history.md).
 //!
 //! ```text
 //! cargo run --example client -- ws://127.0.0.1:8080/ws news sport
 //! ```
 //! Prints one line per message: `<topic or *> <from> <data>`.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::{SinkExt, StreamExt};
@@ -74,9 +77,11 @@ async fn main() {
     let url = args.next().unwrap_or_else(|| "ws://127.0.0.1:8080/ws".into());
     let topics: Vec<String> = args.collect();
     let mut attempt = 0;
+    // Per topic with history: the last offset handled and its epoch.
+    let mut positions: Positions = HashMap::new();
     loop {
         let started = Instant::now();
-        let (code, reason) = match session(&url, &topics).await {
+        let (code, reason) = match session(&url, &topics, &mut positions).await {
             Ok(closed) => closed,
             Err(e) => {
                 eprintln!("connection failed: {e}");
@@ -100,17 +105,24 @@ async fn main() {
     }
 }
 
+/// Topic → (last offset handled, epoch), for topics with history.
+type Positions = HashMap<String, (u64, String)>;
+
 /// One connection: subscribe, print, until it closes. Returns the close
 /// code and reason (`None` without a close frame).
-async fn session(url: &str, topics: &[String]) -> Result<(Option<u16>, String), String> {
+async fn session(url: &str, topics: &[String], positions: &mut Positions) -> Result<(Option<u16>, String), String> {
     let connecting = tokio_tungstenite::connect_async(url);
     let (mut ws, _) = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
         .await
         .map_err(|_| format!("no answer from {url} within {CONNECT_TIMEOUT:?}"))?
         .map_err(|e| e.to_string())?;
-    // Subscriptions belong to a connection: every reconnect renews them.
+    // Subscriptions belong to a connection: every reconnect renews them,
+    // asking for what was missed where we know where we stopped.
     for (id, topic) in topics.iter().enumerate() {
-        let subscribe = json!({"type": "subscribe", "topic": topic, "id": id});
+        let mut subscribe = json!({"type": "subscribe", "topic": topic, "id": id});
+        if let Some((offset, epoch)) = positions.get(topic) {
+            subscribe["since"] = json!({"offset": offset, "epoch": epoch});
+        }
         ws.send(Message::text(subscribe.to_string()))
             .await
             .map_err(|e| e.to_string())?;
@@ -121,12 +133,36 @@ async fn session(url: &str, topics: &[String]) -> Result<(Option<u16>, String), 
                 let frame: Value = serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))?;
                 match frame["type"].as_str() {
                     Some("welcome") => eprintln!("connected as {} on {}", frame["client_id"], frame["node"]),
-                    Some("message") => println!(
-                        "{} {} {}",
-                        frame["topic"].as_str().unwrap_or("*"),
-                        frame["from"].as_str().unwrap_or("?"),
-                        frame["data"]
-                    ),
+                    Some("message") => {
+                        let topic = frame["topic"].as_str().unwrap_or("*");
+                        println!("{topic} {} {}", frame["from"].as_str().unwrap_or("?"), frame["data"]);
+                        if let (Some(offset), Some(position)) = (frame["offset"].as_u64(), positions.get_mut(topic)) {
+                            position.0 = offset;
+                        }
+                    }
+                    // A subscribe's ack: on a topic with history, where it
+                    // stands, and whether what we missed follows.
+                    Some("ack") if frame["epoch"].is_string() => {
+                        let Some(topic) = frame["id"].as_u64().and_then(|i| topics.get(i as usize)) else {
+                            continue;
+                        };
+                        let latest = frame["offset"].as_u64().unwrap_or(0);
+                        let epoch = frame["epoch"].as_str().unwrap_or_default().to_string();
+                        let since = positions.get(topic).map(|(offset, _)| *offset);
+                        match (frame["recovered"].as_bool(), since) {
+                            (Some(true), Some(since)) => {
+                                eprintln!("{topic}: recovered {} missed message(s)", latest - since);
+                                positions.insert(topic.clone(), (since, epoch));
+                            }
+                            (Some(false), _) => {
+                                eprintln!("{topic}: missed messages could not be recovered; starting afresh");
+                                positions.insert(topic.clone(), (latest, epoch));
+                            }
+                            _ => {
+                                positions.insert(topic.clone(), (latest, epoch));
+                            }
+                        }
+                    }
                     Some("error") => eprintln!("error {}: {}", frame["code"], frame["message"]),
                     _ => {}
                 }

@@ -51,9 +51,12 @@ async fn line(lines: &mut Lines<BufReader<ChildStdout>>) -> (String, String, ser
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rust_example_client_prints_reconnects_when_moved_and_stops_when_kicked() {
-    let server = TestServer::spawn().await;
+    // With history: after the move it asks for what it missed (nothing, or
+    // the message published while it was away, depending on who is first).
+    let server = TestServer::with(|c| c.history.history_size = 100).await;
     let client = tokio::process::Command::new(example("client"));
-    drive(&server, client).await;
+    let log = drive(&server, client, true).await;
+    assert!(log.contains("news: recovered"), "it resubscribed with `since`: {log}");
     server.stop().await;
 }
 
@@ -72,13 +75,15 @@ async fn the_python_client_of_the_docs_does_the_same() {
     let server = TestServer::spawn().await;
     let mut client = tokio::process::Command::new(common::python());
     client.arg(&script);
-    drive(&server, client).await;
+    drive(&server, client, false).await;
     server.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Runs `client URL news` through the scenario.
-async fn drive(server: &TestServer, mut client: tokio::process::Command) {
+/// Runs `client URL news` through the scenario; returns what it logged.
+/// `while_away`: the second message is published while the client moves
+/// (a client that recovers gets it), else after it is back.
+async fn drive(server: &TestServer, mut client: tokio::process::Command, while_away: bool) -> String {
     let mut admin = server.admin().await;
     let mut child = client
         .args([server.url(), "news".into()])
@@ -106,6 +111,10 @@ async fn drive(server: &TestServer, mut client: tokio::process::Command) {
         reason: "moved".into(),
     };
     admin.kick_clients(kick(&first, 4002)).await.unwrap();
+    // Published while it moves: it gets it once, live or recovered.
+    if while_away {
+        admin.broadcast(broadcast(r#"{"n":2}"#)).await.unwrap();
+    }
     let second = tokio::time::timeout(WAIT, async {
         loop {
             let id = subscriber(&mut admin, "news").await;
@@ -116,8 +125,12 @@ async fn drive(server: &TestServer, mut client: tokio::process::Command) {
     })
     .await
     .expect("it reconnected");
-    admin.broadcast(broadcast(r#"{"n":2}"#)).await.unwrap();
+    if !while_away {
+        admin.broadcast(broadcast(r#"{"n":2}"#)).await.unwrap();
+    }
     assert_eq!(line(&mut lines).await, n(2));
+    admin.broadcast(broadcast(r#"{"n":3}"#)).await.unwrap();
+    assert_eq!(line(&mut lines).await, n(3), "n=2 once, then n=3");
 
     // A plain kick (4000): it stops, and says why.
     admin.kick_clients(kick(&second, 4000)).await.unwrap();
@@ -128,4 +141,5 @@ async fn drive(server: &TestServer, mut client: tokio::process::Command) {
     assert_eq!(out.status.code(), Some(1));
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains("not reconnecting") && log.contains("4000 moved"), "{log}");
+    log.into_owned()
 }
