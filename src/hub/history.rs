@@ -10,7 +10,7 @@
 //! offset 1 under a new epoch, so a client never takes one history's offsets
 //! for another's.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -112,8 +112,9 @@ struct Log {
     last: u64,
     kept: VecDeque<Kept>,
     bytes: usize,
-    /// When it was last published to, in [`History::recency`]'s order.
-    touched: u64,
+    /// When it was last published to, in [`History::recency`]'s order,
+    /// while it keeps messages.
+    touched: Option<u64>,
 }
 
 /// A topic's position: its latest offset and its epoch.
@@ -130,9 +131,12 @@ pub struct History {
     /// Topic histories begun so far (each one's epoch is new).
     generation: u64,
     logs: HashMap<Topic, Log>,
-    /// Topics by their last publish, oldest first: who loses history
-    /// first when the node-wide byte cap is reached.
+    /// Topics that keep messages, by their last publish, oldest first: who
+    /// loses history first when the node-wide byte cap is reached, and
+    /// where the once-a-second sweep finds what the TTL has emptied.
     recency: BTreeMap<u64, Topic>,
+    /// Topics that keep nothing: forgotten once they have no subscriber.
+    idle: HashSet<Topic>,
     clock: u64,
     messages: usize,
     bytes: usize,
@@ -156,6 +160,7 @@ impl History {
             generation: 0,
             logs: HashMap::new(),
             recency: BTreeMap::new(),
+            idle: HashSet::new(),
             clock: 0,
             messages: 0,
             bytes: 0,
@@ -183,7 +188,7 @@ impl History {
             self.generation += 1;
             self.clock += 1;
             let epoch = format!("{}-{:x}", self.process, self.generation).into();
-            self.recency.insert(self.clock, topic.clone());
+            self.idle.insert(topic.clone());
             self.logs.insert(
                 topic.clone(),
                 Log {
@@ -191,7 +196,7 @@ impl History {
                     last: 0,
                     kept: VecDeque::new(),
                     bytes: 0,
-                    touched: self.clock,
+                    touched: None,
                 },
             );
         }
@@ -215,7 +220,7 @@ impl History {
             frame: frame.clone(),
         });
         log.bytes += cost;
-        let previous = std::mem::replace(&mut log.touched, clock);
+        let previous = log.touched.replace(clock);
         let (mut trimmed, mut freed) = ([0u64; 3], 0usize);
         while log.kept.len() > size {
             freed += pop(log);
@@ -226,7 +231,14 @@ impl History {
             trimmed[Trim::Ttl as usize] += 1;
         }
         let removed: u64 = trimmed.iter().sum();
-        self.recency.remove(&previous);
+        match previous {
+            Some(previous) => {
+                self.recency.remove(&previous);
+            }
+            None => {
+                self.idle.remove(topic);
+            }
+        }
         self.recency.insert(clock, topic.clone());
         self.messages = self.messages + 1 - removed as usize;
         self.bytes = self.bytes + cost - freed;
@@ -243,24 +255,39 @@ impl History {
     /// just published to; it goes last.
     fn enforce_cap(&mut self, keep: &Topic) {
         while self.bytes > self.config.max_bytes {
-            let oldest = self
-                .recency
-                .values()
-                .find(|t| *t != keep && self.logs.get(*t).is_some_and(|l| !l.kept.is_empty()))
-                .cloned()
-                .unwrap_or_else(|| keep.clone());
-            let Some(log) = self.logs.get_mut(&oldest) else { return };
-            if log.kept.is_empty() {
+            let mut oldest = self.recency.values().take(2);
+            let Some(topic) = (match (oldest.next(), oldest.next()) {
+                (Some(first), Some(second)) if first == keep => Some(second),
+                (first, _) => first,
+            })
+            .cloned() else {
                 return;
-            }
-            let n = log.kept.len();
-            let mut freed = 0;
-            while !log.kept.is_empty() {
-                freed += pop(log);
-            }
-            self.messages -= n;
-            self.bytes -= freed;
+            };
+            let n = self.drop_all(&topic);
             self.trimmed[Trim::MaxBytes as usize] += n as u64;
+        }
+    }
+
+    /// Drops everything a topic keeps; returns how many messages.
+    fn drop_all(&mut self, topic: &Topic) -> usize {
+        let Some(log) = self.logs.get_mut(topic) else { return 0 };
+        let (n, mut freed) = (log.kept.len(), 0);
+        while !log.kept.is_empty() {
+            freed += pop(log);
+        }
+        self.messages -= n;
+        self.bytes -= freed;
+        self.emptied(topic);
+        n
+    }
+
+    /// A topic whose history is now empty leaves the recency order.
+    fn emptied(&mut self, topic: &Topic) {
+        if let Some(log) = self.logs.get_mut(topic) {
+            if let Some(touched) = log.touched.take() {
+                self.recency.remove(&touched);
+                self.idle.insert(topic.clone());
+            }
         }
     }
 
@@ -327,30 +354,38 @@ impl History {
             freed += pop(log);
             n += 1;
         }
+        let empty = log.kept.is_empty();
         self.messages -= n;
         self.bytes -= freed;
         self.trimmed[Trim::Ttl as usize] += n as u64;
+        if empty {
+            self.emptied(topic);
+        }
     }
 
     /// Once a second: drops what is older than the TTL everywhere, and
     /// forgets topics with nothing kept (no publish for a TTL, or dropped
     /// for the byte cap) and no subscriber (`subscribed`): their next
     /// history starts under a new epoch.
+    ///
+    /// Its work is what expired: topics leave the recency order oldest
+    /// first, and the walk stops at the first one published to within the
+    /// TTL. (A topic still published to drops its expired messages as it is
+    /// published to or read.)
     pub fn sweep(&mut self, now: Instant, subscribed: impl Fn(&Topic) -> bool) {
-        let topics: Vec<Topic> = self.logs.keys().cloned().collect();
-        for topic in topics {
-            self.expire(&topic, now);
-        }
-        let forget: Vec<Topic> = self
-            .logs
-            .iter()
-            .filter(|(topic, log)| log.kept.is_empty() && !subscribed(topic))
-            .map(|(topic, _)| topic.clone())
-            .collect();
-        for topic in forget {
-            if let Some(log) = self.logs.remove(&topic) {
-                self.recency.remove(&log.touched);
+        let ttl = self.config.ttl;
+        while let Some(topic) = self.recency.values().next().cloned() {
+            let last = self.logs.get(&topic).and_then(|log| log.kept.back()).map(|k| k.at);
+            if last.is_some_and(|at| now.duration_since(at) < ttl) {
+                break;
             }
+            let n = self.drop_all(&topic);
+            self.trimmed[Trim::Ttl as usize] += n as u64;
+        }
+        let forget: Vec<Topic> = self.idle.iter().filter(|t| !subscribed(t)).cloned().collect();
+        for topic in forget {
+            self.idle.remove(&topic);
+            self.logs.remove(&topic);
         }
     }
 
@@ -434,6 +469,31 @@ mod tests {
         // Forgotten once empty and unsubscribed: the next history is a new one.
         h.sweep(now, |_| false);
         assert_ne!(h.position(&a).epoch, epoch_a);
+        assert_eq!(h.position(&a).offset, 0);
+    }
+
+    #[test]
+    fn the_sweep_drops_what_expired_and_forgets_idle_topics_without_subscribers() {
+        let mut h = history(10, 1 << 20);
+        let (a, b, c) = (
+            Topic::parse("a").unwrap(),
+            Topic::parse("b").unwrap(),
+            Topic::parse("c").unwrap(),
+        );
+        let start = Instant::now();
+        h.append(&a, &frame(1), start);
+        h.append(&b, &frame(1), start + Duration::from_secs(30));
+        let epoch_c = h.position(&c).epoch;
+        // At 70 s, `a` (published at 0) has expired; `b` (at 30 s) has not.
+        h.sweep(start + Duration::from_secs(70), |t| t == &c);
+        assert_eq!(
+            h.usage(),
+            (2, 1, frame(1).len() + ",\"offset\":1".len() + ENTRY_OVERHEAD)
+        );
+        assert_eq!(h.trimmed[Trim::Ttl as usize], 1);
+        // `a` was forgotten (nothing kept, no subscriber): a new epoch next
+        // time; `c` has a subscriber and keeps its epoch.
+        assert_eq!(h.position(&c).epoch, epoch_c);
         assert_eq!(h.position(&a).offset, 0);
     }
 }
