@@ -142,6 +142,20 @@ pub struct HistoryArgs {
     /// (`recovered: false`) and the client starts afresh.
     #[arg(long, env = "WSHUB_RECOVERY_MAX", default_value_t = 300)]
     pub recovery_max: usize,
+
+    /// Which topics have presence (`presence`, `presence_stats`, join/leave events),
+    /// comma-separated: exact names, `prefix*`, `*`. Default: none.
+    #[arg(long, env = "WSHUB_PRESENCE_TOPICS", default_value = "", value_parser = parse_topic_patterns)]
+    pub presence_topics: crate::types::TopicPatterns,
+
+    /// Clients one `presence` answer lists at most (`total` says how many there are).
+    #[arg(long, env = "WSHUB_PRESENCE_MAX", default_value_t = 1000)]
+    pub presence_max: usize,
+
+    /// How long a user's leave waits: if the same user joins again within it (a
+    /// reconnect), neither the leave nor the join is announced.
+    #[arg(long, env = "WSHUB_PRESENCE_GRACE", default_value = "5s", value_parser = parse_duration)]
+    pub presence_grace: Duration,
 }
 
 impl HistoryArgs {
@@ -152,6 +166,14 @@ impl HistoryArgs {
             topics: self.history_topics.clone(),
             max_bytes: self.history_max_bytes,
             recovery_max: self.recovery_max,
+        }
+    }
+
+    pub fn presence(&self) -> crate::hub::PresenceConfig {
+        crate::hub::PresenceConfig {
+            topics: self.presence_topics.clone(),
+            max: self.presence_max,
+            grace: self.presence_grace,
         }
     }
 }
@@ -371,6 +393,7 @@ impl Config {
             ("--hub-queue-len", self.hub_queue_len == 0),
             ("--listen-backlog", self.listen_backlog == 0),
             ("--backplane-queue-len", self.cluster.backplane_queue_len == 0),
+            ("--presence-max", self.history.presence_max == 0),
         ];
         if let Some((flag, _)) = at_least_one.into_iter().find(|(_, zero)| *zero) {
             return Err(ConfigError::Zero(flag));
@@ -395,6 +418,7 @@ impl Config {
             ("--backplane-presence-ttl", self.cluster.backplane_presence_ttl, true),
             ("--backplane-heartbeat", self.cluster.backplane_heartbeat, true),
             ("--history-ttl", self.history.history_ttl, true),
+            ("--presence-grace", self.history.presence_grace, false),
         ] {
             if nonzero && value.is_zero() {
                 return Err(ConfigError::NoTime(flag));
@@ -409,6 +433,9 @@ impl Config {
             }
             if self.history.history_size > 0 {
                 return Err(ConfigError::HistoryWithBackplane);
+            }
+            if !self.history.presence_topics.is_empty() {
+                return Err(ConfigError::PresenceWithBackplane);
             }
         }
         if self.history.history_size > 0 {
@@ -469,6 +496,8 @@ pub enum ConfigError {
     IdleTimeout,
     #[error("--history-size with --backplane needs history kept in Redis, which this version does not have yet: history is one node's alone for now")]
     HistoryWithBackplane,
+    #[error("--presence-topics with --backplane needs presence kept in Redis, which this version does not have yet: presence is one node's alone for now")]
+    PresenceWithBackplane,
     #[error("--recovery-max must be at most 10000")]
     RecoveryMax,
     #[error("--history-max-bytes must hold at least one --max-message-bytes message")]

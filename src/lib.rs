@@ -221,6 +221,7 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
         send_queue_len: config.client.send_queue_len,
         send_queue_bytes: config.client.send_queue_bytes,
         history: config.history.hub(),
+        presence: config.history.presence(),
     });
     let stop = CancellationToken::new();
     let force = CancellationToken::new();

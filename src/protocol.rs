@@ -29,10 +29,11 @@ pub enum ErrorCode {
     PublishDisabled,
     Forbidden,
     RateLimited,
+    PresenceDisabled,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 7] = [
+    pub const ALL: [ErrorCode; 8] = [
         Self::BadRequest,
         Self::UnknownType,
         Self::InvalidTopic,
@@ -40,6 +41,7 @@ impl ErrorCode {
         Self::PublishDisabled,
         Self::Forbidden,
         Self::RateLimited,
+        Self::PresenceDisabled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -51,6 +53,7 @@ impl ErrorCode {
             Self::PublishDisabled => "publish_disabled",
             Self::Forbidden => "forbidden",
             Self::RateLimited => "rate_limited",
+            Self::PresenceDisabled => "presence_disabled",
         }
     }
 }
@@ -76,6 +79,15 @@ pub enum Request<'a> {
         /// Where the client's history of the topic stopped: it asks for
         /// what it missed since.
         since: Option<Since>,
+        /// It wants the topic's joins and leaves (topics with presence).
+        join_leave: bool,
+    },
+    /// `presence` (the topic's clients) or, with `stats`,
+    /// `presence_stats` (how many clients and users).
+    Presence {
+        topic: Topic,
+        id: Option<RequestId>,
+        stats: bool,
     },
     Unsubscribe {
         topic: Topic,
@@ -98,6 +110,7 @@ impl Request<'_> {
             Request::Subscribe { id, .. }
             | Request::Unsubscribe { id, .. }
             | Request::Publish { id, .. }
+            | Request::Presence { id, .. }
             | Request::Ping { id } => id.as_ref(),
         }
     }
@@ -115,6 +128,8 @@ struct Fields<'a> {
     id: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     since: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    join_leave: Option<&'a RawValue>,
 }
 
 /// The last offset a client saw on a topic, and the history it belongs to.
@@ -195,7 +210,17 @@ pub fn parse(text: &str) -> Result<Request<'_>, RequestError> {
                             })?,
                     ),
                 };
-                Request::Subscribe { topic, id, since }
+                let join_leave = match fields.join_leave.map(RawValue::get) {
+                    None | Some("false") => false,
+                    Some("true") => true,
+                    Some(_) => return Err(bad("`join_leave` must be true or false", &id)),
+                };
+                Request::Subscribe {
+                    topic,
+                    id,
+                    since,
+                    join_leave,
+                }
             } else {
                 Request::Unsubscribe { topic, id }
             })
@@ -207,6 +232,14 @@ pub fn parse(text: &str) -> Result<Request<'_>, RequestError> {
             Ok(Request::Publish { topic, data, id })
         }
         "ping" => Ok(Request::Ping { id }),
+        "presence" | "presence_stats" => {
+            let topic = topic(true)?.ok_or_else(|| bad("missing `topic`", &id))?;
+            Ok(Request::Presence {
+                topic,
+                id,
+                stats: kind == "presence_stats",
+            })
+        }
         other => Err(RequestError {
             code: ErrorCode::UnknownType,
             message: format!("unknown request type `{}`", other.chars().take(64).collect::<String>()).into(),
@@ -347,6 +380,39 @@ pub fn ack_subscribed(id: &RequestId, offset: u64, epoch: &str, recovered: Optio
 /// The ack of a subscribe with `since` to a topic without history.
 pub fn ack_not_recovered(id: &RequestId) -> Utf8Bytes {
     format!(r#"{{"type":"ack","id":{},"recovered":false}}"#, id.0).into()
+}
+
+/// `{"type":"presence","id":...,"topic":...,"clients":[{"client_id":...,"user":...}],"total":N}`:
+/// `clients` (id, user; an empty user is left out) lists at most
+/// `--presence-max` of the topic's `total`.
+pub fn presence(id: Option<&RequestId>, topic: &Topic, clients: &[(String, &str)], total: usize) -> Utf8Bytes {
+    let list: Vec<serde_json::Value> = clients
+        .iter()
+        .map(|(client, user)| match user {
+            &"" => serde_json::json!({ "client_id": client }),
+            user => serde_json::json!({ "client_id": client, "user": user }),
+        })
+        .collect();
+    let id = id.map(|id| format!(r#""id":{},"#, id.0)).unwrap_or_default();
+    let clients = serde_json::Value::from(list);
+    format!(r#"{{"type":"presence",{id}"topic":"{topic}","clients":{clients},"total":{total}}}"#).into()
+}
+
+/// `{"type":"presence_stats","id":...,"topic":...,"clients":N,"users":M}`.
+pub fn presence_stats(id: Option<&RequestId>, topic: &Topic, clients: usize, users: usize) -> Utf8Bytes {
+    let id = id.map(|id| format!(r#""id":{},"#, id.0)).unwrap_or_default();
+    format!(r#"{{"type":"presence_stats",{id}"topic":"{topic}","clients":{clients},"users":{users}}}"#).into()
+}
+
+/// `{"type":"join"|"leave","topic":...,"client_id":...,"user":...}` (no
+/// `user` for a client without one).
+pub fn join_leave(kind: &str, topic: &Topic, client: &str, user: &str) -> Utf8Bytes {
+    let user = if user.is_empty() {
+        String::new()
+    } else {
+        format!(r#","user":{}"#, serde_json::Value::from(user))
+    };
+    format!(r#"{{"type":"{kind}","topic":"{topic}","client_id":"{client}"{user}}}"#).into()
 }
 
 /// The first frame a client receives.

@@ -18,12 +18,14 @@ pub fn check(request: &Request, publish: ClientPublish, identity: Option<&Identi
     };
     match request {
         Request::Ping { .. } | Request::Unsubscribe { .. } => Ok(()),
-        Request::Subscribe { topic, id, .. } => match identity.and_then(Identity::topics) {
-            Some(rules) if !rules.allows(topic.as_str()) => {
-                refuse(ErrorCode::Forbidden, "your token does not allow this topic", id)
+        Request::Subscribe { topic, id, .. } | Request::Presence { topic, id, .. } => {
+            match identity.and_then(Identity::topics) {
+                Some(rules) if !rules.allows(topic.as_str()) => {
+                    refuse(ErrorCode::Forbidden, "your token does not allow this topic", id)
+                }
+                _ => Ok(()),
             }
-            _ => Ok(()),
-        },
+        }
         Request::Publish { topic, id, .. } => {
             match (publish, topic) {
                 (ClientPublish::None, _) => {

@@ -37,6 +37,15 @@ pub enum Command {
         request: Option<RequestId>,
         /// Replay what the client missed on the topic since then.
         since: Option<crate::protocol::Since>,
+        /// Send the client the topic's joins and leaves.
+        join_leave: bool,
+    },
+    /// Who is subscribed to a topic (`stats`: how many clients and users).
+    Presence {
+        id: ClientId,
+        topic: Topic,
+        request: Option<RequestId>,
+        stats: bool,
     },
     Unsubscribe {
         id: ClientId,

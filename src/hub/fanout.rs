@@ -70,8 +70,16 @@ impl Hub {
         self.push(id, frame);
     }
 
-    pub(super) fn subscribe(&mut self, id: ClientId, topic: Topic, request: Option<RequestId>, since: Option<Since>) {
+    pub(super) fn subscribe(
+        &mut self,
+        id: ClientId,
+        topic: Topic,
+        request: Option<RequestId>,
+        since: Option<Since>,
+        join_leave: bool,
+    ) {
         let Some(entry) = self.clients.get_mut(&id) else { return };
+        let mut joined = false;
         let result = if entry.topics.contains(&topic) {
             Ok(())
         } else if entry.topics.len() >= self.config.max_topics_per_client {
@@ -103,8 +111,12 @@ impl Hub {
             members.insert(id, entry.tx.clone());
             self.metrics.topics.set(self.topics.len() as f64);
             self.emit(EventKind::Subscribed, id, Some(topic.clone()), "", 0);
+            joined = true;
             Ok(())
         };
+        if result.is_ok() && (joined || join_leave) {
+            self.joined(id, &topic, join_leave, joined);
+        }
         match result {
             Ok(()) if since.is_some() || self.history.covers(&topic) => self.subscribed(id, &topic, request, since),
             result => self.reply(id, result, request),
@@ -146,7 +158,9 @@ impl Hub {
     pub(super) fn unsubscribe(&mut self, id: ClientId, topic: Topic, request: Option<RequestId>) {
         let Some(entry) = self.clients.get_mut(&id) else { return };
         if entry.topics.remove(&topic) {
+            let user = entry.tx.user().to_string();
             self.leave(&topic, id);
+            self.left(id, &topic, &user);
             self.emit(EventKind::Unsubscribed, id, Some(topic), "", 0);
         }
         self.reply(id, Ok(()), request);

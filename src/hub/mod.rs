@@ -13,6 +13,7 @@ mod command;
 mod fanout;
 mod handle;
 mod history;
+mod presence;
 mod query;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -25,6 +26,7 @@ pub use client::{ClientId, ClientTx, Fill, Outbound, PushError, QueueStats, Shar
 pub use command::*;
 pub use handle::HubHandle;
 pub use history::HistoryConfig;
+pub use presence::PresenceConfig;
 
 use crate::close::{Closing, DisconnectReason};
 use crate::metrics::{self, Handles};
@@ -75,6 +77,8 @@ pub struct HubConfig {
     pub send_queue_bytes: usize,
     /// Per-topic history (`--history-*`); off by default.
     pub history: HistoryConfig,
+    /// Per-topic presence (`--presence-*`); off by default.
+    pub presence: PresenceConfig,
 }
 
 /// Events kept for admin watchers that fall behind, before they lag.
@@ -97,6 +101,8 @@ pub struct Hub {
     config: HubConfig,
     /// What topics with history kept, for clients that come back.
     history: history::History,
+    /// Join/leave watchers and leaves in their grace.
+    presence: presence::Presence,
     /// Clients by id; ids grow with connection time, so this is also oldest-first.
     clients: BTreeMap<ClientId, Entry>,
     /// Topic → subscribers, holding queue handles so fan-out needs no second lookup.
@@ -144,6 +150,7 @@ impl Hub {
             rx,
             control,
             history: history::History::new(config.history.clone()),
+            presence: presence::Presence::default(),
             config,
             clients: BTreeMap::new(),
             topics: HashMap::new(),
@@ -184,6 +191,7 @@ impl Hub {
                 _ = sample.tick() => {
                     self.sample_queues();
                     self.sample_history();
+                    self.presence_due(Instant::now());
                 }
                 command = self.rx.recv(), if data_open => match command {
                     Some(command) => self.handle(command),
@@ -210,7 +218,14 @@ impl Hub {
                 topic,
                 request,
                 since,
-            } => self.subscribe(id, topic, request, since),
+                join_leave,
+            } => self.subscribe(id, topic, request, since, join_leave),
+            Command::Presence {
+                id,
+                topic,
+                request,
+                stats,
+            } => self.presence(id, topic, request, stats),
             Command::Unsubscribe { id, topic, request } => self.unsubscribe(id, topic, request),
             Command::Publish(publish) => {
                 self.relay(&publish);
@@ -320,6 +335,7 @@ impl Hub {
         let entry = self.clients.remove(&id)?;
         for topic in &entry.topics {
             self.leave(topic, id);
+            self.left(id, topic, entry.tx.user());
         }
         self.metrics.clients.set(self.clients.len() as f64);
         Some(entry)

@@ -67,6 +67,7 @@ fn config() -> HubConfig {
         send_queue_len: 8,
         send_queue_bytes: 1 << 20,
         history: super::history::HistoryConfig::off(),
+        presence: super::presence::PresenceConfig::off(),
     }
 }
 
@@ -117,6 +118,7 @@ async fn routes_by_topic_and_to_everyone() {
             topic: Topic::parse("news").unwrap(),
             request: None,
             since: None,
+            join_leave: false,
         },
         publish(Some("news"), "to-news"),
         publish(None, "to-all"),
@@ -203,6 +205,7 @@ async fn unregister_returns_the_registry_to_empty() {
             topic: Topic::parse("t").unwrap(),
             request: None,
             since: None,
+            join_leave: false,
         });
     }
     for (tx, _) in &clients {
@@ -306,6 +309,7 @@ async fn a_removed_client_has_no_effect() {
                 _ => unreachable!(),
             },
             since: None,
+            join_leave: false,
         })
         .await
         .unwrap();
@@ -484,6 +488,7 @@ async fn the_relay_sees_first_and_last_subscribers_and_clients_publishes_only() 
                 topic,
                 request: None,
                 since: None,
+                join_leave: false,
             }
         } else {
             Command::Unsubscribe {

@@ -245,11 +245,23 @@ fn handle_request<'a>(
     }
     let command = match request {
         Request::Ping { id } => return reply(shared, protocol::pong(id.as_ref())).map(|()| None),
-        Request::Subscribe { topic, id, since } => Command::Subscribe {
+        Request::Subscribe {
+            topic,
+            id,
+            since,
+            join_leave,
+        } => Command::Subscribe {
             id: shared.id,
             topic,
             request: id,
             since,
+            join_leave,
+        },
+        Request::Presence { topic, id, stats } => Command::Presence {
+            id: shared.id,
+            topic,
+            request: id,
+            stats,
         },
         Request::Unsubscribe { topic, id } => Command::Unsubscribe {
             id: shared.id,

@@ -54,6 +54,7 @@ async fn the_canary_finds_a_silent_subscription_within_two_heartbeats() {
         send_queue_len: 8,
         send_queue_bytes: 1 << 20,
         history: crate::hub::HistoryConfig::off(),
+        presence: crate::hub::PresenceConfig::off(),
     });
     tokio::spawn(hub.run());
     let heartbeat = Duration::from_secs(2);

@@ -1,0 +1,200 @@
+//! Presence on one node: who is subscribed to a topic (`presence`), how
+//! many clients and users (`presence_stats`), and join/leave events for the
+//! subscribers that ask for them (`"join_leave": true` on subscribe).
+//!
+//! A user's leave waits `--presence-grace`: if the same user joins the
+//! topic again within it (a reconnect, a rolling deploy), neither the leave
+//! nor the join is announced, so a deploy does not become a join/leave
+//! storm. Clients without a user (no client tokens) are announced at once.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::protocol::{ErrorCode, RequestError, RequestId};
+use crate::types::TopicPatterns;
+
+#[derive(Debug, Clone)]
+pub struct PresenceConfig {
+    /// Topics with presence; none by default.
+    pub topics: TopicPatterns,
+    /// Clients one `presence` answer lists at most.
+    pub max: usize,
+    /// How long a user's leave waits for the same user to come back.
+    pub grace: Duration,
+}
+
+impl PresenceConfig {
+    pub fn off() -> PresenceConfig {
+        PresenceConfig {
+            topics: TopicPatterns::none(),
+            max: 1000,
+            grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Join/leave watchers and the leaves waiting out their grace.
+#[derive(Default)]
+pub struct Presence {
+    /// Topic → the subscribers that asked for join/leave events.
+    watchers: HashMap<Topic, HashSet<ClientId>>,
+    /// Leaves of users, oldest first, announced once due.
+    leaving: VecDeque<Leaving>,
+    /// (topic, user) → leaves of it waiting and not cancelled by a join.
+    waiting: HashMap<(Topic, Box<str>), u32>,
+    /// (topic, user) → leaves of it waiting that a join cancelled.
+    cancelled: HashMap<(Topic, Box<str>), u32>,
+}
+
+/// Takes one from a count, forgetting it at zero; whether there was one.
+fn take_one(counts: &mut HashMap<(Topic, Box<str>), u32>, key: &(Topic, Box<str>)) -> bool {
+    let Some(n) = counts.get_mut(key) else { return false };
+    *n -= 1;
+    if *n == 0 {
+        counts.remove(key);
+    }
+    true
+}
+
+struct Leaving {
+    due: Instant,
+    topic: Topic,
+    client: ClientId,
+    user: Box<str>,
+}
+
+impl Hub {
+    fn presence_on(&self, topic: &Topic) -> bool {
+        self.config.presence.topics.matches(topic)
+    }
+
+    /// The refusal for a presence request the client may not make here.
+    fn presence_refusal(&self, id: ClientId, topic: &Topic, request: &Option<RequestId>) -> Option<RequestError> {
+        let refuse = |code, message: &'static str| {
+            Some(RequestError {
+                code,
+                message: message.into(),
+                id: request.clone(),
+            })
+        };
+        if !self.presence_on(topic) {
+            return refuse(
+                ErrorCode::PresenceDisabled,
+                "this topic has no presence (--presence-topics)",
+            );
+        }
+        if !self.topics.get(topic).is_some_and(|m| m.contains_key(&id)) {
+            return refuse(ErrorCode::Forbidden, "subscribe to the topic first");
+        }
+        None
+    }
+
+    /// `presence`: the topic's clients, up to `--presence-max`.
+    pub(super) fn presence(&mut self, id: ClientId, topic: Topic, request: Option<RequestId>, stats: bool) {
+        if let Some(e) = self.presence_refusal(id, &topic, &request) {
+            metrics::client_error(e.code.as_str());
+            self.push(id, protocol::error(&e));
+            return;
+        }
+        let members = self.topics.get(&topic).map(|m| m.values()).into_iter().flatten();
+        let frame = if stats {
+            let mut users = HashSet::new();
+            let mut clients = 0;
+            for tx in members {
+                clients += 1;
+                if !tx.user().is_empty() {
+                    users.insert(tx.user());
+                }
+            }
+            protocol::presence_stats(request.as_ref(), &topic, clients, users.len())
+        } else {
+            let total = self.topics.get(&topic).map_or(0, HashMap::len);
+            let listed: Vec<(String, &str)> = members
+                .take(self.config.presence.max)
+                .map(|tx| (tx.id.to_string(), tx.user()))
+                .collect();
+            protocol::presence(request.as_ref(), &topic, &listed, total)
+        };
+        self.push(id, frame);
+    }
+
+    /// A subscribe to `topic` took: `new`, the client joined it; `watch`,
+    /// it asked for join/leave events.
+    pub(super) fn joined(&mut self, id: ClientId, topic: &Topic, watch: bool, new: bool) {
+        if !self.presence_on(topic) {
+            return;
+        }
+        if watch {
+            self.presence.watchers.entry(topic.clone()).or_default().insert(id);
+        }
+        if !new {
+            return;
+        }
+        let Some(entry) = self.clients.get(&id) else { return };
+        let user: Box<str> = entry.tx.user().into();
+        // The same user back within the grace: its leave and this join
+        // cancel out.
+        if !user.is_empty() {
+            let key = (topic.clone(), user.clone());
+            if take_one(&mut self.presence.waiting, &key) {
+                *self.presence.cancelled.entry(key).or_default() += 1;
+                return;
+            }
+        }
+        let frame = protocol::join_leave("join", topic, &id.to_string(), &user);
+        self.announce(topic, id, frame);
+    }
+
+    /// A client left `topic` (unsubscribed or gone).
+    pub(super) fn left(&mut self, id: ClientId, topic: &Topic, user: &str) {
+        if !self.presence_on(topic) {
+            return;
+        }
+        if let Some(watchers) = self.presence.watchers.get_mut(topic) {
+            watchers.remove(&id);
+            if watchers.is_empty() {
+                self.presence.watchers.remove(topic);
+            }
+        }
+        if user.is_empty() {
+            let frame = protocol::join_leave("leave", topic, &id.to_string(), "");
+            self.announce(topic, id, frame);
+            return;
+        }
+        *self.presence.waiting.entry((topic.clone(), user.into())).or_default() += 1;
+        self.presence.leaving.push_back(Leaving {
+            due: Instant::now() + self.config.presence.grace,
+            topic: topic.clone(),
+            client: id,
+            user: user.into(),
+        });
+    }
+
+    /// Announces the leaves whose grace has passed (once a second).
+    pub(super) fn presence_due(&mut self, now: Instant) {
+        while self.presence.leaving.front().is_some_and(|l| l.due <= now) {
+            let Some(leaving) = self.presence.leaving.pop_front() else {
+                break;
+            };
+            let key = (leaving.topic.clone(), leaving.user.clone());
+            if take_one(&mut self.presence.cancelled, &key) {
+                continue;
+            }
+            take_one(&mut self.presence.waiting, &key);
+            let frame = protocol::join_leave("leave", &leaving.topic, &leaving.client.to_string(), &leaving.user);
+            self.announce(&leaving.topic, leaving.client, frame);
+        }
+    }
+
+    /// Sends a join or leave to the topic's watchers but `about` itself.
+    fn announce(&mut self, topic: &Topic, about: ClientId, frame: Utf8Bytes) {
+        let Some(watchers) = self.presence.watchers.get(topic) else {
+            return;
+        };
+        let to: Vec<ClientId> = watchers.iter().copied().filter(|w| *w != about).collect();
+        for id in to {
+            self.push(id, frame.clone());
+        }
+    }
+}
