@@ -635,6 +635,20 @@ async fn a_subscription_redis_drops_is_counted_and_renewed() {
     expect_numbered(&mut a1, Some("t"), &b1.id, 3).await;
 }
 
+/// A sender on `from` and a reader of `topic` on `to`, once a message
+/// goes from one to the other.
+async fn linked(redis: &Redis, from: &Binary, to: &Binary, topic: &str) -> (WsClient, WsClient) {
+    let mut sender = WsClient::connect(&from.url()).await;
+    let mut reader = WsClient::connect(&to.url()).await;
+    reader.subscribe(topic).await;
+    eventually(WAIT, "the reader's node subscribed in Redis", || async {
+        redis.topic_subscribers(topic).await == 1
+    })
+    .await;
+    first_through(&mut sender, &mut reader, topic).await;
+    (sender, reader)
+}
+
 /// Publishes markers on `topic` from `sender` until one reaches `reader`;
 /// returns the first message `reader` got, once the last marker sent has
 /// arrived too (so nothing of this is still on its way).
@@ -684,14 +698,7 @@ async fn a_publish_into_a_frozen_redis_is_delivered_or_counted_never_both() {
         b.iter().map(String::as_str).collect(),
     );
     let (a, b) = tokio::join!(Binary::spawn(&a), Binary::spawn(&b));
-    let mut sender = WsClient::connect(&a.url()).await;
-    let mut reader = WsClient::connect(&b.url()).await;
-    reader.subscribe("t").await;
-    eventually(WAIT, "B subscribed to t", || async {
-        redis.topic_subscribers("t").await == 1
-    })
-    .await;
-    first_through(&mut sender, &mut reader, "t").await;
+    let (mut sender, mut reader) = linked(&redis, &a, &b, "t").await;
 
     redis.signal("STOP").await;
     publish_numbered(&mut sender, Some("t"), 3).await;
@@ -736,14 +743,7 @@ async fn over_a_slow_link_a_burst_travels_in_several_batches_at_once_in_order() 
     .await;
     // The burst reaches B in batches of 512, faster than a test reads.
     let b = node(&redis, "b", &["--send-queue-len", "4096"]).await;
-    let mut sender = WsClient::connect(&a.url()).await;
-    let mut reader = WsClient::connect(&b.url()).await;
-    reader.subscribe("t").await;
-    eventually(WAIT, "B subscribed to t", || async {
-        redis.topic_subscribers("t").await == 1
-    })
-    .await;
-    first_through(&mut sender, &mut reader, "t").await;
+    let (mut sender, mut reader) = linked(&redis, &a, &b, "t").await;
 
     let dropped = "wshub_backplane_dropped_total{reason=\"outbound\"}";
     let before = metric(a.metrics, dropped).await;

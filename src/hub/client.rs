@@ -226,43 +226,37 @@ impl Shared {
     /// the queue now is. One frame is always accepted into an empty byte budget, so a
     /// single large message never evicts a client that keeps up.
     pub fn try_push(&self, frame: Utf8Bytes) -> Result<Fill, PushError> {
-        let len = frame.len();
-        let fill = {
-            let mut q = self.queue();
-            if q.closed {
-                return Err(PushError::Closed);
-            }
-            let replayed = q.replayed as usize;
-            if q.depth >= self.max_len + replayed || (replayed == 0 && q.bytes > 0 && q.bytes + len > self.max_bytes) {
-                return Err(PushError::Full);
-            }
-            q.items.push_back(Outbound::Text(frame));
-            q.depth += 1;
-            q.bytes += len;
-            q.high_water = q.high_water.max(q.depth);
-            Fill {
-                depth: q.depth,
-                bytes: q.bytes,
-            }
-        };
-        self.ready.notify_one();
-        Ok(fill)
+        self.push(std::iter::once(frame), false)
     }
 
     /// Queues a replay, in order, whatever the limits: the frames are the
     /// history's own (shared, no copy), at most `--recovery-max` of them,
     /// and while they are queued live frames get as much room again.
     pub fn push_replay(&self, frames: Vec<Utf8Bytes>) -> Result<Fill, PushError> {
+        self.push(frames.into_iter(), true)
+    }
+
+    /// Queues frames under one lock, then wakes the writer; a live frame
+    /// (`replay` false) only within the limits.
+    fn push(&self, frames: impl ExactSizeIterator<Item = Utf8Bytes>, replay: bool) -> Result<Fill, PushError> {
         let fill = {
             let mut q = self.queue();
             if q.closed {
                 return Err(PushError::Closed);
             }
-            q.replayed = q.replayed.saturating_add(frames.len() as u32);
+            if replay {
+                q.replayed = q.replayed.saturating_add(frames.len() as u32);
+            }
             for frame in frames {
-                q.depth += 1;
-                q.bytes += frame.len();
+                let (len, room) = (frame.len(), q.replayed as usize);
+                let full =
+                    q.depth >= self.max_len + room || (room == 0 && q.bytes > 0 && q.bytes + len > self.max_bytes);
+                if full && !replay {
+                    return Err(PushError::Full);
+                }
                 q.items.push_back(Outbound::Text(frame));
+                q.depth += 1;
+                q.bytes += len;
             }
             q.high_water = q.high_water.max(q.depth);
             Fill {
