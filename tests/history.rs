@@ -316,3 +316,35 @@ async fn operators_read_a_topics_history_and_broadcasts_get_offsets() {
     assert_eq!(printed["messages"][0]["offset"], 7);
     assert_eq!(printed["messages"][1]["frame"]["from"], "admin");
 }
+
+#[tokio::test]
+async fn a_client_gets_one_replay_at_a_time() {
+    let server = server(200, |_| {}).await;
+    let mut publisher = server.client().await;
+    let mut probe = server.client().await;
+    let epoch = subscribe(&mut probe, "t", None).await["epoch"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // 6 MB of history: more than any socket buffers between the server
+    // and a client that does not read.
+    let big = "x".repeat(60_000);
+    for i in 0..100 {
+        let ack = publisher
+            .request(json!({"type":"publish","topic":"t","data":big,"id":i}))
+            .await;
+        assert_eq!(ack["offset"], i + 1);
+    }
+    let busy = "wshub_history_recoveries_total{result=\"not_recovered\",cause=\"busy\"}";
+    let before = metric(server.metrics, busy).await;
+    let (mut stalled, _) = WsClient::stalled(server.ws, "other").await;
+    let since = json!({"type":"subscribe","topic":"t","since":{"offset":0,"epoch":epoch}});
+    stalled.send(since.clone()).await;
+    stalled.send(since).await;
+    // The second comes while the first replay is still queued: refused,
+    // so what one client holds past its limits stays one replay.
+    eventually(common::WAIT, "the second recovery refused as busy", || async {
+        metric(server.metrics, busy).await >= before + 1.0
+    })
+    .await;
+}

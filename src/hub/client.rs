@@ -236,6 +236,11 @@ impl Shared {
         self.push(frames.into_iter(), true)
     }
 
+    /// Whether a replay queued for this client is not written yet.
+    pub fn replaying(&self) -> bool {
+        self.queue().replayed > 0
+    }
+
     /// Queues frames under one lock, then wakes the writer; a live frame
     /// (`replay` false) only within the limits.
     fn push(&self, frames: impl ExactSizeIterator<Item = Utf8Bytes>, replay: bool) -> Result<Fill, PushError> {

@@ -6,6 +6,7 @@ use super::*;
 use crate::metrics::DropReason;
 use std::time::Instant;
 
+use super::history::NotRecovered;
 use crate::protocol::{self, ErrorCode, RequestError, RequestId, Since};
 
 impl Hub {
@@ -129,7 +130,14 @@ impl Hub {
     /// newer (the hub does nothing else meanwhile), all or none.
     fn subscribed(&mut self, id: ClientId, topic: &Topic, request: Option<RequestId>, since: Option<Since>) {
         let now = Instant::now();
-        let replay = since.map(|since| self.history.recover(topic, &since, now));
+        let mut replay = since.map(|since| self.history.recover(topic, &since, now));
+        // One replay at a time per client, so what it queues past its
+        // limits stays within one --recovery-max.
+        if let Some(Ok(frames)) = &replay {
+            if !frames.is_empty() && self.clients.get(&id).is_some_and(|e| e.tx.replaying()) {
+                replay = Some(Err(NotRecovered::Busy));
+            }
+        }
         if let Some(replay) = &replay {
             metrics::history::recovery(replay.as_ref().map(Vec::len).map_err(|cause| cause.as_str()));
         }

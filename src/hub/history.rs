@@ -63,10 +63,19 @@ pub enum NotRecovered {
     Ahead,
     /// The topic keeps no history.
     NoHistory,
+    /// An earlier replay to this client is still being written.
+    Busy,
 }
 
 impl NotRecovered {
-    pub const ALL: [NotRecovered; 5] = [Self::Epoch, Self::Trimmed, Self::TooMany, Self::Ahead, Self::NoHistory];
+    pub const ALL: [NotRecovered; 6] = [
+        Self::Epoch,
+        Self::Trimmed,
+        Self::TooMany,
+        Self::Ahead,
+        Self::NoHistory,
+        Self::Busy,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -75,6 +84,7 @@ impl NotRecovered {
             Self::TooMany => "too_many",
             Self::Ahead => "ahead",
             Self::NoHistory => "no_history",
+            Self::Busy => "busy",
         }
     }
 }

@@ -45,6 +45,8 @@ pub struct Presence {
     waiting: HashMap<(Topic, Box<str>), u32>,
     /// (topic, user) → leaves of it waiting that a join cancelled.
     cancelled: HashMap<(Topic, Box<str>), u32>,
+    /// Topic → user → its clients subscribed: `presence_stats` in O(1).
+    users: HashMap<Topic, HashMap<Box<str>, u32>>,
 }
 
 /// Takes one from a count, forgetting it at zero; whether there was one.
@@ -99,15 +101,9 @@ impl Hub {
         }
         let members = self.topics.get(&topic).map(|m| m.values()).into_iter().flatten();
         let frame = if stats {
-            let mut users = HashSet::new();
-            let mut clients = 0;
-            for tx in members {
-                clients += 1;
-                if !tx.user().is_empty() {
-                    users.insert(tx.user());
-                }
-            }
-            protocol::presence_stats(request.as_ref(), &topic, clients, users.len())
+            let clients = self.topics.get(&topic).map_or(0, HashMap::len);
+            let users = self.presence.users.get(&topic).map_or(0, HashMap::len);
+            protocol::presence_stats(request.as_ref(), &topic, clients, users)
         } else {
             let total = self.topics.get(&topic).map_or(0, HashMap::len);
             let listed: Vec<(String, &str)> = members
@@ -133,6 +129,10 @@ impl Hub {
         }
         let Some(entry) = self.clients.get(&id) else { return };
         let user: Box<str> = entry.tx.user().into();
+        if !user.is_empty() {
+            let users = self.presence.users.entry(topic.clone()).or_default();
+            *users.entry(user.clone()).or_default() += 1;
+        }
         // The same user back within the grace: its leave and this join
         // cancel out.
         if !user.is_empty() {
@@ -155,6 +155,17 @@ impl Hub {
             watchers.remove(&id);
             if watchers.is_empty() {
                 self.presence.watchers.remove(topic);
+            }
+        }
+        if let Some(users) = self.presence.users.get_mut(topic) {
+            if let Some(n) = users.get_mut(user) {
+                *n -= 1;
+                if *n == 0 {
+                    users.remove(user);
+                }
+            }
+            if users.is_empty() {
+                self.presence.users.remove(topic);
             }
         }
         if user.is_empty() {
