@@ -14,6 +14,7 @@ pub mod code {
     pub const SERVICE_RESTART: u16 = 1012;
     pub const KICKED: u16 = 4000;
     pub const SLOW_CONSUMER: u16 = 4008;
+    pub const HISTORY_LOST: u16 = 4010;
     pub const RATE_LIMITED: u16 = 4029;
 }
 
@@ -37,10 +38,14 @@ pub enum DisconnectReason {
     InternalError,
     /// Writing to the socket failed (before: counted as `read_error`).
     WriteError,
+    /// In a cluster, messages on a topic with history could not be fetched
+    /// to fill a gap (or the history was lost): the client resubscribes
+    /// with `since` and learns whether it can recover.
+    HistoryLost,
 }
 
 impl DisconnectReason {
-    pub const ALL: [DisconnectReason; 13] = [
+    pub const ALL: [DisconnectReason; 14] = [
         Self::ClientClose,
         Self::ReadError,
         Self::PingTimeout,
@@ -54,6 +59,7 @@ impl DisconnectReason {
         Self::RateLimited,
         Self::InternalError,
         Self::WriteError,
+        Self::HistoryLost,
     ];
 
     /// The label value in metrics and the `reason` of admin events.
@@ -72,6 +78,7 @@ impl DisconnectReason {
             Self::RateLimited => "rate_limited",
             Self::InternalError => "internal_error",
             Self::WriteError => "write_error",
+            Self::HistoryLost => "history_lost",
         }
     }
 }
@@ -191,6 +198,16 @@ impl Closing {
             DisconnectReason::RateLimited,
             code::RATE_LIMITED,
             "too many control frames",
+        )
+    }
+
+    /// A topic's subscribers on this node missed messages the stream could
+    /// not give back: they come back with `since` to learn what they lost.
+    pub fn history_lost() -> Self {
+        Self::with_frame(
+            DisconnectReason::HistoryLost,
+            code::HISTORY_LOST,
+            "missed messages; resubscribe with since",
         )
     }
 

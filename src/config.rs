@@ -431,9 +431,6 @@ impl Config {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                 return Err(ConfigError::BackplaneUrl);
             }
-            if self.history.history_size > 0 {
-                return Err(ConfigError::HistoryWithBackplane);
-            }
             if !self.history.presence_topics.is_empty() {
                 return Err(ConfigError::PresenceWithBackplane);
             }
@@ -494,8 +491,6 @@ pub enum ConfigError {
     BackplaneUrl,
     #[error("--idle-timeout must be longer than a non-zero --ping-interval")]
     IdleTimeout,
-    #[error("--history-size with --backplane needs history kept in Redis, which this version does not have yet: history is one node's alone for now")]
-    HistoryWithBackplane,
     #[error("--presence-topics with --backplane needs presence kept in Redis, which this version does not have yet: presence is one node's alone for now")]
     PresenceWithBackplane,
     #[error("--recovery-max must be at most 10000")]

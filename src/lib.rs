@@ -113,6 +113,10 @@ fn join_cluster(
     if cluster.backplane_required {
         lifecycle.require_backplane();
     }
+    let limits = (config.history.history_size > 0).then_some(backplane::StreamLimits {
+        size: config.history.history_size,
+        ttl: config.history.history_ttl,
+    });
     let config = backplane::cluster::ClusterConfig {
         node: node.clone(),
         presence_ttl: cluster.backplane_presence_ttl,
@@ -121,11 +125,13 @@ fn join_cluster(
         // deadline, so a partial answer (not DEADLINE_EXCEEDED) comes back.
         deadline: config.admin_deadline * 3 / 4,
         supervisor: supervisor.clone(),
+        history: (config.history.history_size > 0).then(|| config.history.history_topics.clone()),
     };
     let queue_len = cluster.backplane_queue_len;
+
     let engine_stop = stop.clone();
     let joined = backplane::Cluster::join(
-        |inbound| backplane::redis::Redis::start(url, queue_len, inbound, engine_stop, supervisor),
+        |inbound| backplane::redis::Redis::start(url, queue_len, limits, inbound, engine_stop, supervisor),
         hub_handle.clone(),
         config,
         lifecycle.clone(),

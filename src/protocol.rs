@@ -30,10 +30,13 @@ pub enum ErrorCode {
     Forbidden,
     RateLimited,
     PresenceDisabled,
+    /// In a cluster, a publish to a topic with history that the backplane
+    /// did not number in time.
+    Unavailable,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 8] = [
+    pub const ALL: [ErrorCode; 9] = [
         Self::BadRequest,
         Self::UnknownType,
         Self::InvalidTopic,
@@ -42,6 +45,7 @@ impl ErrorCode {
         Self::Forbidden,
         Self::RateLimited,
         Self::PresenceDisabled,
+        Self::Unavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +58,7 @@ impl ErrorCode {
             Self::Forbidden => "forbidden",
             Self::RateLimited => "rate_limited",
             Self::PresenceDisabled => "presence_disabled",
+            Self::Unavailable => "unavailable",
         }
     }
 }

@@ -331,10 +331,6 @@ async fn client_ids_are_not_reused_across_restarts_of_a_named_node() {
 async fn history_settings_that_cannot_work_stop_the_process_at_start() {
     for (args, says) in [
         (
-            &["--history-size", "10", "--backplane", "redis://127.0.0.1:1"][..],
-            "history is one node's alone for now",
-        ),
-        (
             &["--history-size", "10", "--recovery-max", "10001"][..],
             "at most 10000",
         ),

@@ -38,6 +38,10 @@ pub enum AdminError {
     DrainRunning,
     #[error("the hub is shutting down")]
     Unavailable,
+    #[error("{0}")]
+    Backplane(String),
+    #[error("exclude_client_ids cannot be used on a topic with history in a cluster: the one numbered message goes to every node")]
+    ExcludeWithHistory,
     #[error("node {0}, which holds the client, did not answer; try again")]
     NodeUnavailable(String),
     #[error("the hub did not answer within the server's deadline of {0:?}")]
@@ -50,6 +54,7 @@ impl From<HubError> for AdminError {
             HubError::ShuttingDown | HubError::Refused(_) => AdminError::Unavailable,
             HubError::NotFound(id) => AdminError::NotFound(id.to_string()),
             HubError::Timeout(deadline) => AdminError::DeadlineExceeded(deadline),
+            e @ HubError::Backplane(_) => AdminError::Backplane(e.to_string()),
         }
     }
 }
@@ -68,11 +73,14 @@ impl From<AdminError> for Status {
             | AdminError::LimitTooLarge(_)
             | AdminError::NoTarget
             | AdminError::Missing(_)
-            | AdminError::InvalidDeadline => Status::invalid_argument(message),
+            | AdminError::InvalidDeadline
+            | AdminError::ExcludeWithHistory => Status::invalid_argument(message),
             AdminError::NotFound(_) | AdminError::NoHistory(_) => Status::not_found(message),
             AdminError::Unauthenticated => Status::unauthenticated(message),
             AdminError::DrainRunning => Status::failed_precondition(message),
-            AdminError::Unavailable | AdminError::NodeUnavailable(_) => Status::unavailable(message),
+            AdminError::Unavailable | AdminError::NodeUnavailable(_) | AdminError::Backplane(_) => {
+                Status::unavailable(message)
+            }
             AdminError::DeadlineExceeded(_) => Status::deadline_exceeded(message),
         }
     }
@@ -96,6 +104,8 @@ mod tests {
             (AdminError::LimitTooLarge(1001), Code::InvalidArgument),
             (AdminError::NoHistory("t".into()), Code::NotFound),
             (AdminError::NoTarget, Code::InvalidArgument),
+            (AdminError::ExcludeWithHistory, Code::InvalidArgument),
+            (AdminError::Backplane("x".into()), Code::Unavailable),
             (AdminError::Missing("client_id"), Code::InvalidArgument),
             (AdminError::InvalidDeadline, Code::InvalidArgument),
             (AdminError::NotFound("c-1".into()), Code::NotFound),

@@ -98,6 +98,9 @@ impl Admin for AdminService {
             .iter()
             .filter_map(|id| id.parse().ok())
             .collect();
+        if !exclude.is_empty() && self.cluster.numbers(topic.as_ref()) {
+            return Err(AdminError::ExcludeWithHistory.into());
+        }
         let gathered = self
             .cluster
             .broadcast(topic.clone(), frame, &exclude)

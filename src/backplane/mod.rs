@@ -47,6 +47,48 @@ pub struct Inbound {
     pub payload: Bytes,
 }
 
+/// A publish to a topic with history, for the engine to number: it gives
+/// the message the topic's next offset, keeps it in the topic's stream and
+/// sends it to every node (this one included) with its offset and epoch,
+/// in one step.
+#[derive(Debug)]
+pub struct Numbered {
+    pub topic: Topic,
+    /// The publishing node and its token for this publish (0: it waits for
+    /// no confirmation): `<node> <token>`, handed back with the message.
+    pub origin: Bytes,
+    pub frame: Bytes,
+}
+
+/// What a topic's stream holds after an offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRead {
+    pub epoch: String,
+    /// The topic's latest offset.
+    pub offset: u64,
+    /// Kept messages after the offset asked for, oldest first (none when
+    /// the read was all or nothing and more were asked for than allowed).
+    pub entries: Vec<StreamEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamEntry {
+    pub offset: u64,
+    pub frame: Bytes,
+    /// The publish's `origin` when it waited for a confirmation, else empty.
+    pub origin: Bytes,
+}
+
+/// What the engine keeps of each topic with history.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamLimits {
+    /// Messages per topic.
+    pub size: usize,
+    /// A message older than this is not replayed; a stream not published
+    /// to for this long is removed.
+    pub ttl: Duration,
+}
+
 /// A live node as presence shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Presence {
@@ -63,6 +105,20 @@ pub trait Engine: Send + Sync + 'static {
     /// Queues `payload` for `channel`; false if it was dropped (the
     /// outbound queue is full, or the engine is disconnected).
     fn publish(&self, channel: Channel, payload: Bytes) -> bool;
+    /// Queues a publish to a topic with history (see [`Numbered`]); false
+    /// if it was dropped, as for [`Engine::publish`].
+    fn publish_numbered(&self, message: Numbered) -> bool;
+    /// Reads a topic's stream after offset `after`, at most `limit`
+    /// messages; with `whole`, none at all when more than `limit` follow.
+    /// A topic without a stream gets one (offset 0, a new epoch), so its
+    /// epoch is known before its first publish.
+    fn read_stream(
+        &self,
+        topic: &Topic,
+        after: u64,
+        limit: usize,
+        whole: bool,
+    ) -> BoxFuture<'_, Result<StreamRead, EngineError>>;
     /// Starts or stops listening to `channel`; kept across reconnects.
     fn listen(&self, channel: Channel, on: bool);
     /// Tears the subscription down and sets it up again: the canary found it

@@ -292,7 +292,7 @@ impl From<Stats> for hub::Stats {
             traffic: s.traffic.into(),
             slow_consumer_evictions: s.slow_consumer_evictions,
             uptime: s.uptime,
-            // History is one node's alone (refused with a backplane).
+            // In a cluster, history is kept in the backplane, not by nodes.
             history: (0, 0, 0),
         }
     }

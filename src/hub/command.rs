@@ -82,7 +82,7 @@ pub enum Command {
         topic: Topic,
         since: u64,
         limit: usize,
-        respond: oneshot::Sender<Option<HistoryPage>>,
+        respond: oneshot::Sender<Result<Option<HistoryPage>, HubError>>,
     },
     Watch {
         respond: oneshot::Sender<broadcast::Receiver<Event>>,
@@ -108,10 +108,22 @@ pub struct Publish {
     pub from: Option<ClientId>,
     pub request: Option<RequestId>,
     pub exclude: HashSet<ClientId>,
-    pub respond: Option<oneshot::Sender<Delivery>>,
+    pub respond: Option<oneshot::Sender<Result<Delivery, HubError>>>,
+    /// Set when the backplane numbered this publish (a topic with history
+    /// in a cluster): the frame carries the offset already.
+    pub numbered: Option<Numbered>,
     /// The share of the hub channel's byte budget this publish holds until
     /// the hub has fanned it out (set by [`super::HubHandle`]).
     pub budget: Option<OwnedSemaphorePermit>,
+}
+
+/// A publish the backplane numbered, as it comes back to a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Numbered {
+    pub offset: u64,
+    /// This node's token for its own publish (0: someone else's, or no one
+    /// waits for it).
+    pub token: u64,
 }
 
 /// What a fan-out did.

@@ -129,6 +129,9 @@ impl Hub {
     /// whether the missed messages follow; they go next, before anything
     /// newer (the hub does nothing else meanwhile), all or none.
     fn subscribed(&mut self, id: ClientId, topic: &Topic, request: Option<RequestId>, since: Option<Since>) {
+        if self.remote.on && self.history.covers(topic) {
+            return self.read_for(id, topic, request, since);
+        }
         let now = Instant::now();
         let mut replay = since.map(|since| self.history.recover(topic, &since, now));
         // One replay at a time per client, so what it queues past its
@@ -183,6 +186,7 @@ impl Hub {
             request,
             exclude,
             respond,
+            numbered,
             budget: _budget,
         } = publish;
         if from.is_some_and(|id| !self.clients.contains_key(&id)) {
@@ -194,7 +198,9 @@ impl Hub {
         // On a topic with history the message gets its offset, and every
         // recipient the frame that carries it.
         let (frame, offset) = match &topic {
-            Some(t) if self.history.covers(t) => {
+            // Numbered by the backplane: the frame carries its offset.
+            _ if numbered.is_some() => (frame, numbered.map(|n| n.offset)),
+            Some(t) if self.history.covers(t) && !self.remote.on => {
                 let (offset, frame) = self.history.append(t, &frame, Instant::now());
                 (frame, Some(offset))
             }
@@ -206,10 +212,28 @@ impl Hub {
         };
         let mut closed = 0;
         let mut peak = self.peak;
+        // Subscribers waiting for a stream read get this later, in order.
+        let hold = match (&topic, numbered) {
+            (Some(topic), Some(n)) if !self.remote.pending.is_empty() => Some((topic, n.offset)),
+            _ => None,
+        };
+        let held_max = self.config.send_queue_len;
         {
+            let remote = &mut self.remote;
             let mut deliver = |id: &ClientId, tx: &ClientTx| {
                 if exclude.contains(id) {
                     return;
+                }
+                if let Some((topic, offset)) = hold {
+                    match remote.hold(id, topic, offset, &frame, held_max) {
+                        Ok(true) => return,
+                        Ok(false) => {}
+                        Err(()) => {
+                            delivery.dropped += 1;
+                            self.evict.push(*id);
+                            return;
+                        }
+                    }
                 }
                 match tx.try_push(frame.clone()) {
                     Ok(fill) => {
@@ -250,7 +274,10 @@ impl Hub {
             }
         }
         if let Some(respond) = respond {
-            let _ = respond.send(delivery);
+            let _ = respond.send(Ok(delivery));
+        }
+        if let Some(n) = numbered.filter(|n| n.token != 0) {
+            self.confirmed(n.token, delivery);
         }
     }
 }

@@ -140,10 +140,11 @@ impl HubHandle {
                 request: None,
                 exclude,
                 respond: Some(respond),
+                numbered: None,
                 budget: None,
             })
         })
-        .await
+        .await?
     }
 
     /// Queues a frame for one client; `Ok(false)`: it was not queued.
@@ -179,7 +180,7 @@ impl HubHandle {
             limit,
             respond,
         })
-        .await
+        .await?
     }
 
     pub async fn watch(&self) -> Result<broadcast::Receiver<Event>, HubError> {

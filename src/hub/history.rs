@@ -63,18 +63,22 @@ pub enum NotRecovered {
     Ahead,
     /// The topic keeps no history.
     NoHistory,
-    /// An earlier replay to this client is still being written.
+    /// An earlier replay to this client is still being written (or, in a
+    /// cluster, the node has too many stream reads in flight).
     Busy,
+    /// In a cluster: the backplane's stream could not be read in time.
+    Unavailable,
 }
 
 impl NotRecovered {
-    pub const ALL: [NotRecovered; 6] = [
+    pub const ALL: [NotRecovered; 7] = [
         Self::Epoch,
         Self::Trimmed,
         Self::TooMany,
         Self::Ahead,
         Self::NoHistory,
         Self::Busy,
+        Self::Unavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -85,6 +89,7 @@ impl NotRecovered {
             Self::Ahead => "ahead",
             Self::NoHistory => "no_history",
             Self::Busy => "busy",
+            Self::Unavailable => "unavailable",
         }
     }
 }
@@ -403,6 +408,32 @@ impl History {
     pub fn usage(&self) -> (usize, usize, usize) {
         (self.logs.len(), self.messages, self.bytes)
     }
+}
+
+/// What a client that last saw `since` missed, from a read of the topic's
+/// history in a cluster (`page`: the topic's position and what it keeps
+/// after `since`): all of it, in order, or why not.
+pub fn replay_of(page: &super::HistoryPage, since: &Since, recovery_max: u64) -> Result<Vec<Utf8Bytes>, NotRecovered> {
+    if *since.epoch != *page.epoch {
+        return Err(NotRecovered::Epoch);
+    }
+    if since.offset > page.offset {
+        return Err(NotRecovered::Ahead);
+    }
+    let missed = page.offset - since.offset;
+    if missed > recovery_max {
+        return Err(NotRecovered::TooMany);
+    }
+    let complete = page.messages.len() as u64 == missed
+        && page
+            .messages
+            .iter()
+            .zip(since.offset + 1..)
+            .all(|((offset, _), expected)| *offset == expected);
+    if !complete {
+        return Err(NotRecovered::Trimmed);
+    }
+    Ok(page.messages.iter().map(|(_, frame)| frame.clone()).collect())
 }
 
 /// Removes a log's oldest message; returns the bytes it held.

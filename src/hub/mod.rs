@@ -15,10 +15,12 @@ mod handle;
 mod history;
 mod presence;
 mod query;
+mod remote;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
 
+use futures_util::future::BoxFuture;
 use tokio::sync::{broadcast, mpsc};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -45,6 +47,10 @@ pub enum HubError {
     /// A drain or shutdown has started: no new clients; close with this.
     #[error("the hub takes no new clients")]
     Refused(Closing),
+    /// The backplane did not do what a topic with history needs (number a
+    /// publish, read a stream) in time.
+    #[error("the backplane is unavailable: {0}")]
+    Backplane(String),
 }
 
 /// Where the hub hands on what other nodes must see: with a backplane,
@@ -56,6 +62,21 @@ pub trait Relay: Send + Sync + 'static {
     /// This node's interest in a topic: on at its first local subscriber,
     /// off after its last leaves.
     fn interest(&self, topic: &Topic, on: bool);
+    /// A publish to a topic with history, for the backplane to number and
+    /// send to every node, this one included: it is fanned out here when it
+    /// comes back with its offset, named by `token` (0: no one waits for
+    /// it). False: it was dropped (the backplane is down or behind).
+    fn publish_numbered(&self, topic: &Topic, frame: &Utf8Bytes, token: u64) -> bool;
+    /// Reads what a topic's history keeps after `after`: at most `limit`
+    /// messages, or (with `whole`) none when more follow. Frames carry
+    /// their offsets. The hub does not wait for it: it runs elsewhere.
+    fn read(
+        &self,
+        topic: &Topic,
+        after: u64,
+        limit: usize,
+        whole: bool,
+    ) -> BoxFuture<'static, Result<HistoryPage, HubError>>;
 }
 
 /// The hub's limits.
@@ -129,6 +150,10 @@ pub struct Hub {
     at_topic_limit: bool,
     /// Other nodes, when there is a backplane.
     relay: Option<std::sync::Arc<dyn Relay>>,
+    /// History kept by the backplane: publishes waiting to come back
+    /// numbered, subscribes waiting for their stream read.
+    remote: remote::Remote,
+    reads_done: mpsc::Receiver<remote::ReadDone>,
     metrics: &'static Handles,
 }
 
@@ -146,6 +171,7 @@ impl Hub {
             let trims = history::Trim::ALL.map(history::Trim::as_str);
             metrics::history::start(&causes, &trims);
         }
+        let (remote, reads_done) = remote::Remote::new();
         let hub = Hub {
             rx,
             control,
@@ -164,6 +190,8 @@ impl Hub {
             overflowed: false,
             at_topic_limit: false,
             relay: None,
+            remote,
+            reads_done,
             metrics,
         };
         (hub, handle)
@@ -172,6 +200,8 @@ impl Hub {
     /// Hands clients' publishes and topic interest on to other nodes.
     pub fn set_relay(&mut self, relay: std::sync::Arc<dyn Relay>) {
         self.relay = Some(relay);
+        // With other nodes, topics' history is the backplane's.
+        self.remote.on = self.config.history.size > 0;
     }
 
     /// Runs until every handle is dropped and both channels are empty.
@@ -192,7 +222,9 @@ impl Hub {
                     self.sample_queues();
                     self.sample_history();
                     self.presence_due(Instant::now());
+                    self.confirm_due(Instant::now());
                 }
+                Some(done) = self.reads_done.recv() => self.read_done(done),
                 command = self.rx.recv(), if data_open => match command {
                     Some(command) => self.handle(command),
                     None => data_open = false,
@@ -227,6 +259,7 @@ impl Hub {
                 stats,
             } => self.presence(id, topic, request, stats),
             Command::Unsubscribe { id, topic, request } => self.unsubscribe(id, topic, request),
+            Command::Publish(publish) if self.numbers(&publish) => self.number(publish),
             Command::Publish(publish) => {
                 self.relay(&publish);
                 self.publish(publish)
@@ -261,8 +294,13 @@ impl Hub {
                 limit,
                 respond,
             } => {
-                let page = self.history.page(&topic, since, limit, Instant::now());
-                let _ = respond.send(page);
+                if self.remote.on && self.history.covers(&topic) {
+                    self.read_for_admin(&topic, since, limit, respond);
+                } else if self.remote.on {
+                    let _ = respond.send(Ok(None));
+                } else {
+                    let _ = respond.send(Ok(self.history.page(&topic, since, limit, Instant::now())));
+                }
             }
             Command::Watch { respond } => {
                 let _ = respond.send(self.events.subscribe());
@@ -333,6 +371,7 @@ impl Hub {
     /// Takes a client out of the registry and its topics.
     fn remove(&mut self, id: ClientId) -> Option<Entry> {
         let entry = self.clients.remove(&id)?;
+        self.remote.pending.remove(&id);
         for topic in &entry.topics {
             self.leave(topic, id);
             self.left(id, topic, entry.tx.user());

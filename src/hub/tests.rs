@@ -40,6 +40,7 @@ fn publish(topic: Option<&str>, text: &'static str) -> Command {
         request: None,
         exclude: HashSet::new(),
         respond: None,
+        numbered: None,
         budget: None,
     })
 }
@@ -467,6 +468,13 @@ impl Relay for Recorded {
     }
     fn interest(&self, topic: &Topic, on: bool) {
         self.0.lock().unwrap().push(format!("interest {topic} {on}"));
+    }
+    fn publish_numbered(&self, topic: &Topic, frame: &Utf8Bytes, token: u64) -> bool {
+        self.0.lock().unwrap().push(format!("numbered {topic} {token} {frame}"));
+        true
+    }
+    fn read(&self, _: &Topic, _: u64, _: usize, _: bool) -> BoxFuture<'static, Result<HistoryPage, HubError>> {
+        Box::pin(async { Err(HubError::Backplane("no streams here".into())) })
     }
 }
 

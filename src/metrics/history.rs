@@ -9,6 +9,8 @@ pub const HISTORY_TOPICS: &str = "wshub_history_topics";
 pub const HISTORY_MESSAGES: &str = "wshub_history_messages";
 pub const HISTORY_BYTES: &str = "wshub_history_bytes";
 pub const HISTORY_TRIMMED_TOTAL: &str = "wshub_history_trimmed_total";
+pub const HISTORY_GAPS_TOTAL: &str = "wshub_history_gaps_total";
+pub const BACKPLANE_SCRIPT_SECONDS: &str = "wshub_backplane_script_seconds";
 
 /// Describes the series and creates them at zero: `causes` are the
 /// reasons a recovery fails, `trims` the reasons kept messages go.
@@ -37,6 +39,13 @@ pub fn start(causes: &[&'static str], trims: &[&'static str]) {
     metrics::counter!(HISTORY_RECOVERIES_TOTAL, "result" => "recovered").absolute(0);
     for cause in causes {
         metrics::counter!(HISTORY_RECOVERIES_TOTAL, "result" => "not_recovered", "cause" => *cause).absolute(0);
+    }
+    describe_counter!(
+        HISTORY_GAPS_TOTAL,
+        "In a cluster: gaps in a topic's offsets as messages arrived from the backplane, by result: filled (fetched from the stream in time) or failed (the topic's subscribers here were closed with 4010)."
+    );
+    for result in ["filled", "failed"] {
+        metrics::counter!(HISTORY_GAPS_TOTAL, "result" => result).absolute(0);
     }
     metrics::counter!(HISTORY_REPLAYED_TOTAL).absolute(0);
     for trim in trims {
@@ -67,4 +76,10 @@ pub fn usage(topics: usize, messages: usize, bytes: usize) {
 /// Sets the trimmed counters to the hub's totals.
 pub fn trimmed(reason: &'static str, total: u64) {
     metrics::counter!(HISTORY_TRIMMED_TOTAL, "reason" => reason).absolute(total);
+}
+
+/// A gap in a topic's offsets, filled from the stream or not.
+pub fn gap(filled: bool) {
+    let result = if filled { "filled" } else { "failed" };
+    metrics::counter!(HISTORY_GAPS_TOTAL, "result" => result).increment(1);
 }

@@ -245,10 +245,12 @@ pub enum BackplaneError {
     /// canary found it silent): what other nodes published until it was
     /// back did not reach this node's clients.
     SubscriptionLost,
+    /// Reading a topic's history stream failed or timed out.
+    History,
 }
 
 impl BackplaneError {
-    pub const ALL: [BackplaneError; 10] = [
+    pub const ALL: [BackplaneError; 11] = [
         Self::Connect,
         Self::Publish,
         Self::Subscribe,
@@ -259,6 +261,7 @@ impl BackplaneError {
         Self::NodeIdConflict,
         Self::Auth,
         Self::SubscriptionLost,
+        Self::History,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -273,6 +276,7 @@ impl BackplaneError {
             Self::NodeIdConflict => "node_id_conflict",
             Self::Auth => "auth",
             Self::SubscriptionLost => "subscription_lost",
+            Self::History => "history",
         }
     }
 }

@@ -276,6 +276,7 @@ fn handle_request<'a>(
             request: id,
             exclude: HashSet::new(),
             respond: None,
+            numbered: None,
             budget: None,
         }),
     };

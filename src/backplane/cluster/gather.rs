@@ -139,6 +139,17 @@ impl Cluster {
         frame: Utf8Bytes,
         exclude: &[ClientRef],
     ) -> Result<Gathered<Delivery>, HubError> {
+        // Numbered once, from here: the hub sends it to every node through
+        // the stream and answers when it comes back with its offset. Only
+        // this node's recipients are counted (exclude is refused earlier).
+        if self.numbers(topic.as_ref()) {
+            let delivery = self.hub.broadcast(topic, frame, Default::default()).await?;
+            return Ok(Gathered {
+                value: delivery,
+                nodes: vec![self.node.clone()],
+                missing: Vec::new(),
+            });
+        }
         let gathered = self
             .gather(None, |node| Op::Broadcast {
                 topic: topic.clone(),
@@ -153,7 +164,8 @@ impl Cluster {
                     Answer::Delivered(d) => Delivery {
                         recipients: sum.recipients + d.recipients,
                         dropped: sum.dropped + d.dropped,
-                        // History is one node's alone: this node's offset.
+                        // Not a topic with history in a cluster (those
+                        // are numbered once, above): a node's own offset.
                         offset: sum.offset.or(d.offset),
                     },
                     _ => sum,

@@ -16,6 +16,10 @@
 //! the one the origin already sent its own clients (encoded once), and the
 //! origin, which delivered locally at once, recognises its own message when
 //! Redis hands it back and skips it, so every client gets it exactly once.
+//! A message to a topic with history is numbered by the engine and comes
+//! back to every node, its origin included, as
+//! `<origin node>\n#<epoch> <offset> <token>\n<frame>`: every node fans it
+//! out only then, in offset order, filling a gap from the stream.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -53,6 +57,8 @@ pub struct ClusterConfig {
     pub deadline: Duration,
     /// Starts the cluster's tasks, so the server sees one fail.
     pub supervisor: Supervisor,
+    /// The topics with history (`--history-topics`), when history is on.
+    pub history: Option<crate::types::TopicPatterns>,
 }
 
 /// Answers gathered from the nodes asked.
@@ -138,7 +144,14 @@ pub struct Cluster {
     present: AtomicBool,
     up: AtomicBool,
     lifecycle: Lifecycle,
+    /// Per topic with history this node listens to: the epoch and latest
+    /// offset delivered here, so a gap is seen (and filled) as it comes.
+    tracked: Tracked,
 }
+
+/// Topic → (epoch, latest offset delivered); shared with the [`Outlet`],
+/// which forgets a topic when this node stops listening to it.
+type Tracked = Arc<Mutex<HashMap<Topic, (Box<str>, u64)>>>;
 
 impl Cluster {
     /// A node alone: admin calls run on the local hub only.
@@ -149,6 +162,7 @@ impl Cluster {
             heartbeat: Duration::ZERO,
             deadline: Duration::ZERO,
             supervisor: Supervisor::default(),
+            history: None,
         };
         Arc::new(Self::new(None, hub, config, lifecycle))
     }
@@ -170,6 +184,7 @@ impl Cluster {
             present: AtomicBool::new(false),
             up: AtomicBool::new(false),
             lifecycle,
+            tracked: Tracked::default(),
         }
     }
 
@@ -208,7 +223,15 @@ impl Cluster {
         Some(Arc::new(Outlet {
             node: self.node.clone(),
             engine,
+            tracked: self.tracked.clone(),
         }))
+    }
+
+    /// Whether a publish to `topic` is numbered by the backplane (a topic
+    /// with history in a cluster): it is sent once, from here, and not
+    /// asked of every node.
+    pub fn numbers(&self, topic: Option<&Topic>) -> bool {
+        self.engine.is_some() && topic.is_some_and(|t| self.config.history.as_ref().is_some_and(|h| h.matches(t)))
     }
 
     /// Whether this node is in a cluster (has a backplane).

@@ -3,6 +3,9 @@
 //! at once, publishes delivered into the hub in order.
 
 use super::*;
+use crate::hub::{HistoryPage, Numbered};
+use crate::protocol;
+use futures_util::future::BoxFuture;
 
 impl Cluster {
     /// Routes what the engine received, never waiting: control messages
@@ -35,10 +38,21 @@ impl Cluster {
                 metrics::backplane_error(BackplaneError::Decode);
                 continue;
             };
-            // This node's own publish coming back: its clients have it.
-            if origin == self.node.as_str().as_bytes() {
+            let mine = origin == self.node.as_str().as_bytes();
+            let Some((stamp, frame)) = open_stamp(frame) else {
+                metrics::backplane_error(BackplaneError::Decode);
+                continue;
+            };
+            // This node's own publish coming back: its clients have it,
+            // unless it was numbered (then every node waits for it).
+            if mine && stamp.is_none() {
                 continue;
             }
+            // Another node's token means nothing here.
+            let stamp = stamp.map(|s| Stamp {
+                token: if mine { s.token } else { 0 },
+                ..s
+            });
             // Its share of the hub's byte budget is taken here, before it
             // waits anywhere: what the hub has no room for is dropped and
             // counted, so another node's publishes are bounded in bytes as a
@@ -47,7 +61,7 @@ impl Cluster {
                 metrics::backplane_dropped(Dropped::Inbound, 1);
                 continue;
             };
-            if deliveries.try_send((topic, frame, budget)).is_err() {
+            if deliveries.try_send((topic, frame, budget, stamp)).is_err() {
                 metrics::backplane_dropped(Dropped::Inbound, 1);
             }
         }
@@ -90,13 +104,9 @@ impl Cluster {
 impl Cluster {
     /// Fans other nodes' publishes out here, in the order they came,
     /// waiting for room in the hub's channel (their bytes are reserved).
-    pub(super) async fn deliver(
-        self: Arc<Self>,
-        mut queued: mpsc::Receiver<(Option<Topic>, Bytes, OwnedSemaphorePermit)>,
-        stop: CancellationToken,
-    ) {
+    pub(super) async fn deliver(self: Arc<Self>, mut queued: mpsc::Receiver<Delivering>, stop: CancellationToken) {
         loop {
-            let (topic, frame, budget) = tokio::select! {
+            let (topic, frame, budget, stamp) = tokio::select! {
                 got = queued.recv() => match got {
                     Some(got) => got,
                     None => return,
@@ -107,21 +117,177 @@ impl Cluster {
                 metrics::backplane_error(BackplaneError::Decode);
                 continue;
             };
-            let publish = Publish {
-                topic,
-                frame,
-                source: Source::Backplane,
-                from: None,
-                request: None,
-                exclude: Default::default(),
-                respond: None,
-                budget: Some(budget),
+            let numbered = match (stamp, &topic) {
+                (None, _) => vec![(frame, None)],
+                (Some(stamp), Some(topic)) => {
+                    let in_order = tokio::select! {
+                        in_order = self.in_order(topic, stamp, frame) => in_order,
+                        _ = stop.cancelled() => return,
+                    };
+                    in_order
+                        .into_iter()
+                        .map(|(frame, numbered)| (protocol::with_offset(&frame, numbered.offset), Some(numbered)))
+                        .collect()
+                }
+                (Some(_), None) => {
+                    metrics::backplane_error(BackplaneError::Decode);
+                    continue;
+                }
             };
-            if self.hub.send(Command::Publish(publish)).await.is_err() {
-                return;
+            // The byte budget was taken for the message that came; the
+            // ones fetched to fill a gap before it ride along (at most GAP_MAX).
+            let mut budget = Some(budget);
+            for (frame, numbered) in numbered {
+                let publish = Publish {
+                    topic: topic.clone(),
+                    frame,
+                    source: Source::Backplane,
+                    from: None,
+                    request: None,
+                    exclude: Default::default(),
+                    respond: None,
+                    numbered,
+                    budget: budget.take(),
+                };
+                if self.hub.send(Command::Publish(publish)).await.is_err() {
+                    return;
+                }
             }
         }
     }
+
+    /// A numbered message, in its topic's order: what to deliver now,
+    /// oldest first. The next offset is delivered at once; one past a gap
+    /// after the missing ones, fetched from the stream within [`GAP_WAIT`]
+    /// (at most [`GAP_MAX`]). A gap that cannot be filled, or a new epoch
+    /// (the history was lost), closes the topic's subscribers here with
+    /// 4010 so they come back with `since`. An offset already delivered is
+    /// skipped.
+    async fn in_order(&self, topic: &Topic, stamp: Stamp, frame: Utf8Bytes) -> Vec<(Utf8Bytes, Numbered)> {
+        let numbered = |offset, token| Numbered { offset, token };
+        let last = {
+            let mut tracked = self.tracked.lock().unwrap_or_else(|e| e.into_inner());
+            let was = tracked.get(topic).cloned();
+            let newer = match &was {
+                Some((epoch, last)) => **epoch != *stamp.epoch || stamp.offset > *last,
+                None => true,
+            };
+            if newer {
+                tracked.insert(topic.clone(), (stamp.epoch.clone(), stamp.offset));
+            }
+            was
+        };
+        let this = (frame, numbered(stamp.offset, stamp.token));
+        let last = match last {
+            None => return vec![this],
+            Some((epoch, last)) if *epoch == *stamp.epoch => last,
+            Some(_) => {
+                metrics::history::gap(false);
+                self.history_lost(topic, "the topic's history began again (a new epoch)")
+                    .await;
+                return vec![this];
+            }
+        };
+        if stamp.offset <= last {
+            return Vec::new();
+        }
+        if stamp.offset == last + 1 {
+            return vec![this];
+        }
+        let missing = stamp.offset - last - 1;
+        match self.fill(topic, &stamp.epoch, last, missing).await {
+            Ok(mut filled) => {
+                metrics::history::gap(true);
+                filled.push(this);
+                filled
+            }
+            Err(why) => {
+                metrics::history::gap(false);
+                self.history_lost(topic, why).await;
+                vec![this]
+            }
+        }
+    }
+
+    /// Fetches offsets `last + 1 ..= last + missing` from the stream.
+    async fn fill(
+        &self,
+        topic: &Topic,
+        epoch: &str,
+        last: u64,
+        missing: u64,
+    ) -> Result<Vec<(Utf8Bytes, Numbered)>, &'static str> {
+        if missing > GAP_MAX {
+            return Err("the gap is larger than a fill fetches");
+        }
+        let engine = self.engine.as_ref().ok_or("no backplane")?;
+        let read = tokio::time::timeout(GAP_WAIT, engine.read_stream(topic, last, missing as usize, false))
+            .await
+            .map_err(|_| "the stream did not answer in time")?
+            .map_err(|_| "the stream could not be read")?;
+        if read.epoch != epoch {
+            return Err("the topic's history began again (a new epoch)");
+        }
+        let complete = read.entries.len() as u64 == missing
+            && read
+                .entries
+                .iter()
+                .zip(last + 1..)
+                .all(|(e, expected)| e.offset == expected);
+        if !complete {
+            return Err("the stream no longer keeps the missing messages");
+        }
+        let mine = format!("{} ", self.node);
+        read.entries
+            .into_iter()
+            .map(|e| {
+                let token = e
+                    .origin
+                    .strip_prefix(mine.as_bytes())
+                    .and_then(|t| std::str::from_utf8(t).ok()?.parse().ok())
+                    .unwrap_or(0);
+                let frame = Utf8Bytes::try_from(e.frame).map_err(|_| "a kept message is not UTF-8")?;
+                Ok((
+                    frame,
+                    Numbered {
+                        offset: e.offset,
+                        token,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Closes the topic's subscribers here (4010): they missed messages
+    /// that cannot be given to them in order.
+    async fn history_lost(&self, topic: &Topic, why: &str) {
+        tracing::warn!(%topic, why, "backplane: missed messages on a topic with history could not be fetched; closing its subscribers here with 4010 so they resubscribe with since");
+        if let Err(e) = self
+            .hub
+            .kick(KickTarget::Topic(topic.clone()), Closing::history_lost())
+            .await
+        {
+            tracing::debug!(error = %e, "backplane: could not close a topic's subscribers");
+        }
+    }
+}
+
+/// A publish on its way into the hub: its topic, frame, share of the hub's
+/// byte budget and, when numbered, its stamp.
+type Delivering = (Option<Topic>, Bytes, OwnedSemaphorePermit, Option<Stamp>);
+
+/// A gap larger than this is not fetched: the topic's subscribers are
+/// closed instead (4010).
+const GAP_MAX: u64 = 1000;
+/// How long a fill may take.
+const GAP_WAIT: Duration = Duration::from_secs(1);
+
+/// A numbered message's header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Stamp {
+    epoch: Box<str>,
+    offset: u64,
+    token: u64,
 }
 
 /// A publish's envelope, `<origin node>\n<frame>`: (origin, frame).
@@ -130,11 +296,33 @@ pub(super) fn open_envelope(payload: &Bytes) -> Option<(&[u8], Bytes)> {
     Some((&payload[..split], payload.slice(split + 1..)))
 }
 
+/// A numbered message's header line, `#<epoch> <offset> <token>\n`, if
+/// there is one, and the frame after it. `None`: a malformed header.
+pub(super) fn open_stamp(frame: Bytes) -> Option<(Option<Stamp>, Bytes)> {
+    if frame.first() != Some(&b'#') {
+        return Some((None, frame));
+    }
+    let split = frame.iter().position(|&b| b == b'\n')?;
+    let header = std::str::from_utf8(&frame[1..split]).ok()?;
+    let mut fields = header.split(' ');
+    let (epoch, offset, token) = (fields.next()?, fields.next()?, fields.next()?);
+    if fields.next().is_some() || epoch.is_empty() || epoch.len() > crate::protocol::MAX_EPOCH_LEN {
+        return None;
+    }
+    let stamp = Stamp {
+        epoch: epoch.into(),
+        offset: offset.parse().ok()?,
+        token: token.parse().ok()?,
+    };
+    Some((Some(stamp), frame.slice(split + 1..)))
+}
+
 /// The hub's way out to other nodes: the engine and this node's name, and
 /// no hub handle, so the hub does not keep itself alive through it.
 pub struct Outlet {
     pub(super) node: NodeId,
     pub(super) engine: Arc<dyn Engine>,
+    pub(super) tracked: Tracked,
 }
 
 impl Relay for Outlet {
@@ -152,5 +340,52 @@ impl Relay for Outlet {
 
     fn interest(&self, topic: &Topic, on: bool) {
         self.engine.listen(Channel::Topic(topic.clone()), on);
+        if !on {
+            self.tracked.lock().unwrap_or_else(|e| e.into_inner()).remove(topic);
+        }
+    }
+
+    fn publish_numbered(&self, topic: &Topic, frame: &Utf8Bytes, token: u64) -> bool {
+        let message = crate::backplane::Numbered {
+            topic: topic.clone(),
+            origin: format!("{} {token}", self.node).into(),
+            frame: Bytes::from(frame.clone()),
+        };
+        let sent = self.engine.publish_numbered(message);
+        if !sent {
+            metrics::backplane_dropped(Dropped::Outbound, 1);
+        }
+        sent
+    }
+
+    fn read(
+        &self,
+        topic: &Topic,
+        after: u64,
+        limit: usize,
+        whole: bool,
+    ) -> BoxFuture<'static, Result<HistoryPage, HubError>> {
+        let (engine, topic) = (self.engine.clone(), topic.clone());
+        Box::pin(async move {
+            let read = engine.read_stream(&topic, after, limit, whole).await.map_err(|e| {
+                metrics::backplane_error(BackplaneError::History);
+                HubError::Backplane(format!("reading the history of {topic}: {e}"))
+            })?;
+            let first = read.entries.first().map_or(read.offset + 1, |e| e.offset);
+            let messages = read
+                .entries
+                .into_iter()
+                .filter_map(|e| {
+                    let frame = Utf8Bytes::try_from(e.frame).ok()?;
+                    Some((e.offset, protocol::with_offset(&frame, e.offset)))
+                })
+                .collect();
+            Ok(HistoryPage {
+                epoch: read.epoch.into(),
+                offset: read.offset,
+                messages,
+                trimmed: after < read.offset && first > after + 1,
+            })
+        })
     }
 }

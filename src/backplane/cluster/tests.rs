@@ -20,6 +20,18 @@ impl Engine for Loopback {
         }
         true
     }
+    fn publish_numbered(&self, _: crate::backplane::Numbered) -> bool {
+        false
+    }
+    fn read_stream(
+        &self,
+        _: &Topic,
+        _: u64,
+        _: usize,
+        _: bool,
+    ) -> BoxFuture<'_, Result<crate::backplane::StreamRead, EngineError>> {
+        Box::pin(async { Err(EngineError::Answer("no streams on a loopback")) })
+    }
     fn listen(&self, _: Channel, _: bool) {}
     fn resubscribe(&self) {
         self.resubscribed.fetch_add(1, Ordering::Relaxed);
@@ -64,6 +76,7 @@ async fn the_canary_finds_a_silent_subscription_within_two_heartbeats() {
         heartbeat,
         deadline: Duration::from_secs(1),
         supervisor: Supervisor::default(),
+        history: None,
     };
     let engine = std::sync::OnceLock::new();
     let stop = CancellationToken::new();

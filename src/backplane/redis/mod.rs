@@ -11,10 +11,18 @@
 //!   channels the node listens to; after a reconnect (or when the canary
 //!   asks) it subscribes to all of them again (`subscriber.rs`).
 //!
-//! Names: `wshub:topic:{<topic>}`, `wshub:all`, `wshub:node:{<node>}`, and
-//! the key `wshub:nodes`. The braces are Redis Cluster hash tags, so each
-//! topic and node channel maps to one slot and sharded pub/sub
-//! (SSUBSCRIBE / SPUBLISH) can carry them later without renaming.
+//! Topics with history (`--history-*`) keep a stream each: a publish to one
+//! is numbered, kept and sent by one Lua script (`sender.rs`), and a read of
+//! what followed an offset is another ([`READ_SCRIPT`]).
+//!
+//! Names: `wshub:topic:{<topic>}`, `wshub:all`, `wshub:node:{<node>}`; the
+//! keys `wshub:nodes`, and per topic with history `wshub:history:{<topic>}`
+//! (the stream; entry ids `0-<offset>`) and `wshub:meta:{<topic>}` (its
+//! epoch and latest offset; it outlives the stream by a day, so a history
+//! that expired is told apart from one never begun). The braces are Redis
+//! Cluster hash tags, so a topic's channel and keys map to one slot and
+//! sharded pub/sub (SSUBSCRIBE / SPUBLISH) can carry them later without
+//! renaming.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,7 +36,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::{Channel, Engine, EngineError, Inbound, Presence};
+use super::{Channel, Engine, EngineError, Inbound, Numbered, Presence, StreamEntry, StreamLimits, StreamRead};
 use crate::metrics::{self, BackplaneError, Dropped};
 use crate::types::{NodeId, Topic};
 
@@ -62,6 +70,50 @@ table.insert(live, 1, tostring(now))
 return live
 ";
 
+/// How much longer a topic's meta (epoch, latest offset) lives than its stream.
+const META_LIFE: Duration = Duration::from_secs(24 * 3600);
+
+/// ARGV: topic, after, limit, whole (1/0), ttl (ms), meta TTL (ms). Answers
+/// [epoch, latest offset, offset, frame, origin, ...]: what the stream
+/// keeps after `after`, at most `limit` and none older than the TTL (all or
+/// nothing with `whole`). A topic with no meta gets one: offset 0 under a
+/// new epoch, and any stream left without one is dropped.
+const READ_SCRIPT: &str = r"
+local meta = 'wshub:meta:{' .. ARGV[1] .. '}'
+local stream = 'wshub:history:{' .. ARGV[1] .. '}'
+local t = redis.call('TIME')
+local epoch = redis.call('HGET', meta, 'epoch')
+if not epoch then
+  epoch = t[1] .. '-' .. t[2]
+  redis.call('DEL', stream)
+  redis.call('HSET', meta, 'epoch', epoch, 'offset', 0)
+  redis.call('PEXPIRE', meta, ARGV[6])
+end
+local last = tonumber(redis.call('HGET', meta, 'offset'))
+local out = {epoch, last}
+local after = tonumber(ARGV[2])
+if after >= last then return out end
+if ARGV[4] == '1' and last - after > tonumber(ARGV[3]) then return out end
+local oldest = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[5])
+for _, e in ipairs(redis.call('XRANGE', stream, '0-' .. (after + 1), '+', 'COUNT', ARGV[3])) do
+  local f = {}
+  for i = 1, #e[2], 2 do f[e[2][i]] = e[2][i + 1] end
+  if tonumber(f.t) >= oldest then
+    table.insert(out, string.sub(e[1], 3))
+    table.insert(out, f.f)
+    table.insert(out, f.o or '')
+  end
+end
+return out
+";
+
+/// What the sender takes from its queues.
+#[derive(Debug)]
+pub(super) enum Out {
+    Plain(Channel, Bytes),
+    Numbered(Numbered),
+}
+
 fn name(channel: &Channel) -> String {
     match channel {
         Channel::Topic(topic) => format!("wshub:topic:{{{topic}}}"),
@@ -85,12 +137,14 @@ fn parse_name(name: &str) -> Option<Channel> {
 pub struct Redis {
     client: redis::Client,
     /// Publishes waiting for the sender task.
-    outbox: mpsc::Sender<(Channel, Bytes)>,
+    outbox: mpsc::Sender<Out>,
     /// Control messages (requests, answers, the canary's heartbeat) waiting
     /// for the sender task, which takes them before any publish: a node
     /// busy publishing neither delays its canary (a false stall) nor its
     /// answers to other nodes.
-    control: mpsc::Sender<(Channel, Bytes)>,
+    control: mpsc::Sender<Out>,
+    /// What topics with history keep (`None`: history is off).
+    limits: Option<StreamLimits>,
     /// The connection for presence and the farewell; it reconnects by
     /// itself after a failure.
     conn: ConnectionManager,
@@ -149,6 +203,7 @@ impl Redis {
     pub fn start(
         url: &str,
         queue_len: usize,
+        limits: Option<StreamLimits>,
         inbound: mpsc::Sender<Inbound>,
         stop: CancellationToken,
         supervisor: &crate::shutdown::Supervisor,
@@ -167,6 +222,7 @@ impl Redis {
             client,
             outbox,
             control,
+            limits,
             conn,
             wanted: Mutex::new(HashSet::new()),
             changed: Notify::new(),
@@ -213,7 +269,41 @@ impl Engine for Redis {
             Channel::Node(_) => &self.control,
             _ => &self.outbox,
         };
-        queue.try_send((channel, payload)).is_ok()
+        queue.try_send(Out::Plain(channel, payload)).is_ok()
+    }
+
+    fn publish_numbered(&self, message: Numbered) -> bool {
+        self.limits.is_some()
+            && self.sender_up.load(Ordering::Relaxed)
+            && self.outbox.try_send(Out::Numbered(message)).is_ok()
+    }
+
+    fn read_stream(
+        &self,
+        topic: &Topic,
+        after: u64,
+        limit: usize,
+        whole: bool,
+    ) -> BoxFuture<'_, Result<StreamRead, EngineError>> {
+        let topic = topic.clone();
+        Box::pin(async move {
+            let limits = self.limits.ok_or(EngineError::Answer("no history configured"))?;
+            let mut conn = self.conn.clone();
+            let mut eval = redis::cmd("EVAL");
+            eval.arg(READ_SCRIPT)
+                .arg(0)
+                .arg(topic.as_str())
+                .arg(after)
+                .arg(limit.max(1))
+                .arg(if whole { "1" } else { "0" })
+                .arg(limits.ttl.as_millis() as u64)
+                .arg((limits.ttl + META_LIFE).as_millis() as u64);
+            let read = eval.query_async::<Vec<redis::Value>>(&mut conn);
+            let answer = tokio::time::timeout(IO_TIMEOUT, read)
+                .await
+                .map_err(|_| EngineError::Timeout)??;
+            parse_read(answer).ok_or(EngineError::Answer("a stream read not in the expected shape"))
+        })
     }
 
     fn listen(&self, channel: Channel, on: bool) {
@@ -276,6 +366,26 @@ impl Engine for Redis {
         let generation = self.subscription.load(Ordering::Relaxed);
         (generation != 0 && self.sender_up.load(Ordering::Relaxed)).then_some(generation)
     }
+}
+
+/// [`READ_SCRIPT`]'s answer.
+fn parse_read(answer: Vec<redis::Value>) -> Option<StreamRead> {
+    use redis::FromRedisValue;
+    let mut values = answer.into_iter();
+    let epoch = String::from_redis_value(values.next()?).ok()?;
+    let offset = u64::from_redis_value(values.next()?).ok()?;
+    let rest: Vec<redis::Value> = values.collect();
+    let entries = rest
+        .chunks_exact(3)
+        .map(|e| {
+            Some(StreamEntry {
+                offset: String::from_redis_value_ref(&e[0]).ok()?.parse().ok()?,
+                frame: Vec::<u8>::from_redis_value_ref(&e[1]).ok()?.into(),
+                origin: Vec::<u8>::from_redis_value_ref(&e[2]).ok()?.into(),
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(StreamRead { epoch, offset, entries })
 }
 
 #[cfg(test)]

@@ -33,18 +33,51 @@ const PIPELINES: usize = 8;
 /// before the sender gives up on it.
 const LATE: Duration = Duration::from_millis(IO_TIMEOUT.as_millis() as u64 / 2);
 
-/// ARGV: the deadline (Redis's clock, ms), then channel, payload, channel,
-/// payload... Publishes them all and answers 1, or none and answers 0 when
-/// the deadline has passed.
+/// ARGV: the deadline (Redis's clock, ms), history size, TTL (ms) and meta
+/// TTL (ms), then the messages: `channel, payload` for a plain publish, and
+/// `#topic, origin, frame` for one to a topic with history, which gets the
+/// topic's next offset (`HINCRBY` on its meta, where a missing epoch is
+/// begun), is kept in its stream under id `0-<offset>` with the time and
+/// its origin, and is sent as `<node>\n#<epoch> <offset> <token>\n<frame>`
+/// (origin is `<node> <token>`). Does all of it and answers 1, or nothing
+/// and answers 0 when the deadline has passed.
 const SEND_SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if now > tonumber(ARGV[1]) then return 0 end
-for i = 2, #ARGV, 2 do redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end
+local i = 5
+while i <= #ARGV do
+  local c = ARGV[i]
+  if string.byte(c, 1) == 35 then
+    local topic = string.sub(c, 2)
+    local meta = 'wshub:meta:{' .. topic .. '}'
+    local stream = 'wshub:history:{' .. topic .. '}'
+    local epoch = redis.call('HGET', meta, 'epoch')
+    if not epoch then
+      epoch = t[1] .. '-' .. t[2]
+      redis.call('DEL', stream)
+      redis.call('HSET', meta, 'epoch', epoch, 'offset', 0)
+    end
+    local offset = redis.call('HINCRBY', meta, 'offset', 1)
+    local origin = ARGV[i + 1]
+    local space = string.find(origin, ' ', 1, true)
+    local token = string.sub(origin, space + 1)
+    local kept = token == '0' and '' or origin
+    redis.call('XADD', stream, 'MAXLEN', ARGV[2], '0-' .. offset, 't', now, 'o', kept, 'f', ARGV[i + 2])
+    redis.call('PEXPIRE', stream, ARGV[3])
+    redis.call('PEXPIRE', meta, ARGV[4])
+    local header = string.sub(origin, 1, space - 1) .. '\n#' .. epoch .. ' ' .. offset .. ' ' .. token .. '\n'
+    redis.call('PUBLISH', 'wshub:topic:{' .. topic .. '}', header .. ARGV[i + 2])
+    i = i + 3
+  else
+    redis.call('PUBLISH', c, ARGV[i + 1])
+    i = i + 2
+  end
+end
 return 1
 ";
 
-type Queue = mpsc::Receiver<(Channel, Bytes)>;
+type Queue = mpsc::Receiver<Out>;
 /// A batch on its way: whether Redis published it (`false`: too late), and
 /// how many messages it holds.
 type InFlight = Pin<Box<dyn Future<Output = (redis::RedisResult<bool>, u64)> + Send>>;
@@ -204,7 +237,7 @@ impl Link {
             }
             let ready = !urgent.is_empty() || (!batch.is_empty() && (in_flight.is_empty() || batch.len() == BATCH));
             if ready && in_flight.len() < PIPELINES {
-                let call = self.send(urgent.drain(..).chain(batch.drain(..)));
+                let call = self.send(redis.limits, urgent.drain(..).chain(batch.drain(..)));
                 in_flight.push_back(call);
             }
         }
@@ -214,12 +247,22 @@ impl Link {
     /// returns: the first poll queues the request on the connection, which
     /// writes requests in the order it is given them. Unconstrained, so
     /// tokio's cooperative budget cannot postpone that first step.
-    fn send(&self, messages: impl Iterator<Item = (Channel, Bytes)>) -> InFlight {
+    fn send(&self, limits: Option<StreamLimits>, messages: impl Iterator<Item = Out>) -> InFlight {
         let mut eval = redis::cmd("EVAL");
         eval.arg(SEND_SCRIPT).arg(0).arg(self.deadline());
+        let (size, ttl) = limits.map_or((1, Duration::ZERO), |l| (l.size.max(1), l.ttl));
+        eval.arg(size)
+            .arg(ttl.as_millis() as u64)
+            .arg((ttl + META_LIFE).as_millis() as u64);
         let mut n = 0;
-        for (channel, payload) in messages {
-            eval.arg(name(&channel)).arg(payload.as_ref());
+        for out in messages {
+            match out {
+                Out::Plain(channel, payload) => eval.arg(name(&channel)).arg(payload.as_ref()),
+                Out::Numbered(m) => eval
+                    .arg(format!("#{}", m.topic))
+                    .arg(m.origin.as_ref())
+                    .arg(m.frame.as_ref()),
+            };
             n += 1;
         }
         let mut conn = self.conn.clone();

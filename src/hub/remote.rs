@@ -1,0 +1,352 @@
+//! History kept by the backplane (a cluster with `--history-size`): the
+//! hub's side of it. Topics' offsets and kept messages live in the engine's
+//! streams, so that a client recovers on whichever node it comes back to.
+//!
+//! - A publish to a topic with history is not fanned out where it was made:
+//!   it goes to the backplane to be numbered, and comes back to every node,
+//!   this one included, with its offset ([`Hub::number`]). The publisher's
+//!   ack (or an admin broadcast's answer) waits for it to come back, at most
+//!   [`CONFIRM_WAIT`]; past it the publisher is told (`unavailable`).
+//! - A subscribe that needs the topic's position or what the client missed
+//!   reads the stream in a task of its own; meanwhile the client's live
+//!   messages on that topic are held back ([`Pending`]), so its ack, the
+//!   replay and then the newer live messages arrive in order, none twice.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use tokio::sync::{oneshot, Semaphore};
+
+use super::history::NotRecovered;
+use super::*;
+use crate::protocol::{ErrorCode, RequestError, RequestId, Since};
+
+/// How long a publish waits to come back numbered before its publisher is
+/// told it was not confirmed: past the sender's own give-up time (2 s) with
+/// room for the trip back.
+pub const CONFIRM_WAIT: Duration = Duration::from_secs(5);
+/// Stream reads in flight at once; a subscribe past it is answered without
+/// a position (and `recovered: false`, cause `busy`).
+const READS: usize = 1024;
+/// Publishes waiting to come back numbered, at most; past it a publisher
+/// is answered `unavailable` at once.
+const AWAITING_MAX: usize = 65_536;
+
+/// Who waits for a numbered publish to come back.
+enum Awaiting {
+    Client(ClientId, RequestId),
+    Admin(oneshot::Sender<Result<Delivery, HubError>>),
+}
+
+/// A subscribe waiting for its stream read.
+pub(super) struct Pending {
+    seq: u64,
+    topic: Topic,
+    request: Option<RequestId>,
+    since: Option<Since>,
+    /// Live messages for the client on the topic meanwhile: (offset, frame).
+    held: Vec<(u64, Utf8Bytes)>,
+}
+
+/// A stream read's result, back in the hub.
+#[derive(Debug)]
+pub struct ReadDone {
+    client: ClientId,
+    seq: u64,
+    result: Result<HistoryPage, HubError>,
+}
+
+pub(super) struct Remote {
+    /// Whether history lives in the backplane (a cluster with history).
+    pub(super) on: bool,
+    done: mpsc::Sender<ReadDone>,
+    reads: Arc<Semaphore>,
+    next_seq: u64,
+    /// Subscribes waiting for their read, by client.
+    pub(super) pending: HashMap<ClientId, Vec<Pending>>,
+    next_token: u64,
+    awaiting: HashMap<u64, Awaiting>,
+    /// Tokens in the order they were given, with when they expire.
+    expiring: VecDeque<(Instant, u64)>,
+}
+
+impl Remote {
+    pub(super) fn new() -> (Remote, mpsc::Receiver<ReadDone>) {
+        let (done, reads_done) = mpsc::channel(READS);
+        let remote = Remote {
+            on: false,
+            done,
+            reads: Arc::new(Semaphore::new(READS)),
+            next_seq: 0,
+            pending: HashMap::new(),
+            next_token: 0,
+            awaiting: HashMap::new(),
+            expiring: VecDeque::new(),
+        };
+        (remote, reads_done)
+    }
+
+    /// Holds a live frame back for `id` if it waits for a read on `topic`;
+    /// false if it does not. `Err` when what it holds is at `limit`.
+    pub(super) fn hold(
+        &mut self,
+        id: &ClientId,
+        topic: &Topic,
+        offset: u64,
+        frame: &Utf8Bytes,
+        limit: usize,
+    ) -> Result<bool, ()> {
+        let Some(pending) = self.pending.get_mut(id) else {
+            return Ok(false);
+        };
+        let Some(p) = pending.iter_mut().find(|p| &p.topic == topic) else {
+            return Ok(false);
+        };
+        if p.held.len() >= limit {
+            return Err(());
+        }
+        p.held.push((offset, frame.clone()));
+        Ok(true)
+    }
+}
+
+fn unconfirmed(request: RequestId) -> RequestError {
+    RequestError {
+        code: ErrorCode::Unavailable,
+        message: "the backplane did not number this publish in time: it may not have been delivered".into(),
+        id: Some(request),
+    }
+}
+
+impl Hub {
+    /// Whether this publish goes to the backplane to be numbered rather
+    /// than out from here: one to a topic with history, made on this node.
+    pub(super) fn numbers(&self, publish: &Publish) -> bool {
+        self.remote.on
+            && publish.numbered.is_none()
+            && publish.source != Source::Backplane
+            && publish.topic.as_ref().is_some_and(|t| self.history.covers(t))
+    }
+
+    /// Sends a publish to be numbered; whoever waits for it is answered
+    /// when it comes back ([`Hub::confirmed`]), or told now that it cannot go.
+    pub(super) fn number(&mut self, publish: Publish) {
+        let Publish {
+            topic,
+            frame,
+            from,
+            request,
+            respond,
+            ..
+        } = publish;
+        let (Some(topic), Some(relay)) = (topic, self.relay.clone()) else {
+            return;
+        };
+        if from.is_some_and(|id| !self.clients.contains_key(&id)) {
+            self.metrics.dropped(metrics::DropReason::Closing, 1);
+            return;
+        }
+        let awaiting = match (from, request, respond) {
+            (Some(id), Some(request), _) => Some(Awaiting::Client(id, request)),
+            (_, _, Some(respond)) => Some(Awaiting::Admin(respond)),
+            _ => None,
+        };
+        let token = match awaiting {
+            Some(_) if self.remote.awaiting.len() >= AWAITING_MAX => None,
+            Some(_) => {
+                self.remote.next_token += 1;
+                Some(self.remote.next_token)
+            }
+            None => Some(0),
+        };
+        let sent = token.is_some_and(|token| relay.publish_numbered(&topic, &frame, token));
+        match (awaiting, token) {
+            (Some(awaiting), Some(token)) if sent => {
+                self.remote.awaiting.insert(token, awaiting);
+                self.remote.expiring.push_back((Instant::now() + CONFIRM_WAIT, token));
+            }
+            (Some(awaiting), _) => self.unconfirmed(awaiting),
+            // Not sent: the relay counted it.
+            (None, _) => {}
+        }
+    }
+
+    fn unconfirmed(&mut self, awaiting: Awaiting) {
+        match awaiting {
+            Awaiting::Client(id, request) => {
+                let e = unconfirmed(request);
+                metrics::client_error(e.code.as_str());
+                self.push(id, protocol::error(&e));
+            }
+            Awaiting::Admin(respond) => {
+                let _ = respond.send(Err(HubError::Backplane(
+                    "the publish was not numbered in time; it may not have been delivered".into(),
+                )));
+            }
+        }
+    }
+
+    /// This node's numbered publish came back and was fanned out: its
+    /// publisher gets the ack with the offset.
+    pub(super) fn confirmed(&mut self, token: u64, delivery: Delivery) {
+        let Some(offset) = delivery.offset else { return };
+        match self.remote.awaiting.remove(&token) {
+            Some(Awaiting::Client(id, request)) => {
+                self.push(id, protocol::ack_published(&request, offset));
+            }
+            Some(Awaiting::Admin(respond)) => {
+                let _ = respond.send(Ok(delivery));
+            }
+            None => {}
+        }
+    }
+
+    /// Once a second: publishers whose publish has not come back in
+    /// [`CONFIRM_WAIT`] are told.
+    pub(super) fn confirm_due(&mut self, now: Instant) {
+        while let Some(&(at, token)) = self.remote.expiring.front() {
+            if at > now {
+                break;
+            }
+            self.remote.expiring.pop_front();
+            if let Some(awaiting) = self.remote.awaiting.remove(&token) {
+                self.unconfirmed(awaiting);
+            }
+        }
+    }
+
+    /// A subscribe to a topic with history in a cluster: the ack (with the
+    /// position) and any replay wait for a read of the stream, and the
+    /// client's live messages on the topic are held back until then. A
+    /// subscribe that needs neither (no id, no `since`) is live at once.
+    pub(super) fn read_for(&mut self, id: ClientId, topic: &Topic, request: Option<RequestId>, since: Option<Since>) {
+        if request.is_none() && since.is_none() {
+            return;
+        }
+        let permit = self.remote.reads.clone().try_acquire_owned().ok();
+        let (Some(relay), Some(permit)) = (self.relay.clone(), permit) else {
+            // Too many reads at once: answered without a position.
+            if since.is_some() {
+                metrics::history::recovery(Err(NotRecovered::Busy.as_str()));
+            }
+            let ack = match (&request, &since) {
+                (Some(request), Some(_)) => protocol::ack_not_recovered(request),
+                (Some(request), None) => protocol::ack(request),
+                (None, _) => return,
+            };
+            self.push(id, ack);
+            return;
+        };
+        self.remote.next_seq += 1;
+        let seq = self.remote.next_seq;
+        let limit = self.config.history.recovery_max;
+        // Without `since` only the position is wanted: nothing is after it.
+        let after = since.as_ref().map_or(u64::MAX, |s| s.offset);
+        let read = relay.read(topic, after, limit, true);
+        let done = self.remote.done.clone();
+        tokio::spawn(async move {
+            let result = read.await;
+            let _ = done
+                .send(ReadDone {
+                    client: id,
+                    seq,
+                    result,
+                })
+                .await;
+            drop(permit);
+        });
+        self.remote.pending.entry(id).or_default().push(Pending {
+            seq,
+            topic: topic.clone(),
+            request,
+            since,
+            held: Vec::new(),
+        });
+    }
+
+    /// A stream read came back: the ack, the replay (all or nothing), then
+    /// the live messages held back meanwhile that are newer than the read.
+    pub(super) fn read_done(&mut self, done: ReadDone) {
+        let ReadDone {
+            client: id,
+            seq,
+            result,
+        } = done;
+        let Some(list) = self.remote.pending.get_mut(&id) else {
+            return;
+        };
+        let Some(at) = list.iter().position(|p| p.seq == seq) else {
+            return;
+        };
+        let pending = list.remove(at);
+        if list.is_empty() {
+            self.remote.pending.remove(&id);
+        }
+        let Pending {
+            topic,
+            request,
+            since,
+            held,
+            ..
+        } = pending;
+        let max = self.config.history.recovery_max as u64;
+        let mut replay = since.as_ref().map(|since| match &result {
+            Ok(page) => super::history::replay_of(page, since, max),
+            Err(_) => Err(NotRecovered::Unavailable),
+        });
+        if let Some(Ok(frames)) = &replay {
+            if !frames.is_empty() && self.clients.get(&id).is_some_and(|e| e.tx.replaying()) {
+                replay = Some(Err(NotRecovered::Busy));
+            }
+        }
+        if let Some(replay) = &replay {
+            metrics::history::recovery(replay.as_ref().map(Vec::len).map_err(|cause| cause.as_str()));
+        }
+        if let Some(request) = request {
+            let recovered = replay.as_ref().map(Result::is_ok);
+            let ack = match &result {
+                Ok(page) => protocol::ack_subscribed(&request, page.offset, &page.epoch, recovered),
+                Err(_) if since.is_some() => protocol::ack_not_recovered(&request),
+                Err(_) => protocol::ack(&request),
+            };
+            if !self.push(id, ack) {
+                return;
+            }
+        }
+        let subscribed = self.clients.get(&id).is_some_and(|e| e.topics.contains(&topic));
+        if !subscribed {
+            return;
+        }
+        if let Some(Ok(frames)) = replay {
+            if !frames.is_empty() {
+                if let Some(entry) = self.clients.get(&id) {
+                    if let Ok(fill) = entry.tx.push_replay(frames) {
+                        self.peak = self.peak.max(fill);
+                    }
+                }
+            }
+        }
+        let newest = result.as_ref().map_or(0, |page| page.offset);
+        for (offset, frame) in held {
+            if offset > newest && !self.push(id, frame) {
+                return;
+            }
+        }
+    }
+
+    /// The admin plane's history read in a cluster: from the stream, in a
+    /// task of its own.
+    pub(super) fn read_for_admin(
+        &self,
+        topic: &Topic,
+        since: u64,
+        limit: usize,
+        respond: oneshot::Sender<Result<Option<HistoryPage>, HubError>>,
+    ) {
+        let Some(relay) = &self.relay else { return };
+        let read = relay.read(topic, since, limit, false);
+        tokio::spawn(async move {
+            let _ = respond.send(read.await.map(Some));
+        });
+    }
+}
