@@ -49,15 +49,17 @@ pub struct Inbound {
 
 /// A publish to a topic with history, for the engine to number: it gives
 /// the message the topic's next offset, keeps it in the topic's stream and
-/// sends it to every node (this one included) with its offset and epoch,
-/// in one step.
+/// sends it to every node listening to the topic (this one included) with
+/// its offset and epoch, in one step.
 #[derive(Debug)]
 pub struct Numbered {
     pub topic: Topic,
-    /// The publishing node and its token for this publish (0: it waits for
-    /// no confirmation): `<node> <token>`, handed back with the message.
+    /// The publishing node.
     pub origin: Bytes,
     pub frame: Bytes,
+    /// Gets the offset once the engine has numbered it; dropped if it was
+    /// not (the engine failed, or ran it too late to publish anything).
+    pub confirm: Option<tokio::sync::oneshot::Sender<u64>>,
 }
 
 /// What a topic's stream holds after an offset.
@@ -75,8 +77,6 @@ pub struct StreamRead {
 pub struct StreamEntry {
     pub offset: u64,
     pub frame: Bytes,
-    /// The publish's `origin` when it waited for a confirmation, else empty.
-    pub origin: Bytes,
 }
 
 /// What the engine keeps of each topic with history.

@@ -121,9 +121,6 @@ pub struct Publish {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Numbered {
     pub offset: u64,
-    /// This node's token for its own publish (0: someone else's, or no one
-    /// waits for it).
-    pub token: u64,
 }
 
 /// What a fan-out did.

@@ -276,8 +276,5 @@ impl Hub {
         if let Some(respond) = respond {
             let _ = respond.send(Ok(delivery));
         }
-        if let Some(n) = numbered.filter(|n| n.token != 0) {
-            self.confirmed(n.token, delivery);
-        }
     }
 }

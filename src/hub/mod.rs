@@ -63,10 +63,16 @@ pub trait Relay: Send + Sync + 'static {
     /// off after its last leaves.
     fn interest(&self, topic: &Topic, on: bool);
     /// A publish to a topic with history, for the backplane to number and
-    /// send to every node, this one included: it is fanned out here when it
-    /// comes back with its offset, named by `token` (0: no one waits for
-    /// it). False: it was dropped (the backplane is down or behind).
-    fn publish_numbered(&self, topic: &Topic, frame: &Utf8Bytes, token: u64) -> bool;
+    /// send to every node listening to the topic, this one included: it is
+    /// fanned out here when it comes back with its offset. `confirm` gets
+    /// the offset once it is numbered, and is dropped if it is not. False:
+    /// it was dropped at once (the backplane is down or behind).
+    fn publish_numbered(
+        &self,
+        topic: &Topic,
+        frame: &Utf8Bytes,
+        confirm: Option<tokio::sync::oneshot::Sender<u64>>,
+    ) -> bool;
     /// Reads what a topic's history keeps after `after`: at most `limit`
     /// messages, or (with `whole`) none when more follow. Frames carry
     /// their offsets. The hub does not wait for it: it runs elsewhere.
@@ -153,7 +159,7 @@ pub struct Hub {
     /// History kept by the backplane: publishes waiting to come back
     /// numbered, subscribes waiting for their stream read.
     remote: remote::Remote,
-    reads_done: mpsc::Receiver<remote::ReadDone>,
+    reads_done: mpsc::Receiver<remote::Done>,
     metrics: &'static Handles,
 }
 
@@ -222,9 +228,8 @@ impl Hub {
                     self.sample_queues();
                     self.sample_history();
                     self.presence_due(Instant::now());
-                    self.confirm_due(Instant::now());
                 }
-                Some(done) = self.reads_done.recv() => self.read_done(done),
+                Some(done) = self.reads_done.recv() => self.done(done),
                 command = self.rx.recv(), if data_open => match command {
                     Some(command) => self.handle(command),
                     None => data_open = false,

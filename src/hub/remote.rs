@@ -3,16 +3,17 @@
 //! streams, so that a client recovers on whichever node it comes back to.
 //!
 //! - A publish to a topic with history is not fanned out where it was made:
-//!   it goes to the backplane to be numbered, and comes back to every node,
-//!   this one included, with its offset ([`Hub::number`]). The publisher's
-//!   ack (or an admin broadcast's answer) waits for it to come back, at most
-//!   [`CONFIRM_WAIT`]; past it the publisher is told (`unavailable`).
+//!   it goes to the backplane to be numbered, and comes back to every node
+//!   listening to the topic, this one included, with its offset
+//!   ([`Hub::number`]). The publisher's ack (or an admin broadcast's answer)
+//!   waits for the backplane to say which offset it got, at most
+//!   [`CONFIRM_WAIT`]; if it was not numbered, the publisher is told
+//!   (`unavailable`).
 //! - A subscribe that needs the topic's position or what the client missed
 //!   reads the stream in a task of its own; meanwhile the client's live
 //!   messages on that topic are held back ([`Pending`]), so its ack, the
 //!   replay and then the newer live messages arrive in order, none twice.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use tokio::sync::{oneshot, Semaphore};
@@ -21,15 +22,14 @@ use super::history::NotRecovered;
 use super::*;
 use crate::protocol::{ErrorCode, RequestError, RequestId, Since};
 
-/// How long a publish waits to come back numbered before its publisher is
-/// told it was not confirmed: past the sender's own give-up time (2 s) with
-/// room for the trip back.
+/// How long a publisher waits for its publish's offset at most: past the
+/// sender's own give-up time (2 s), which answers first.
 pub const CONFIRM_WAIT: Duration = Duration::from_secs(5);
 /// Stream reads in flight at once; a subscribe past it is answered without
 /// a position (and `recovered: false`, cause `busy`).
 const READS: usize = 1024;
-/// Publishes waiting to come back numbered, at most; past it a publisher
-/// is answered `unavailable` at once.
+/// Publishes waiting for their offset, at most; past it a publisher is
+/// answered `unavailable` at once.
 const AWAITING_MAX: usize = 65_536;
 
 /// Who waits for a numbered publish to come back.
@@ -48,30 +48,33 @@ pub(super) struct Pending {
     held: Vec<(u64, Utf8Bytes)>,
 }
 
-/// A stream read's result, back in the hub.
+/// What comes back to the hub from the backplane's side.
 #[derive(Debug)]
-pub struct ReadDone {
-    client: ClientId,
-    seq: u64,
-    result: Result<HistoryPage, HubError>,
+pub enum Done {
+    /// A stream read for a subscribe.
+    Read {
+        client: ClientId,
+        seq: u64,
+        result: Result<HistoryPage, HubError>,
+    },
+    /// The offset a publish got (`None`: it was not numbered in time).
+    Numbered { token: u64, offset: Option<u64> },
 }
 
 pub(super) struct Remote {
     /// Whether history lives in the backplane (a cluster with history).
     pub(super) on: bool,
-    done: mpsc::Sender<ReadDone>,
+    done: mpsc::Sender<Done>,
     reads: Arc<Semaphore>,
     next_seq: u64,
     /// Subscribes waiting for their read, by client.
     pub(super) pending: HashMap<ClientId, Vec<Pending>>,
     next_token: u64,
-    awaiting: HashMap<u64, Awaiting>,
-    /// Tokens in the order they were given, with when they expire.
-    expiring: VecDeque<(Instant, u64)>,
+    awaiting: HashMap<u64, (Topic, Awaiting)>,
 }
 
 impl Remote {
-    pub(super) fn new() -> (Remote, mpsc::Receiver<ReadDone>) {
+    pub(super) fn new() -> (Remote, mpsc::Receiver<Done>) {
         let (done, reads_done) = mpsc::channel(READS);
         let remote = Remote {
             on: false,
@@ -81,7 +84,6 @@ impl Remote {
             pending: HashMap::new(),
             next_token: 0,
             awaiting: HashMap::new(),
-            expiring: VecDeque::new(),
         };
         (remote, reads_done)
     }
@@ -129,7 +131,8 @@ impl Hub {
     }
 
     /// Sends a publish to be numbered; whoever waits for it is answered
-    /// when it comes back ([`Hub::confirmed`]), or told now that it cannot go.
+    /// with its offset once the backplane has given it one, or told it was
+    /// not numbered.
     pub(super) fn number(&mut self, publish: Publish) {
         let Publish {
             topic,
@@ -151,24 +154,28 @@ impl Hub {
             (_, _, Some(respond)) => Some(Awaiting::Admin(respond)),
             _ => None,
         };
-        let token = match awaiting {
-            Some(_) if self.remote.awaiting.len() >= AWAITING_MAX => None,
-            Some(_) => {
-                self.remote.next_token += 1;
-                Some(self.remote.next_token)
-            }
-            None => Some(0),
+        let Some(awaiting) = awaiting else {
+            relay.publish_numbered(&topic, &frame, None);
+            return;
         };
-        let sent = token.is_some_and(|token| relay.publish_numbered(&topic, &frame, token));
-        match (awaiting, token) {
-            (Some(awaiting), Some(token)) if sent => {
-                self.remote.awaiting.insert(token, awaiting);
-                self.remote.expiring.push_back((Instant::now() + CONFIRM_WAIT, token));
-            }
-            (Some(awaiting), _) => self.unconfirmed(awaiting),
-            // Not sent: the relay counted it.
-            (None, _) => {}
+        if self.remote.awaiting.len() >= AWAITING_MAX {
+            return self.unconfirmed(awaiting);
         }
+        let (confirm, offset) = oneshot::channel();
+        if !relay.publish_numbered(&topic, &frame, Some(confirm)) {
+            return self.unconfirmed(awaiting);
+        }
+        self.remote.next_token += 1;
+        let token = self.remote.next_token;
+        self.remote.awaiting.insert(token, (topic, awaiting));
+        let done = self.remote.done.clone();
+        tokio::spawn(async move {
+            let offset = tokio::time::timeout(CONFIRM_WAIT, offset)
+                .await
+                .ok()
+                .and_then(Result::ok);
+            let _ = done.send(Done::Numbered { token, offset }).await;
+        });
     }
 
     fn unconfirmed(&mut self, awaiting: Awaiting) {
@@ -186,31 +193,29 @@ impl Hub {
         }
     }
 
-    /// This node's numbered publish came back and was fanned out: its
-    /// publisher gets the ack with the offset.
-    pub(super) fn confirmed(&mut self, token: u64, delivery: Delivery) {
-        let Some(offset) = delivery.offset else { return };
-        match self.remote.awaiting.remove(&token) {
-            Some(Awaiting::Client(id, request)) => {
-                self.push(id, protocol::ack_published(&request, offset));
-            }
-            Some(Awaiting::Admin(respond)) => {
-                let _ = respond.send(Ok(delivery));
-            }
-            None => {}
-        }
-    }
-
-    /// Once a second: publishers whose publish has not come back in
-    /// [`CONFIRM_WAIT`] are told.
-    pub(super) fn confirm_due(&mut self, now: Instant) {
-        while let Some(&(at, token)) = self.remote.expiring.front() {
-            if at > now {
-                break;
-            }
-            self.remote.expiring.pop_front();
-            if let Some(awaiting) = self.remote.awaiting.remove(&token) {
-                self.unconfirmed(awaiting);
+    pub(super) fn done(&mut self, done: Done) {
+        match done {
+            Done::Read { client, seq, result } => self.read_done(client, seq, result),
+            Done::Numbered { token, offset } => {
+                let Some((topic, awaiting)) = self.remote.awaiting.remove(&token) else {
+                    return;
+                };
+                match (offset, awaiting) {
+                    (None, awaiting) => self.unconfirmed(awaiting),
+                    (Some(offset), Awaiting::Client(id, request)) => {
+                        self.push(id, protocol::ack_published(&request, offset));
+                    }
+                    (Some(offset), Awaiting::Admin(respond)) => {
+                        // Its fan-out here comes with the message itself:
+                        // the topic's subscribers here are who it goes to.
+                        let recipients = self.topics.get(&topic).map_or(0, |m| m.len() as u64);
+                        let _ = respond.send(Ok(Delivery {
+                            recipients,
+                            dropped: 0,
+                            offset: Some(offset),
+                        }));
+                    }
+                }
             }
         }
     }
@@ -247,7 +252,7 @@ impl Hub {
         tokio::spawn(async move {
             let result = read.await;
             let _ = done
-                .send(ReadDone {
+                .send(Done::Read {
                     client: id,
                     seq,
                     result,
@@ -266,12 +271,7 @@ impl Hub {
 
     /// A stream read came back: the ack, the replay (all or nothing), then
     /// the live messages held back meanwhile that are newer than the read.
-    pub(super) fn read_done(&mut self, done: ReadDone) {
-        let ReadDone {
-            client: id,
-            seq,
-            result,
-        } = done;
+    fn read_done(&mut self, id: ClientId, seq: u64, result: Result<HistoryPage, HubError>) {
         let Some(list) = self.remote.pending.get_mut(&id) else {
             return;
         };

@@ -469,8 +469,8 @@ impl Relay for Recorded {
     fn interest(&self, topic: &Topic, on: bool) {
         self.0.lock().unwrap().push(format!("interest {topic} {on}"));
     }
-    fn publish_numbered(&self, topic: &Topic, frame: &Utf8Bytes, token: u64) -> bool {
-        self.0.lock().unwrap().push(format!("numbered {topic} {token} {frame}"));
+    fn publish_numbered(&self, topic: &Topic, frame: &Utf8Bytes, _: Option<tokio::sync::oneshot::Sender<u64>>) -> bool {
+        self.0.lock().unwrap().push(format!("numbered {topic} {frame}"));
         true
     }
     fn read(&self, _: &Topic, _: u64, _: usize, _: bool) -> BoxFuture<'static, Result<HistoryPage, HubError>> {

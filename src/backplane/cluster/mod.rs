@@ -17,9 +17,9 @@
 //! origin, which delivered locally at once, recognises its own message when
 //! Redis hands it back and skips it, so every client gets it exactly once.
 //! A message to a topic with history is numbered by the engine and comes
-//! back to every node, its origin included, as
-//! `<origin node>\n#<epoch> <offset> <token>\n<frame>`: every node fans it
-//! out only then, in offset order, filling a gap from the stream.
+//! back to every node listening to the topic, its origin included, as
+//! `<origin node>\n#<epoch> <offset>\n<frame>`: every node fans it out only
+//! then, in offset order, filling a gap from the stream.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -6,6 +6,7 @@ use super::*;
 use crate::hub::{HistoryPage, Numbered};
 use crate::protocol;
 use futures_util::future::BoxFuture;
+use tokio::sync::oneshot;
 
 impl Cluster {
     /// Routes what the engine received, never waiting: control messages
@@ -48,11 +49,6 @@ impl Cluster {
             if mine && stamp.is_none() {
                 continue;
             }
-            // Another node's token means nothing here.
-            let stamp = stamp.map(|s| Stamp {
-                token: if mine { s.token } else { 0 },
-                ..s
-            });
             // Its share of the hub's byte budget is taken here, before it
             // waits anywhere: what the hub has no room for is dropped and
             // counted, so another node's publishes are bounded in bytes as a
@@ -164,7 +160,6 @@ impl Cluster {
     /// 4010 so they come back with `since`. An offset already delivered is
     /// skipped.
     async fn in_order(&self, topic: &Topic, stamp: Stamp, frame: Utf8Bytes) -> Vec<(Utf8Bytes, Numbered)> {
-        let numbered = |offset, token| Numbered { offset, token };
         let last = {
             let mut tracked = self.tracked.lock().unwrap_or_else(|e| e.into_inner());
             let was = tracked.get(topic).cloned();
@@ -177,7 +172,7 @@ impl Cluster {
             }
             was
         };
-        let this = (frame, numbered(stamp.offset, stamp.token));
+        let this = (frame, Numbered { offset: stamp.offset });
         let last = match last {
             None => return vec![this],
             Some((epoch, last)) if *epoch == *stamp.epoch => last,
@@ -237,23 +232,11 @@ impl Cluster {
         if !complete {
             return Err("the stream no longer keeps the missing messages");
         }
-        let mine = format!("{} ", self.node);
         read.entries
             .into_iter()
             .map(|e| {
-                let token = e
-                    .origin
-                    .strip_prefix(mine.as_bytes())
-                    .and_then(|t| std::str::from_utf8(t).ok()?.parse().ok())
-                    .unwrap_or(0);
                 let frame = Utf8Bytes::try_from(e.frame).map_err(|_| "a kept message is not UTF-8")?;
-                Ok((
-                    frame,
-                    Numbered {
-                        offset: e.offset,
-                        token,
-                    },
-                ))
+                Ok((frame, Numbered { offset: e.offset }))
             })
             .collect()
     }
@@ -287,7 +270,6 @@ const GAP_WAIT: Duration = Duration::from_secs(1);
 pub(super) struct Stamp {
     epoch: Box<str>,
     offset: u64,
-    token: u64,
 }
 
 /// A publish's envelope, `<origin node>\n<frame>`: (origin, frame).
@@ -296,7 +278,7 @@ pub(super) fn open_envelope(payload: &Bytes) -> Option<(&[u8], Bytes)> {
     Some((&payload[..split], payload.slice(split + 1..)))
 }
 
-/// A numbered message's header line, `#<epoch> <offset> <token>\n`, if
+/// A numbered message's header line, `#<epoch> <offset>\n`, if
 /// there is one, and the frame after it. `None`: a malformed header.
 pub(super) fn open_stamp(frame: Bytes) -> Option<(Option<Stamp>, Bytes)> {
     if frame.first() != Some(&b'#') {
@@ -305,14 +287,13 @@ pub(super) fn open_stamp(frame: Bytes) -> Option<(Option<Stamp>, Bytes)> {
     let split = frame.iter().position(|&b| b == b'\n')?;
     let header = std::str::from_utf8(&frame[1..split]).ok()?;
     let mut fields = header.split(' ');
-    let (epoch, offset, token) = (fields.next()?, fields.next()?, fields.next()?);
+    let (epoch, offset) = (fields.next()?, fields.next()?);
     if fields.next().is_some() || epoch.is_empty() || epoch.len() > crate::protocol::MAX_EPOCH_LEN {
         return None;
     }
     let stamp = Stamp {
         epoch: epoch.into(),
         offset: offset.parse().ok()?,
-        token: token.parse().ok()?,
     };
     Some((Some(stamp), frame.slice(split + 1..)))
 }
@@ -345,11 +326,12 @@ impl Relay for Outlet {
         }
     }
 
-    fn publish_numbered(&self, topic: &Topic, frame: &Utf8Bytes, token: u64) -> bool {
+    fn publish_numbered(&self, topic: &Topic, frame: &Utf8Bytes, confirm: Option<oneshot::Sender<u64>>) -> bool {
         let message = crate::backplane::Numbered {
             topic: topic.clone(),
-            origin: format!("{} {token}", self.node).into(),
+            origin: Bytes::copy_from_slice(self.node.as_str().as_bytes()),
             frame: Bytes::from(frame.clone()),
+            confirm,
         };
         let sent = self.engine.publish_numbered(message);
         if !sent {
@@ -368,6 +350,7 @@ impl Relay for Outlet {
         let (engine, topic) = (self.engine.clone(), topic.clone());
         Box::pin(async move {
             let read = engine.read_stream(&topic, after, limit, whole).await.map_err(|e| {
+                tracing::debug!(%topic, error = %e, "backplane: a history read failed");
                 metrics::backplane_error(BackplaneError::History);
                 HubError::Backplane(format!("reading the history of {topic}: {e}"))
             })?;

@@ -74,7 +74,7 @@ return live
 const META_LIFE: Duration = Duration::from_secs(24 * 3600);
 
 /// ARGV: topic, after, limit, whole (1/0), ttl (ms), meta TTL (ms). Answers
-/// [epoch, latest offset, offset, frame, origin, ...]: what the stream
+/// [epoch, latest offset, offset, frame, offset, frame, ...]: what the stream
 /// keeps after `after`, at most `limit` and none older than the TTL (all or
 /// nothing with `whole`). A topic with no meta gets one: offset 0 under a
 /// new epoch, and any stream left without one is dropped.
@@ -101,7 +101,6 @@ for _, e in ipairs(redis.call('XRANGE', stream, '0-' .. (after + 1), '+', 'COUNT
   if tonumber(f.t) >= oldest then
     table.insert(out, string.sub(e[1], 3))
     table.insert(out, f.f)
-    table.insert(out, f.o or '')
   end
 end
 return out
@@ -298,7 +297,17 @@ impl Engine for Redis {
                 .arg(if whole { "1" } else { "0" })
                 .arg(limits.ttl.as_millis() as u64)
                 .arg((limits.ttl + META_LIFE).as_millis() as u64);
-            let read = eval.query_async::<Vec<redis::Value>>(&mut conn);
+            // A connection that broke since its last use (Redis restarted)
+            // fails its next command and reconnects: the read is tried once
+            // more, all within the I/O timeout.
+            let read = async {
+                match eval.query_async::<Vec<redis::Value>>(&mut conn).await {
+                    Err(e) if e.is_io_error() || e.is_connection_dropped() => {
+                        eval.query_async::<Vec<redis::Value>>(&mut conn).await
+                    }
+                    answer => answer,
+                }
+            };
             let answer = tokio::time::timeout(IO_TIMEOUT, read)
                 .await
                 .map_err(|_| EngineError::Timeout)??;
@@ -376,12 +385,11 @@ fn parse_read(answer: Vec<redis::Value>) -> Option<StreamRead> {
     let offset = u64::from_redis_value(values.next()?).ok()?;
     let rest: Vec<redis::Value> = values.collect();
     let entries = rest
-        .chunks_exact(3)
+        .chunks_exact(2)
         .map(|e| {
             Some(StreamEntry {
                 offset: String::from_redis_value_ref(&e[0]).ok()?.parse().ok()?,
                 frame: Vec::<u8>::from_redis_value_ref(&e[1]).ok()?.into(),
-                origin: Vec::<u8>::from_redis_value_ref(&e[2]).ok()?.into(),
             })
         })
         .collect::<Option<Vec<_>>>()?;

@@ -37,14 +37,15 @@ const LATE: Duration = Duration::from_millis(IO_TIMEOUT.as_millis() as u64 / 2);
 /// TTL (ms), then the messages: `channel, payload` for a plain publish, and
 /// `#topic, origin, frame` for one to a topic with history, which gets the
 /// topic's next offset (`HINCRBY` on its meta, where a missing epoch is
-/// begun), is kept in its stream under id `0-<offset>` with the time and
-/// its origin, and is sent as `<node>\n#<epoch> <offset> <token>\n<frame>`
-/// (origin is `<node> <token>`). Does all of it and answers 1, or nothing
-/// and answers 0 when the deadline has passed.
+/// begun), is kept in its stream under id `0-<offset>` with the time, and
+/// is sent as `<origin>\n#<epoch> <offset>\n<frame>`. Does all of it and
+/// answers {1, the numbered messages' offsets...}, or nothing and answers
+/// {0} when the deadline has passed.
 const SEND_SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if now > tonumber(ARGV[1]) then return 0 end
+if now > tonumber(ARGV[1]) then return {0} end
+local offsets = {1}
 local i = 5
 while i <= #ARGV do
   local c = ARGV[i]
@@ -59,28 +60,27 @@ while i <= #ARGV do
       redis.call('HSET', meta, 'epoch', epoch, 'offset', 0)
     end
     local offset = redis.call('HINCRBY', meta, 'offset', 1)
-    local origin = ARGV[i + 1]
-    local space = string.find(origin, ' ', 1, true)
-    local token = string.sub(origin, space + 1)
-    local kept = token == '0' and '' or origin
-    redis.call('XADD', stream, 'MAXLEN', ARGV[2], '0-' .. offset, 't', now, 'o', kept, 'f', ARGV[i + 2])
+    redis.call('XADD', stream, 'MAXLEN', ARGV[2], '0-' .. offset, 't', now, 'f', ARGV[i + 2])
     redis.call('PEXPIRE', stream, ARGV[3])
     redis.call('PEXPIRE', meta, ARGV[4])
-    local header = string.sub(origin, 1, space - 1) .. '\n#' .. epoch .. ' ' .. offset .. ' ' .. token .. '\n'
+    local header = ARGV[i + 1] .. '\n#' .. epoch .. ' ' .. offset .. '\n'
     redis.call('PUBLISH', 'wshub:topic:{' .. topic .. '}', header .. ARGV[i + 2])
+    table.insert(offsets, offset)
     i = i + 3
   else
     redis.call('PUBLISH', c, ARGV[i + 1])
     i = i + 2
   end
 end
-return 1
+return offsets
 ";
 
 type Queue = mpsc::Receiver<Out>;
 /// A batch on its way: whether Redis published it (`false`: too late), and
 /// how many messages it holds.
 type InFlight = Pin<Box<dyn Future<Output = (redis::RedisResult<bool>, u64)> + Send>>;
+/// Who waits for each numbered message of a batch, in order.
+type Confirms = Vec<Option<tokio::sync::oneshot::Sender<u64>>>;
 
 /// Why a connection's run ended.
 enum Ended {
@@ -255,18 +255,37 @@ impl Link {
             .arg(ttl.as_millis() as u64)
             .arg((ttl + META_LIFE).as_millis() as u64);
         let mut n = 0;
+        let mut confirms: Confirms = Vec::new();
         for out in messages {
             match out {
                 Out::Plain(channel, payload) => eval.arg(name(&channel)).arg(payload.as_ref()),
-                Out::Numbered(m) => eval
-                    .arg(format!("#{}", m.topic))
-                    .arg(m.origin.as_ref())
-                    .arg(m.frame.as_ref()),
+                Out::Numbered(m) => {
+                    confirms.push(m.confirm);
+                    eval.arg(format!("#{}", m.topic))
+                        .arg(m.origin.as_ref())
+                        .arg(m.frame.as_ref())
+                }
             };
             n += 1;
         }
         let mut conn = self.conn.clone();
-        let mut call: InFlight = Box::pin(async move { (eval.query_async::<i64>(&mut conn).await.map(|r| r == 1), n) });
+        let mut call: InFlight = Box::pin(async move {
+            let answer = eval.query_async::<Vec<u64>>(&mut conn).await;
+            // {1, offsets...}: each numbered message's waiter learns its
+            // offset; {0}: too late, and the waiters are dropped.
+            let published = answer.map(|offsets| {
+                let published = offsets.first() == Some(&1);
+                if published {
+                    for (confirm, offset) in confirms.into_iter().zip(&offsets[1..]) {
+                        if let Some(confirm) = confirm {
+                            let _ = confirm.send(*offset);
+                        }
+                    }
+                }
+                published
+            });
+            (published, n)
+        });
         match tokio::task::unconstrained(&mut call).now_or_never() {
             Some(done) => Box::pin(std::future::ready(done)),
             None => call,
