@@ -46,6 +46,11 @@ pub(super) struct Pending {
     since: Option<Since>,
     /// Live messages for the client on the topic meanwhile: (offset, frame).
     held: Vec<(u64, Utf8Bytes)>,
+    /// Once the read is back: the offset it ended at. A live message up to
+    /// it may still come (it was numbered before the read, and its trip
+    /// through pub/sub took longer): the client has it already, so it is
+    /// skipped, until the first newer one ends this entry.
+    floor: Option<u64>,
 }
 
 /// What comes back to the hub from the backplane's side.
@@ -101,9 +106,21 @@ impl Remote {
         let Some(pending) = self.pending.get_mut(id) else {
             return Ok(false);
         };
-        let Some(p) = pending.iter_mut().find(|p| &p.topic == topic) else {
+        let Some(at) = pending.iter().position(|p| &p.topic == topic) else {
             return Ok(false);
         };
+        let p = &mut pending[at];
+        match p.floor {
+            Some(floor) if offset <= floor => return Ok(true),
+            Some(_) => {
+                pending.remove(at);
+                if pending.is_empty() {
+                    self.pending.remove(id);
+                }
+                return Ok(false);
+            }
+            None => {}
+        }
         if p.held.len() >= limit {
             return Err(());
         }
@@ -260,12 +277,16 @@ impl Hub {
                 .await;
             drop(permit);
         });
-        self.remote.pending.entry(id).or_default().push(Pending {
+        let pending = self.remote.pending.entry(id).or_default();
+        // An earlier read's floor on this topic is this one's to set now.
+        pending.retain(|p| !(&p.topic == topic && p.floor.is_some()));
+        pending.push(Pending {
             seq,
             topic: topic.clone(),
             request,
             since,
             held: Vec::new(),
+            floor: None,
         });
     }
 
@@ -275,7 +296,7 @@ impl Hub {
         let Some(list) = self.remote.pending.get_mut(&id) else {
             return;
         };
-        let Some(at) = list.iter().position(|p| p.seq == seq) else {
+        let Some(at) = list.iter().position(|p| p.seq == seq && p.floor.is_none()) else {
             return;
         };
         let pending = list.remove(at);
@@ -327,10 +348,24 @@ impl Hub {
             }
         }
         let newest = result.as_ref().map_or(0, |page| page.offset);
+        let mut delivered_past = false;
         for (offset, frame) in held {
-            if offset > newest && !self.push(id, frame) {
-                return;
+            if offset > newest {
+                if !self.push(id, frame) {
+                    return;
+                }
+                delivered_past = true;
             }
+        }
+        if let (Ok(_), false) = (&result, delivered_past) {
+            self.remote.pending.entry(id).or_default().push(Pending {
+                seq,
+                topic,
+                request: None,
+                since: None,
+                held: Vec::new(),
+                floor: Some(newest),
+            });
         }
     }
 
