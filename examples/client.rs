@@ -40,7 +40,7 @@ enum Next {
 /// connection dropped without a close frame (the browser's 1006).
 fn next(code: Option<u16>, reason: &str) -> Next {
     match code {
-        None | Some(1000 | 1001 | 1011 | 1012 | 4008) => Next::Reconnect,
+        None | Some(1000 | 1001 | 1011 | 1012 | 4008 | 4010) => Next::Reconnect,
         Some(4029) => Next::ReconnectAfter(Duration::from_secs(10)),
         Some(4002) => Next::Reconnect,
         Some(1008) => Next::Stop(format!("the server refused our token ({reason}): get a fresh one")),

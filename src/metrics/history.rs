@@ -10,7 +10,6 @@ pub const HISTORY_MESSAGES: &str = "wshub_history_messages";
 pub const HISTORY_BYTES: &str = "wshub_history_bytes";
 pub const HISTORY_TRIMMED_TOTAL: &str = "wshub_history_trimmed_total";
 pub const HISTORY_GAPS_TOTAL: &str = "wshub_history_gaps_total";
-pub const BACKPLANE_SCRIPT_SECONDS: &str = "wshub_backplane_script_seconds";
 
 /// Describes the series and creates them at zero: `causes` are the
 /// reasons a recovery fails, `trims` the reasons kept messages go.

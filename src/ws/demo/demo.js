@@ -25,11 +25,12 @@ if (query.get("token")) $("token").value = query.get("token");
 // What a close code means to the person at the page (docs/protocol.md#close-codes).
 function explain(code, reason) {
   const why = reason ? ` ${reason}` : "";
-  if (code >= 4000 && code <= 4999 && code !== 4008 && code !== 4029) {
+  if (code >= 4000 && code <= 4999 && code !== 4008 && code !== 4010 && code !== 4029) {
     return `kicked by the operator: ${code}${why}`;
   }
   switch (code) {
     case 4008: return "evicted: too slow (4008): this client did not read fast enough";
+    case 4010: return "missed messages the cluster could not fill in (4010): reconnect, and the topics are recovered if they still can be";
     case 4029: return `closed: rate limited (4029)${why ? ":" + why : ""}; wait, then send less`;
     case 1000: return reason === "ping timeout" ? "closed: silent for too long (1000 ping timeout)" : `closed (1000)${why}`;
     case 1001: return "the server is shutting down (1001): reconnect in a moment";
