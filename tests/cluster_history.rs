@@ -4,9 +4,10 @@
 
 mod common;
 
+use common::history::{message, publish, subscribe};
 use common::redis::{eventually, Redis};
 use common::{metric, Binary, WsClient, WAIT};
-use serde_json::{json, Value};
+use serde_json::json;
 use wshub::admin::pb;
 
 /// A node over `redis` keeping history for topics `t*`.
@@ -31,40 +32,6 @@ async fn node(redis: &Redis, id: &str) -> Binary {
     let node = Binary::spawn(&args).await;
     node.log_line("backplane up").await;
     node
-}
-
-/// Subscribes with an id (and `since`); returns the ack.
-async fn subscribe(client: &mut WsClient, topic: &str, since: Option<Value>) -> Value {
-    let mut request = json!({"type":"subscribe","topic":topic,"id":"s"});
-    if let Some(since) = since {
-        request["since"] = since;
-    }
-    let ack = client.request(request).await;
-    assert_eq!((&ack["type"], &ack["id"]), (&json!("ack"), &json!("s")), "{ack}");
-    ack
-}
-
-/// Publishes data `{"n": first..first+n}`, each acked; returns the offsets.
-async fn publish(client: &mut WsClient, topic: &str, first: u64, n: u64) -> Vec<u64> {
-    let mut offsets = Vec::new();
-    for i in first..first + n {
-        let ack = client
-            .request(json!({"type":"publish","topic":topic,"data":{"n":i},"id":i}))
-            .await;
-        assert_eq!((&ack["type"], &ack["id"]), (&json!("ack"), &json!(i)), "{ack}");
-        offsets.push(ack["offset"].as_u64().unwrap_or_else(|| panic!("no offset: {ack}")));
-    }
-    offsets
-}
-
-/// The next message: (offset, n).
-async fn message(client: &mut WsClient) -> (u64, u64) {
-    let m = client.recv().await;
-    assert_eq!(m["type"], "message", "{m}");
-    (
-        m["offset"].as_u64().expect("offset"),
-        m["data"]["n"].as_u64().expect("n"),
-    )
 }
 
 #[tokio::test]

@@ -7,6 +7,9 @@ use crate::metrics::DropReason;
 use std::time::Instant;
 
 use super::history::NotRecovered;
+
+/// What a client that came back gets: the frames it missed, or why not.
+pub(super) type Replay = Result<Vec<Utf8Bytes>, NotRecovered>;
 use crate::protocol::{self, ErrorCode, RequestError, RequestId, Since};
 
 impl Hub {
@@ -133,17 +136,8 @@ impl Hub {
             return self.read_for(id, topic, request, since);
         }
         let now = Instant::now();
-        let mut replay = since.map(|since| self.history.recover(topic, &since, now));
-        // One replay at a time per client, so what it queues past its
-        // limits stays within one --recovery-max.
-        if let Some(Ok(frames)) = &replay {
-            if !frames.is_empty() && self.clients.get(&id).is_some_and(|e| e.tx.replaying()) {
-                replay = Some(Err(NotRecovered::Busy));
-            }
-        }
-        if let Some(replay) = &replay {
-            metrics::history::recovery(replay.as_ref().map(Vec::len).map_err(|cause| cause.as_str()));
-        }
+        let replay = since.map(|since| self.history.recover(topic, &since, now));
+        let replay = self.settle(id, replay);
         if let Some(request) = request {
             let recovered = replay.as_ref().map(Result::is_ok);
             let ack = if self.history.covers(topic) {
@@ -164,6 +158,21 @@ impl Hub {
         if let Ok(fill) = entry.tx.push_replay(frames) {
             self.peak = self.peak.max(fill);
         }
+    }
+
+    /// A recovery's outcome, counted: one replay at a time per client, so
+    /// what it queues past its limits stays within one --recovery-max.
+    pub(super) fn settle(&self, id: ClientId, replay: Option<Replay>) -> Option<Replay> {
+        let replay = match replay {
+            Some(Ok(frames)) if !frames.is_empty() && self.clients.get(&id).is_some_and(|e| e.tx.replaying()) => {
+                Some(Err(NotRecovered::Busy))
+            }
+            replay => replay,
+        };
+        if let Some(replay) = &replay {
+            metrics::history::recovery(replay.as_ref().map(Vec::len).map_err(|cause| cause.as_str()));
+        }
+        replay
     }
 
     pub(super) fn unsubscribe(&mut self, id: ClientId, topic: Topic, request: Option<RequestId>) {

@@ -311,18 +311,11 @@ impl Hub {
             ..
         } = pending;
         let max = self.config.history.recovery_max as u64;
-        let mut replay = since.as_ref().map(|since| match &result {
+        let replay = since.as_ref().map(|since| match &result {
             Ok(page) => super::history::replay_of(page, since, max),
             Err(_) => Err(NotRecovered::Unavailable),
         });
-        if let Some(Ok(frames)) = &replay {
-            if !frames.is_empty() && self.clients.get(&id).is_some_and(|e| e.tx.replaying()) {
-                replay = Some(Err(NotRecovered::Busy));
-            }
-        }
-        if let Some(replay) = &replay {
-            metrics::history::recovery(replay.as_ref().map(Vec::len).map_err(|cause| cause.as_str()));
-        }
+        let replay = self.settle(id, replay);
         if let Some(request) = request {
             let recovered = replay.as_ref().map(Result::is_ok);
             let ack = match &result {

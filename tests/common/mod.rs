@@ -2,6 +2,7 @@
 //! gRPC clients, and helpers that await events instead of sleeping.
 #![allow(dead_code)]
 
+pub mod history;
 pub mod pki;
 pub mod raw;
 pub mod redis;
