@@ -431,9 +431,6 @@ impl Config {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                 return Err(ConfigError::BackplaneUrl);
             }
-            if !self.history.presence_topics.is_empty() {
-                return Err(ConfigError::PresenceWithBackplane);
-            }
         }
         if self.history.history_size > 0 {
             if self.history.recovery_max > MAX_RECOVERY {
@@ -491,8 +488,6 @@ pub enum ConfigError {
     BackplaneUrl,
     #[error("--idle-timeout must be longer than a non-zero --ping-interval")]
     IdleTimeout,
-    #[error("--presence-topics with --backplane needs presence kept in Redis, which this version does not have yet: presence is one node's alone for now")]
-    PresenceWithBackplane,
     #[error("--recovery-max must be at most 10000")]
     RecoveryMax,
     #[error("--history-max-bytes must hold at least one --max-message-bytes message")]

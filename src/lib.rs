@@ -126,6 +126,7 @@ fn join_cluster(
         deadline: config.admin_deadline * 3 / 4,
         supervisor: supervisor.clone(),
         history: (config.history.history_size > 0).then(|| config.history.history_topics.clone()),
+        presence: !config.history.presence_topics.is_empty(),
     };
     let queue_len = cluster.backplane_queue_len;
 

@@ -240,3 +240,73 @@ async fn a_redis_that_loses_the_history_gives_a_new_epoch_and_recovery_says_so()
         1.0
     );
 }
+
+/// A subscriber that follows `topic` until it has seen offset `last`,
+/// moving to `elsewhere` with `since` whenever its node closes it; answers
+/// every offset it saw, in the order it saw them.
+async fn follow(mut client: WsClient, epoch: String, elsewhere: String, last: u64) -> Vec<u64> {
+    let mut seen = Vec::new();
+    while seen.last() != Some(&last) {
+        match client.next_or_close().await {
+            Ok(m) if m["type"] == "message" => seen.push(m["offset"].as_u64().expect("offset")),
+            Ok(other) => panic!("unexpected frame {other}"),
+            Err(code) => {
+                assert_eq!(code, 1012, "closed by the drain");
+                client = WsClient::connect(&elsewhere).await;
+                let since = json!({"offset": seen.last().copied().unwrap_or(0), "epoch": epoch});
+                let ack = subscribe(&mut client, "t", Some(since)).await;
+                assert_eq!(ack["recovered"], true, "{ack}");
+            }
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_node_drained_while_a_client_publishes_loses_nothing_for_subscribers_that_move() {
+    let redis = Redis::start().await;
+    let (a, b) = tokio::join!(node(&redis, "a"), node(&redis, "b"));
+    let total = 300;
+    let mut followers = Vec::new();
+    for _ in 0..20 {
+        let mut client = WsClient::connect(&a.url()).await;
+        let epoch = subscribe(&mut client, "t", None).await["epoch"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        followers.push(tokio::spawn(follow(client, epoch, b.url(), total)));
+    }
+    eventually(WAIT, "a listens to t", || async {
+        redis.topic_subscribers("t").await == 1
+    })
+    .await;
+    let mut publisher = WsClient::connect(&b.url()).await;
+    let publishing = tokio::spawn(async move {
+        for n in 0..total {
+            publish(&mut publisher, "t", n, 1).await;
+            tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+        }
+    });
+    // A's clients go at 20 a second while the publisher goes on.
+    let mut drain = a
+        .admin()
+        .await
+        .drain(pb::DrainRequest {
+            rate_per_second: 20,
+            deadline: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(progress) = drain.message().await.unwrap() {
+        if progress.done {
+            assert_eq!(progress.remaining, 0);
+            break;
+        }
+    }
+    publishing.await.unwrap();
+    for follower in followers {
+        let seen = follower.await.unwrap();
+        assert_eq!(seen, (1..=total).collect::<Vec<u64>>(), "every message once, in order");
+    }
+}

@@ -145,3 +145,86 @@ async fn joins_and_leaves_reach_those_who_ask_and_a_quick_return_is_not_a_leave(
     // And the watcher's own subscribe was never announced to itself.
     watcher.ping().await;
 }
+
+/// A node of a cluster over `redis` with presence on `room*`, short
+/// heartbeats and a 2 s presence TTL.
+async fn node(redis: &common::redis::Redis, id: &str) -> common::Binary {
+    let url = redis.url();
+    let args = [
+        "--backplane",
+        &url,
+        "--node-id",
+        id,
+        "--backplane-heartbeat",
+        "250ms",
+        "--backplane-presence-ttl",
+        "2s",
+        "--jwt-secret",
+        SECRET,
+        "--presence-topics",
+        "room*",
+    ];
+    let node = common::Binary::spawn(&args).await;
+    node.log_line("backplane up").await;
+    node
+}
+
+async fn connect_to(node: &common::Binary, user: &str) -> WsClient {
+    WsClient::connect(&format!("{}?token={}", node.url(), token(user))).await
+}
+
+#[tokio::test]
+async fn presence_spans_the_cluster_and_a_killed_nodes_clients_leave_within_its_ttl() {
+    use common::redis::Redis;
+    let redis = Redis::start().await;
+    let (a, b, mut c) = tokio::join!(node(&redis, "a"), node(&redis, "b"), node(&redis, "c"));
+    let mut alice = connect_to(&a, "alice").await;
+    let mut bob = connect_to(&b, "bob").await;
+    let mut alice2 = connect_to(&c, "alice").await;
+    let mut carol = connect_to(&c, "carol").await;
+    for client in [&mut alice, &mut bob, &mut alice2, &mut carol] {
+        subscribe(client, "room1", false).await;
+    }
+    let stats = |clients: u64, users: u64| json!({"type":"presence_stats","id":1,"topic":"room1","clients":clients,"users":users});
+    // Each node writes its roster within a heartbeat.
+    stats_become(&mut bob, stats(4, 3)).await;
+    let list = alice.request(json!({"type":"presence","topic":"room1","id":2})).await;
+    assert_eq!(list["total"], 4, "{list}");
+    // `--presence-max` is 1000 here: every client is listed, with its node.
+    let mut listed: Vec<String> = list["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| format!("{} {}", c["client_id"].as_str().unwrap(), c["user"].as_str().unwrap()))
+        .collect();
+    listed.sort();
+    let mut expected = vec![
+        format!("{} alice", alice.id),
+        format!("{} bob", bob.id),
+        format!("{} alice", alice2.id),
+        format!("{} carol", carol.id),
+    ];
+    expected.sort();
+    assert_eq!(listed, expected);
+
+    // C dies without a word: its clients leave the answers once its
+    // presence is older than the TTL.
+    c.child.kill().await.unwrap();
+    stats_become(&mut bob, stats(2, 2)).await;
+}
+
+/// Asks `presence_stats` every 50 ms until it answers `want` (another
+/// node's roster arrives with its heartbeat: there is no event to await).
+async fn stats_become(client: &mut WsClient, want: serde_json::Value) {
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    loop {
+        let answer = client
+            .request(json!({"type":"presence_stats","topic":"room1","id":1}))
+            .await;
+        if answer == want {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still {answer}, not {want}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -339,10 +339,6 @@ async fn history_settings_that_cannot_work_stop_the_process_at_start() {
             "--history-ttl must be longer than zero",
         ),
         (&["--history-topics", "a b"][..], "is neither a topic nor `prefix*`"),
-        (
-            &["--presence-topics", "room*", "--backplane", "redis://127.0.0.1:1"][..],
-            "presence is one node's alone for now",
-        ),
         (&["--presence-max", "0"][..], "--presence-max must be at least 1"),
         (
             &["--history-size", "10", "--history-max-bytes", "1KiB"][..],

@@ -119,6 +119,19 @@ pub trait Engine: Send + Sync + 'static {
         limit: usize,
         whole: bool,
     ) -> BoxFuture<'_, Result<StreamRead, EngineError>>;
+    /// Writes this node's rosters of topics with presence: each changed
+    /// topic's local clients (`None`: none left here), and keeps every
+    /// topic in `held` (those with clients here) alive for `ttl`.
+    fn write_rosters(
+        &self,
+        node: &NodeId,
+        changed: Vec<(Topic, Option<Bytes>)>,
+        held: Vec<Topic>,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<(), EngineError>>;
+    /// Reads a topic's rosters from the nodes refreshed within `ttl` (those
+    /// of nodes gone from presence are removed as they are found).
+    fn read_rosters(&self, topic: &Topic, ttl: Duration) -> BoxFuture<'_, Result<Vec<Bytes>, EngineError>>;
     /// Starts or stops listening to `channel`; kept across reconnects.
     fn listen(&self, channel: Channel, on: bool);
     /// Tears the subscription down and sets it up again: the canary found it

@@ -84,6 +84,11 @@ pub enum Command {
         limit: usize,
         respond: oneshot::Sender<Result<Option<HistoryPage>, HubError>>,
     },
+    /// This node's rosters of topics with presence, for the backplane.
+    Roster {
+        full: bool,
+        respond: oneshot::Sender<super::Roster>,
+    },
     Watch {
         respond: oneshot::Sender<broadcast::Receiver<Event>>,
     },

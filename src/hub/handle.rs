@@ -183,6 +183,10 @@ impl HubHandle {
         .await?
     }
 
+    pub async fn roster(&self, full: bool) -> Result<super::Roster, HubError> {
+        self.ask(|respond| Command::Roster { full, respond }).await
+    }
+
     pub async fn watch(&self) -> Result<broadcast::Receiver<Event>, HubError> {
         self.ask(|respond| Command::Watch { respond }).await
     }

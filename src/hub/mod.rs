@@ -28,7 +28,7 @@ pub use client::{ClientId, ClientTx, Fill, Outbound, PushError, QueueStats, Shar
 pub use command::*;
 pub use handle::HubHandle;
 pub use history::HistoryConfig;
-pub use presence::PresenceConfig;
+pub use presence::{PresenceConfig, Roster};
 
 use crate::close::{Closing, DisconnectReason};
 use crate::metrics::{self, Handles};
@@ -83,6 +83,8 @@ pub trait Relay: Send + Sync + 'static {
         limit: usize,
         whole: bool,
     ) -> BoxFuture<'static, Result<HistoryPage, HubError>>;
+    /// Every node's clients on a topic with presence: (client id, user).
+    fn rosters(&self, topic: &Topic) -> BoxFuture<'static, Result<Vec<(String, String)>, HubError>>;
 }
 
 /// The hub's limits.
@@ -306,6 +308,9 @@ impl Hub {
                 } else {
                     let _ = respond.send(Ok(self.history.page(&topic, since, limit, Instant::now())));
                 }
+            }
+            Command::Roster { full, respond } => {
+                let _ = respond.send(self.roster(full));
             }
             Command::Watch { respond } => {
                 let _ = respond.send(self.events.subscribe());

@@ -10,6 +10,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use super::remote::Done;
 use super::*;
 use crate::protocol::{ErrorCode, RequestError, RequestId};
 use crate::types::TopicPatterns;
@@ -47,6 +48,19 @@ pub struct Presence {
     cancelled: HashMap<(Topic, Box<str>), u32>,
     /// Topic → user → its clients subscribed: `presence_stats` in O(1).
     users: HashMap<Topic, HashMap<Box<str>, u32>>,
+    /// In a cluster: topics whose clients here changed since the backplane
+    /// last took this node's rosters.
+    dirty: HashSet<Topic>,
+}
+
+/// This node's part of the cluster's presence, taken each heartbeat.
+#[derive(Debug, Default)]
+pub struct Roster {
+    /// Topics whose clients here changed (or all, when asked): each one's
+    /// clients here (id, user); empty: none left here.
+    pub changed: Vec<(Topic, Vec<(String, String)>)>,
+    /// Topics with presence and clients here.
+    pub held: Vec<Topic>,
 }
 
 /// Takes one from a count, forgetting it at zero; whether there was one.
@@ -99,6 +113,24 @@ impl Hub {
             self.push(id, protocol::error(&e));
             return;
         }
+        if let Some(relay) = self.relay.clone() {
+            // In a cluster: every node's clients, from the backplane.
+            let read = relay.rosters(&topic);
+            let done = self.remote.done();
+            tokio::spawn(async move {
+                let result = read.await;
+                let _ = done
+                    .send(Done::Presence {
+                        client: id,
+                        topic,
+                        request,
+                        stats,
+                        result,
+                    })
+                    .await;
+            });
+            return;
+        }
         let members = self.topics.get(&topic).map(|m| m.values()).into_iter().flatten();
         let frame = if stats {
             let clients = self.topics.get(&topic).map_or(0, HashMap::len);
@@ -115,6 +147,74 @@ impl Hub {
         self.push(id, frame);
     }
 
+    /// The cluster's answer to a presence request: every node's clients.
+    pub(super) fn presence_read(
+        &mut self,
+        id: ClientId,
+        topic: &Topic,
+        request: Option<RequestId>,
+        stats: bool,
+        result: Result<Vec<(String, String)>, HubError>,
+    ) {
+        let clients = match result {
+            Ok(clients) => clients,
+            Err(e) => {
+                let e = RequestError {
+                    code: ErrorCode::Unavailable,
+                    message: e.to_string().into(),
+                    id: request,
+                };
+                metrics::client_error(e.code.as_str());
+                self.push(id, protocol::error(&e));
+                return;
+            }
+        };
+        let frame = if stats {
+            let users: HashSet<&str> = clients
+                .iter()
+                .map(|(_, u)| u.as_str())
+                .filter(|u| !u.is_empty())
+                .collect();
+            protocol::presence_stats(request.as_ref(), topic, clients.len(), users.len())
+        } else {
+            let listed: Vec<(String, &str)> = clients
+                .iter()
+                .take(self.config.presence.max)
+                .map(|(client, user)| (client.clone(), user.as_str()))
+                .collect();
+            protocol::presence(request.as_ref(), topic, &listed, clients.len())
+        };
+        self.push(id, frame);
+    }
+
+    /// This node's rosters for the backplane: the topics that changed since
+    /// the last call (all of them with `full`) and those held here.
+    pub(super) fn roster(&mut self, full: bool) -> Roster {
+        let held: Vec<Topic> = self.topics.keys().filter(|t| self.presence_on(t)).cloned().collect();
+        let changed: Vec<Topic> = if full {
+            self.presence.dirty.clear();
+            held.clone()
+        } else {
+            self.presence.dirty.drain().collect()
+        };
+        let changed = changed
+            .into_iter()
+            .map(|topic| {
+                let clients = self
+                    .topics
+                    .get(&topic)
+                    .map(|m| {
+                        m.values()
+                            .map(|tx| (tx.id.to_string(), tx.user().to_string()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (topic, clients)
+            })
+            .collect();
+        Roster { changed, held }
+    }
+
     /// A subscribe to `topic` took: `new`, the client joined it; `watch`,
     /// it asked for join/leave events.
     pub(super) fn joined(&mut self, id: ClientId, topic: &Topic, watch: bool, new: bool) {
@@ -129,6 +229,7 @@ impl Hub {
         }
         let Some(entry) = self.clients.get(&id) else { return };
         let user: Box<str> = entry.tx.user().into();
+        self.presence.dirty.insert(topic.clone());
         if !user.is_empty() {
             let users = self.presence.users.entry(topic.clone()).or_default();
             *users.entry(user.clone()).or_default() += 1;
@@ -157,6 +258,7 @@ impl Hub {
                 self.presence.watchers.remove(topic);
             }
         }
+        self.presence.dirty.insert(topic.clone());
         if let Some(users) = self.presence.users.get_mut(topic) {
             if let Some(n) = users.get_mut(user) {
                 *n -= 1;

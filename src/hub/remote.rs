@@ -64,6 +64,14 @@ pub enum Done {
     },
     /// The offset a publish got (`None`: it was not numbered in time).
     Numbered { token: u64, offset: Option<u64> },
+    /// Every node's clients on a topic with presence, for a request.
+    Presence {
+        client: ClientId,
+        topic: Topic,
+        request: Option<RequestId>,
+        stats: bool,
+        result: Result<Vec<(String, String)>, HubError>,
+    },
 }
 
 pub(super) struct Remote {
@@ -91,6 +99,11 @@ impl Remote {
             awaiting: HashMap::new(),
         };
         (remote, reads_done)
+    }
+
+    /// Where a task's result goes back into the hub.
+    pub(super) fn done(&self) -> mpsc::Sender<Done> {
+        self.done.clone()
     }
 
     /// Holds a live frame back for `id` if it waits for a read on `topic`;
@@ -213,6 +226,13 @@ impl Hub {
     pub(super) fn done(&mut self, done: Done) {
         match done {
             Done::Read { client, seq, result } => self.read_done(client, seq, result),
+            Done::Presence {
+                client,
+                topic,
+                request,
+                stats,
+                result,
+            } => self.presence_read(client, &topic, request, stats, result),
             Done::Numbered { token, offset } => {
                 let Some((topic, awaiting)) = self.remote.awaiting.remove(&token) else {
                     return;

@@ -476,6 +476,9 @@ impl Relay for Recorded {
     fn read(&self, _: &Topic, _: u64, _: usize, _: bool) -> BoxFuture<'static, Result<HistoryPage, HubError>> {
         Box::pin(async { Err(HubError::Backplane("no streams here".into())) })
     }
+    fn rosters(&self, _: &Topic) -> BoxFuture<'static, Result<Vec<(String, String)>, HubError>> {
+        Box::pin(async { Err(HubError::Backplane("no rosters here".into())) })
+    }
 }
 
 #[tokio::test]

@@ -222,6 +222,20 @@ impl WsClient {
         }
     }
 
+    /// The next JSON text frame, or the close code if the server closes first.
+    pub async fn next_or_close(&mut self) -> Result<Value, u16> {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a frame in time");
+            match message.expect("stream open").expect("frame ok") {
+                Message::Text(text) => return Ok(serde_json::from_str(&text).expect("JSON frame")),
+                Message::Close(frame) => return Err(frame.map_or(1005, |f| u16::from(f.code))),
+                _ => continue,
+            }
+        }
+    }
+
     /// Sends a request and returns the next frame (its answer, when nothing else is in flight).
     pub async fn request(&mut self, value: Value) -> Value {
         self.send(value).await;

@@ -47,11 +47,47 @@ impl Cluster {
         let every = self.config.heartbeat.min(self.config.presence_ttl / 3);
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks: u64 = 0;
         loop {
             tokio::select! {
-                _ = tick.tick() => self.refresh_presence().await,
+                _ = tick.tick() => {
+                    self.refresh_presence().await;
+                    // Every tenth time all of this node's rosters, so one a
+                    // write missed (or a read removed too early) comes back.
+                    self.refresh_rosters(ticks.is_multiple_of(10)).await;
+                    ticks += 1;
+                }
                 _ = stop.cancelled() => return,
             }
+        }
+    }
+
+    /// Writes this node's rosters of topics with presence that changed
+    /// (`full`: all of them) and keeps the others alive for the presence
+    /// TTL, so a node that dies takes its clients out of presence with it.
+    async fn refresh_rosters(&self, full: bool) {
+        let (Some(engine), true) = (&self.engine, self.config.presence) else {
+            return;
+        };
+        let Ok(roster) = self.hub.roster(full).await else {
+            return;
+        };
+        if roster.changed.is_empty() && roster.held.is_empty() {
+            return;
+        }
+        let changed = roster
+            .changed
+            .into_iter()
+            .map(|(topic, clients)| {
+                let roster =
+                    (!clients.is_empty()).then(|| Bytes::from(serde_json::to_vec(&clients).unwrap_or_default()));
+                (topic, roster)
+            })
+            .collect();
+        let write = engine.write_rosters(&self.node, changed, roster.held, self.config.presence_ttl);
+        if let Err(e) = write.await {
+            metrics::backplane_error(BackplaneError::Presence);
+            tracing::debug!(error = %e, "backplane: could not write this node's presence rosters");
         }
     }
 

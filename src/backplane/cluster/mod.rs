@@ -59,6 +59,9 @@ pub struct ClusterConfig {
     pub supervisor: Supervisor,
     /// The topics with history (`--history-topics`), when history is on.
     pub history: Option<crate::types::TopicPatterns>,
+    /// Whether some topics have presence (`--presence-topics`): this node
+    /// writes its rosters each heartbeat.
+    pub presence: bool,
 }
 
 /// Answers gathered from the nodes asked.
@@ -163,6 +166,7 @@ impl Cluster {
             deadline: Duration::ZERO,
             supervisor: Supervisor::default(),
             history: None,
+            presence: false,
         };
         Arc::new(Self::new(None, hub, config, lifecycle))
     }
@@ -224,6 +228,7 @@ impl Cluster {
             node: self.node.clone(),
             engine,
             tracked: self.tracked.clone(),
+            presence_ttl: self.config.presence_ttl,
         }))
     }
 

@@ -304,6 +304,8 @@ pub struct Outlet {
     pub(super) node: NodeId,
     pub(super) engine: Arc<dyn Engine>,
     pub(super) tracked: Tracked,
+    /// Rosters of nodes not refreshed within this are not read.
+    pub(super) presence_ttl: Duration,
 }
 
 impl Relay for Outlet {
@@ -369,6 +371,26 @@ impl Relay for Outlet {
                 messages,
                 trimmed: after < read.offset && first > after + 1,
             })
+        })
+    }
+
+    fn rosters(&self, topic: &Topic) -> BoxFuture<'static, Result<Vec<(String, String)>, HubError>> {
+        let (engine, topic, ttl) = (self.engine.clone(), topic.clone(), self.presence_ttl);
+        Box::pin(async move {
+            let rosters = engine.read_rosters(&topic, ttl).await.map_err(|e| {
+                metrics::backplane_error(BackplaneError::Presence);
+                HubError::Backplane(format!("reading the presence of {topic}: {e}"))
+            })?;
+            // Each node's roster is its own JSON list of [client, user];
+            // one that does not parse is another node's bug, counted.
+            let mut clients = Vec::new();
+            for roster in rosters {
+                match serde_json::from_slice::<Vec<(String, String)>>(&roster) {
+                    Ok(list) => clients.extend(list),
+                    Err(_) => metrics::backplane_error(BackplaneError::Decode),
+                }
+            }
+            Ok(clients)
         })
     }
 }

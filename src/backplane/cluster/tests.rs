@@ -32,6 +32,18 @@ impl Engine for Loopback {
     ) -> BoxFuture<'_, Result<crate::backplane::StreamRead, EngineError>> {
         Box::pin(async { Err(EngineError::Answer("no streams on a loopback")) })
     }
+    fn write_rosters(
+        &self,
+        _: &NodeId,
+        _: Vec<(Topic, Option<Bytes>)>,
+        _: Vec<Topic>,
+        _: Duration,
+    ) -> BoxFuture<'_, Result<(), EngineError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn read_rosters(&self, _: &Topic, _: Duration) -> BoxFuture<'_, Result<Vec<Bytes>, EngineError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
     fn listen(&self, _: Channel, _: bool) {}
     fn resubscribe(&self) {
         self.resubscribed.fetch_add(1, Ordering::Relaxed);
@@ -77,6 +89,7 @@ async fn the_canary_finds_a_silent_subscription_within_two_heartbeats() {
         deadline: Duration::from_secs(1),
         supervisor: Supervisor::default(),
         history: None,
+        presence: false,
     };
     let engine = std::sync::OnceLock::new();
     let stop = CancellationToken::new();

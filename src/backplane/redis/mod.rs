@@ -106,6 +106,33 @@ end
 return out
 ";
 
+/// ARGV: topic, TTL (ms). Answers the rosters (`wshub:presence:{<topic>}`,
+/// node → its clients there) of the nodes present within the TTL, and
+/// removes those of nodes no longer in presence at all.
+const ROSTER_SCRIPT: &str = r"
+local key = 'wshub:presence:{' .. ARGV[1] .. '}'
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local fields = redis.call('HGETALL', key)
+local out = {}
+for i = 1, #fields, 2 do
+  local seen = redis.call('ZSCORE', 'wshub:nodes', fields[i])
+  if seen and tonumber(seen) >= now - tonumber(ARGV[2]) then
+    table.insert(out, fields[i + 1])
+  elseif not seen then
+    redis.call('HDEL', key, fields[i])
+  end
+end
+return out
+";
+
+/// Keys changed in one pipeline of roster writes, at most.
+const ROSTER_BATCH: usize = 500;
+
+fn roster_key(topic: &Topic) -> String {
+    format!("wshub:presence:{{{topic}}}")
+}
+
 /// What the sender takes from its queues.
 #[derive(Debug)]
 pub(super) enum Out {
@@ -312,6 +339,72 @@ impl Engine for Redis {
                 .await
                 .map_err(|_| EngineError::Timeout)??;
             parse_read(answer).ok_or(EngineError::Answer("a stream read not in the expected shape"))
+        })
+    }
+
+    fn write_rosters(
+        &self,
+        node: &NodeId,
+        changed: Vec<(Topic, Option<Bytes>)>,
+        held: Vec<Topic>,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<(), EngineError>> {
+        let node = node.clone();
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let ttl = ttl.as_millis() as u64;
+            // (topic, Some(roster or none left)) to write, (topic, None) to keep.
+            let writes = changed
+                .into_iter()
+                .map(|(topic, roster)| (topic, Some(roster)))
+                .chain(held.into_iter().map(|topic| (topic, None)));
+            let mut pipe = redis::pipe();
+            let mut n = 0;
+            for (topic, roster) in writes {
+                let key = roster_key(&topic);
+                match roster {
+                    Some(Some(roster)) => {
+                        pipe.cmd("HSET")
+                            .arg(&key)
+                            .arg(node.as_str())
+                            .arg(roster.as_ref())
+                            .ignore();
+                    }
+                    Some(None) => {
+                        pipe.cmd("HDEL").arg(&key).arg(node.as_str()).ignore();
+                    }
+                    None => {}
+                }
+                pipe.cmd("PEXPIRE").arg(&key).arg(ttl).ignore();
+                n += 1;
+                if n % ROSTER_BATCH == 0 {
+                    tokio::time::timeout(IO_TIMEOUT, pipe.exec_async(&mut conn))
+                        .await
+                        .map_err(|_| EngineError::Timeout)??;
+                    pipe = redis::pipe();
+                }
+            }
+            tokio::time::timeout(IO_TIMEOUT, pipe.exec_async(&mut conn))
+                .await
+                .map_err(|_| EngineError::Timeout)??;
+            Ok(())
+        })
+    }
+
+    fn read_rosters(&self, topic: &Topic, ttl: Duration) -> BoxFuture<'_, Result<Vec<Bytes>, EngineError>> {
+        let topic = topic.clone();
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let mut eval = redis::cmd("EVAL");
+            eval.arg(ROSTER_SCRIPT)
+                .arg(0)
+                .arg(topic.as_str())
+                .arg(ttl.as_millis() as u64);
+            let read = eval.query_async::<Vec<Vec<u8>>>(&mut conn);
+            let rosters = tokio::time::timeout(IO_TIMEOUT, read)
+                .await
+                .map_err(|_| EngineError::Timeout)??;
+            Ok(rosters.into_iter().map(Bytes::from).collect())
         })
     }
 
