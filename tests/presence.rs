@@ -163,6 +163,8 @@ async fn node(redis: &common::redis::Redis, id: &str) -> common::Binary {
         SECRET,
         "--presence-topics",
         "room*",
+        "--presence-grace",
+        "1s",
     ];
     let node = common::Binary::spawn(&args).await;
     node.log_line("backplane up").await;
@@ -227,4 +229,48 @@ async fn stats_become(client: &mut WsClient, want: serde_json::Value) {
         assert!(tokio::time::Instant::now() < deadline, "still {answer}, not {want}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn joins_and_leaves_cross_nodes_and_a_move_between_nodes_within_the_grace_is_neither() {
+    let redis = common::redis::Redis::start().await;
+    let (a, b) = tokio::join!(node(&redis, "a"), node(&redis, "b"));
+    let mut watcher = connect_to(&a, "watcher").await;
+    subscribe(&mut watcher, "room1", true).await;
+    let mut bob = connect_to(&b, "bob").await;
+    subscribe(&mut bob, "room1", false).await;
+    let join = watcher.recv().await;
+    assert_eq!(
+        (&join["type"], &join["user"]),
+        (&json!("join"), &json!("bob")),
+        "{join}"
+    );
+    assert_eq!(join["client_id"], bob.id.as_str(), "another node's client, by its id");
+    let mut alice = connect_to(&a, "alice").await;
+    subscribe(&mut alice, "room1", false).await;
+    let join = watcher.recv().await;
+    assert_eq!(
+        (&join["type"], &join["user"]),
+        (&json!("join"), &json!("alice")),
+        "{join}"
+    );
+    let stats = json!({"type":"presence_stats","id":1,"topic":"room1","clients":3,"users":3});
+    stats_become(&mut bob, stats).await;
+
+    // Alice moves from A to B (a drain, a reconnect) within the grace:
+    // neither her join on B nor her leave on A is announced.
+    drop(alice);
+    let mut alice = connect_to(&b, "alice").await;
+    subscribe(&mut alice, "room1", false).await;
+    // Bob leaves for good: his leave, after the grace, is the next event
+    // the watcher sees.
+    drop(bob);
+    let next = watcher.recv().await;
+    assert_eq!(
+        (&next["type"], &next["user"]),
+        (&json!("leave"), &json!("bob")),
+        "{next}"
+    );
+    let stats = json!({"type":"presence_stats","id":1,"topic":"room1","clients":2,"users":2});
+    stats_become(&mut alice, stats).await;
 }

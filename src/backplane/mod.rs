@@ -17,7 +17,7 @@
 pub mod cluster;
 pub mod control;
 pub mod redis;
-mod wire;
+pub(crate) mod wire;
 
 use std::time::Duration;
 
@@ -131,7 +131,8 @@ pub trait Engine: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<(), EngineError>>;
     /// Reads a topic's rosters from the nodes refreshed within `ttl` (those
     /// of nodes gone from presence are removed as they are found).
-    fn read_rosters(&self, topic: &Topic, ttl: Duration) -> BoxFuture<'_, Result<Vec<Bytes>, EngineError>>;
+    /// (node, its roster) for each.
+    fn read_rosters(&self, topic: &Topic, ttl: Duration) -> BoxFuture<'_, Result<Vec<(String, Bytes)>, EngineError>>;
     /// Starts or stops listening to `channel`; kept across reconnects.
     fn listen(&self, channel: Channel, on: bool);
     /// Tears the subscription down and sets it up again: the canary found it

@@ -298,6 +298,33 @@ impl From<Stats> for hub::Stats {
     }
 }
 
+/// A node's roster of a topic with presence, as other nodes read it.
+#[derive(Serialize, Deserialize)]
+struct Roster {
+    clients: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    leaving: Vec<String>,
+}
+
+/// This node's roster, as it is written for the others.
+pub fn encode_roster(roster: &hub::NodeRoster) -> Vec<u8> {
+    let wire = Roster {
+        clients: roster.clients.clone(),
+        leaving: roster.leaving.clone(),
+    };
+    serde_json::to_vec(&wire).unwrap_or_default()
+}
+
+/// A node's roster as written; `None` if it is not one.
+pub fn decode_roster(bytes: &[u8], here: bool) -> Option<hub::NodeRoster> {
+    let wire: Roster = serde_json::from_slice(bytes).ok()?;
+    Some(hub::NodeRoster {
+        here,
+        clients: wire.clients,
+        leaving: wire.leaving,
+    })
+}
+
 /// `#[serde(with = ...)]` modules for the control protocol's fields: each
 /// writes a hub value as its wire type and reads it back.
 macro_rules! via {

@@ -84,6 +84,11 @@ pub enum Command {
         limit: usize,
         respond: oneshot::Sender<Result<Option<HistoryPage>, HubError>>,
     },
+    /// Another node's join or leave, for this node's watchers of the topic.
+    Announce {
+        topic: Topic,
+        frame: Utf8Bytes,
+    },
     /// This node's rosters of topics with presence, for the backplane.
     Roster {
         full: bool,

@@ -28,7 +28,7 @@ pub use client::{ClientId, ClientTx, Fill, Outbound, PushError, QueueStats, Shar
 pub use command::*;
 pub use handle::HubHandle;
 pub use history::HistoryConfig;
-pub use presence::{PresenceConfig, Roster};
+pub use presence::{NodeRoster, PresenceConfig, Roster};
 
 use crate::close::{Closing, DisconnectReason};
 use crate::metrics::{self, Handles};
@@ -83,8 +83,10 @@ pub trait Relay: Send + Sync + 'static {
         limit: usize,
         whole: bool,
     ) -> BoxFuture<'static, Result<HistoryPage, HubError>>;
-    /// Every node's clients on a topic with presence: (client id, user).
-    fn rosters(&self, topic: &Topic) -> BoxFuture<'static, Result<Vec<(String, String)>, HubError>>;
+    /// Every live node's roster of a topic with presence.
+    fn rosters(&self, topic: &Topic) -> BoxFuture<'static, Result<Vec<NodeRoster>, HubError>>;
+    /// A join or leave on a topic with presence, for other nodes' watchers.
+    fn announce(&self, topic: &Topic, frame: &Utf8Bytes);
 }
 
 /// The hub's limits.
@@ -309,6 +311,7 @@ impl Hub {
                     let _ = respond.send(Ok(self.history.page(&topic, since, limit, Instant::now())));
                 }
             }
+            Command::Announce { topic, frame } => self.announce_here(&topic, ClientId(0), frame),
             Command::Roster { full, respond } => {
                 let _ = respond.send(self.roster(full));
             }

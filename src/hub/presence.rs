@@ -56,11 +56,28 @@ pub struct Presence {
 /// This node's part of the cluster's presence, taken each heartbeat.
 #[derive(Debug, Default)]
 pub struct Roster {
-    /// Topics whose clients here changed (or all, when asked): each one's
-    /// clients here (id, user); empty: none left here.
-    pub changed: Vec<(Topic, Vec<(String, String)>)>,
-    /// Topics with presence and clients here.
+    /// Topics whose clients here changed (or all, when asked), each with
+    /// its roster here (empty: nothing left here).
+    pub changed: Vec<(Topic, NodeRoster)>,
+    /// Topics with presence and clients (or leaves in their grace) here.
     pub held: Vec<Topic>,
+}
+
+/// One node's clients on a topic with presence, as the cluster keeps them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeRoster {
+    /// Whether it is this node's own.
+    pub here: bool,
+    /// (client id, user).
+    pub clients: Vec<(String, String)>,
+    /// Users whose leave there waits out its grace.
+    pub leaving: Vec<String>,
+}
+
+impl NodeRoster {
+    pub fn is_empty(&self) -> bool {
+        self.clients.is_empty() && self.leaving.is_empty()
+    }
 }
 
 /// Takes one from a count, forgetting it at zero; whether there was one.
@@ -71,6 +88,15 @@ fn take_one(counts: &mut HashMap<(Topic, Box<str>), u32>, key: &(Topic, Box<str>
         counts.remove(key);
     }
     true
+}
+
+/// When a join or leave in a cluster goes unannounced.
+enum Unless {
+    /// The user is on the topic on another node, or its leave there waits
+    /// out its grace (a move between nodes: no join).
+    OnElsewhere(Box<str>),
+    /// The user is on the topic on another node.
+    PresentElsewhere(Box<str>),
 }
 
 struct Leaving {
@@ -154,10 +180,10 @@ impl Hub {
         topic: &Topic,
         request: Option<RequestId>,
         stats: bool,
-        result: Result<Vec<(String, String)>, HubError>,
+        result: Result<Vec<NodeRoster>, HubError>,
     ) {
-        let clients = match result {
-            Ok(clients) => clients,
+        let clients: Vec<(String, String)> = match result {
+            Ok(rosters) => rosters.into_iter().flat_map(|r| r.clients).collect(),
             Err(e) => {
                 let e = RequestError {
                     code: ErrorCode::Unavailable,
@@ -209,7 +235,19 @@ impl Hub {
                             .collect()
                     })
                     .unwrap_or_default();
-                (topic, clients)
+                let leaving = self
+                    .presence
+                    .waiting
+                    .keys()
+                    .filter(|(t, _)| *t == topic)
+                    .map(|(_, user)| user.to_string())
+                    .collect();
+                let roster = NodeRoster {
+                    here: true,
+                    clients,
+                    leaving,
+                };
+                (topic, roster)
             })
             .collect();
         Roster { changed, held }
@@ -244,6 +282,12 @@ impl Hub {
             }
         }
         let frame = protocol::join_leave("join", topic, &id.to_string(), &user);
+        // In a cluster, a user back from another node within its grace
+        // there (a rolling deploy), or on the topic there still, is no
+        // join either: asked of the rosters.
+        if !user.is_empty() && self.relay.is_some() {
+            return self.announce_unless(topic, id, frame, Unless::OnElsewhere(user));
+        }
         self.announce(topic, id, frame);
     }
 
@@ -295,13 +339,53 @@ impl Hub {
                 continue;
             }
             take_one(&mut self.presence.waiting, &key);
+            self.presence.dirty.insert(leaving.topic.clone());
             let frame = protocol::join_leave("leave", &leaving.topic, &leaving.client.to_string(), &leaving.user);
+            // In a cluster, a user still on the topic on another node
+            // (moved there within the grace) has not left.
+            if self.relay.is_some() {
+                let unless = Unless::PresentElsewhere(leaving.user.clone());
+                self.announce_unless(&leaving.topic, leaving.client, frame, unless);
+                continue;
+            }
             self.announce(&leaving.topic, leaving.client, frame);
         }
     }
 
-    /// Sends a join or leave to the topic's watchers but `about` itself.
-    fn announce(&mut self, topic: &Topic, about: ClientId, frame: Utf8Bytes) {
+    /// Announces a join or leave unless the cluster's rosters say otherwise
+    /// (read in a task of its own; a roster that cannot be read announces:
+    /// an event too many rather than one lost).
+    fn announce_unless(&mut self, topic: &Topic, about: ClientId, frame: Utf8Bytes, unless: Unless) {
+        let Some(relay) = self.relay.clone() else { return };
+        let read = relay.rosters(topic);
+        let done = self.remote.done();
+        let topic = topic.clone();
+        tokio::spawn(async move {
+            let quiet = read.await.is_ok_and(|rosters| {
+                rosters.iter().filter(|r| !r.here).any(|r| match &unless {
+                    Unless::OnElsewhere(user) => {
+                        r.leaving.iter().any(|u| **u == **user) || r.clients.iter().any(|(_, u)| **u == **user)
+                    }
+                    Unless::PresentElsewhere(user) => r.clients.iter().any(|(_, u)| **u == **user),
+                })
+            });
+            if !quiet {
+                let _ = done.send(Done::Announce { topic, about, frame }).await;
+            }
+        });
+    }
+
+    /// Sends a join or leave to the topic's watchers here but `about`
+    /// itself and, in a cluster, to the other nodes' watchers.
+    pub(super) fn announce(&mut self, topic: &Topic, about: ClientId, frame: Utf8Bytes) {
+        if let Some(relay) = &self.relay {
+            relay.announce(topic, &frame);
+        }
+        self.announce_here(topic, about, frame);
+    }
+
+    /// Sends a join or leave to the topic's watchers here but `about`.
+    pub(super) fn announce_here(&mut self, topic: &Topic, about: ClientId, frame: Utf8Bytes) {
         let Some(watchers) = self.presence.watchers.get(topic) else {
             return;
         };

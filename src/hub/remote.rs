@@ -70,7 +70,13 @@ pub enum Done {
         topic: Topic,
         request: Option<RequestId>,
         stats: bool,
-        result: Result<Vec<(String, String)>, HubError>,
+        result: Result<Vec<super::NodeRoster>, HubError>,
+    },
+    /// A join or leave to announce after all (see `Hub::announce_unless`).
+    Announce {
+        topic: Topic,
+        about: ClientId,
+        frame: Utf8Bytes,
     },
 }
 
@@ -233,6 +239,7 @@ impl Hub {
                 stats,
                 result,
             } => self.presence_read(client, &topic, request, stats, result),
+            Done::Announce { topic, about, frame } => self.announce(&topic, about, frame),
             Done::Numbered { token, offset } => {
                 let Some((topic, awaiting)) = self.remote.awaiting.remove(&token) else {
                     return;

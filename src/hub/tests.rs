@@ -476,8 +476,11 @@ impl Relay for Recorded {
     fn read(&self, _: &Topic, _: u64, _: usize, _: bool) -> BoxFuture<'static, Result<HistoryPage, HubError>> {
         Box::pin(async { Err(HubError::Backplane("no streams here".into())) })
     }
-    fn rosters(&self, _: &Topic) -> BoxFuture<'static, Result<Vec<(String, String)>, HubError>> {
+    fn rosters(&self, _: &Topic) -> BoxFuture<'static, Result<Vec<NodeRoster>, HubError>> {
         Box::pin(async { Err(HubError::Backplane("no rosters here".into())) })
+    }
+    fn announce(&self, topic: &Topic, frame: &Utf8Bytes) {
+        self.0.lock().unwrap().push(format!("announce {topic} {frame}"));
     }
 }
 

@@ -78,9 +78,8 @@ impl Cluster {
         let changed = roster
             .changed
             .into_iter()
-            .map(|(topic, clients)| {
-                let roster =
-                    (!clients.is_empty()).then(|| Bytes::from(serde_json::to_vec(&clients).unwrap_or_default()));
+            .map(|(topic, roster)| {
+                let roster = (!roster.is_empty()).then(|| Bytes::from(crate::backplane::wire::encode_roster(&roster)));
                 (topic, roster)
             })
             .collect();

@@ -3,7 +3,7 @@
 //! at once, publishes delivered into the hub in order.
 
 use super::*;
-use crate::hub::{HistoryPage, Numbered};
+use crate::hub::{HistoryPage, NodeRoster, Numbered};
 use crate::protocol;
 use futures_util::future::BoxFuture;
 use tokio::sync::oneshot;
@@ -40,6 +40,13 @@ impl Cluster {
                 continue;
             };
             let mine = origin == self.node.as_str().as_bytes();
+            // A join or leave from another node, for the watchers here.
+            if frame.first() == Some(&b'!') {
+                if let (false, Some(topic)) = (mine, &topic) {
+                    self.event(topic, frame.slice(1..));
+                }
+                continue;
+            }
             let Some((stamp, frame)) = open_stamp(frame) else {
                 metrics::backplane_error(BackplaneError::Decode);
                 continue;
@@ -60,6 +67,20 @@ impl Cluster {
             if deliveries.try_send((topic, frame, budget, stamp)).is_err() {
                 metrics::backplane_dropped(Dropped::Inbound, 1);
             }
+        }
+    }
+
+    /// Another node's join or leave: to this node's watchers of the topic
+    /// if the hub has room now (an event the hub is too busy for is
+    /// dropped and counted, like a message).
+    fn event(&self, topic: &Topic, frame: Bytes) {
+        let Ok(frame) = Utf8Bytes::try_from(frame) else {
+            metrics::backplane_error(BackplaneError::Decode);
+            return;
+        };
+        let topic = topic.clone();
+        if self.hub.try_send(Command::Announce { topic, frame }).is_err() {
+            metrics::backplane_dropped(Dropped::Inbound, 1);
         }
     }
 
@@ -374,23 +395,35 @@ impl Relay for Outlet {
         })
     }
 
-    fn rosters(&self, topic: &Topic) -> BoxFuture<'static, Result<Vec<(String, String)>, HubError>> {
+    fn rosters(&self, topic: &Topic) -> BoxFuture<'static, Result<Vec<NodeRoster>, HubError>> {
         let (engine, topic, ttl) = (self.engine.clone(), topic.clone(), self.presence_ttl);
+        let node = self.node.clone();
         Box::pin(async move {
             let rosters = engine.read_rosters(&topic, ttl).await.map_err(|e| {
                 metrics::backplane_error(BackplaneError::Presence);
                 HubError::Backplane(format!("reading the presence of {topic}: {e}"))
             })?;
-            // Each node's roster is its own JSON list of [client, user];
-            // one that does not parse is another node's bug, counted.
-            let mut clients = Vec::new();
-            for roster in rosters {
-                match serde_json::from_slice::<Vec<(String, String)>>(&roster) {
-                    Ok(list) => clients.extend(list),
-                    Err(_) => metrics::backplane_error(BackplaneError::Decode),
-                }
-            }
-            Ok(clients)
+            // One that does not parse is another node's bug, counted.
+            Ok(rosters
+                .into_iter()
+                .filter_map(|(owner, roster)| {
+                    let decoded = crate::backplane::wire::decode_roster(&roster, owner == node.as_str());
+                    if decoded.is_none() {
+                        metrics::backplane_error(BackplaneError::Decode);
+                    }
+                    decoded
+                })
+                .collect())
         })
+    }
+
+    fn announce(&self, topic: &Topic, frame: &Utf8Bytes) {
+        let mut payload = BytesMut::with_capacity(self.node.as_str().len() + 2 + frame.len());
+        payload.put_slice(self.node.as_str().as_bytes());
+        payload.put_slice(b"\n!");
+        payload.put_slice(frame.as_bytes());
+        if !self.engine.publish(Channel::Topic(topic.clone()), payload.freeze()) {
+            metrics::backplane_dropped(Dropped::Outbound, 1);
+        }
     }
 }

@@ -41,7 +41,7 @@ impl Engine for Loopback {
     ) -> BoxFuture<'_, Result<(), EngineError>> {
         Box::pin(async { Ok(()) })
     }
-    fn read_rosters(&self, _: &Topic, _: Duration) -> BoxFuture<'_, Result<Vec<Bytes>, EngineError>> {
+    fn read_rosters(&self, _: &Topic, _: Duration) -> BoxFuture<'_, Result<Vec<(String, Bytes)>, EngineError>> {
         Box::pin(async { Ok(Vec::new()) })
     }
     fn listen(&self, _: Channel, _: bool) {}

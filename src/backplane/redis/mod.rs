@@ -106,9 +106,10 @@ end
 return out
 ";
 
-/// ARGV: topic, TTL (ms). Answers the rosters (`wshub:presence:{<topic>}`,
-/// node → its clients there) of the nodes present within the TTL, and
-/// removes those of nodes no longer in presence at all.
+/// ARGV: topic, TTL (ms). Answers [node, roster, ...]: the rosters
+/// (`wshub:presence:{<topic>}`, node → its clients there) of the nodes
+/// present within the TTL, and removes those of nodes no longer in
+/// presence at all.
 const ROSTER_SCRIPT: &str = r"
 local key = 'wshub:presence:{' .. ARGV[1] .. '}'
 local t = redis.call('TIME')
@@ -118,6 +119,7 @@ local out = {}
 for i = 1, #fields, 2 do
   local seen = redis.call('ZSCORE', 'wshub:nodes', fields[i])
   if seen and tonumber(seen) >= now - tonumber(ARGV[2]) then
+    table.insert(out, fields[i])
     table.insert(out, fields[i + 1])
   elseif not seen then
     redis.call('HDEL', key, fields[i])
@@ -391,7 +393,7 @@ impl Engine for Redis {
         })
     }
 
-    fn read_rosters(&self, topic: &Topic, ttl: Duration) -> BoxFuture<'_, Result<Vec<Bytes>, EngineError>> {
+    fn read_rosters(&self, topic: &Topic, ttl: Duration) -> BoxFuture<'_, Result<Vec<(String, Bytes)>, EngineError>> {
         let topic = topic.clone();
         Box::pin(async move {
             let mut conn = self.conn.clone();
@@ -404,7 +406,12 @@ impl Engine for Redis {
             let rosters = tokio::time::timeout(IO_TIMEOUT, read)
                 .await
                 .map_err(|_| EngineError::Timeout)??;
-            Ok(rosters.into_iter().map(Bytes::from).collect())
+            let mut pairs = rosters.into_iter();
+            let mut out = Vec::new();
+            while let (Some(node), Some(roster)) = (pairs.next(), pairs.next()) {
+                out.push((String::from_utf8_lossy(&node).into_owned(), Bytes::from(roster)));
+            }
+            Ok(out)
         })
     }
 
