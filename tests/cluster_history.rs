@@ -115,6 +115,8 @@ async fn a_client_recovers_on_another_node_what_it_missed_while_others_publish()
         .into_inner();
     let offsets: Vec<u64> = page.messages.iter().map(|m| m.offset).collect();
     assert_eq!((offsets, page.offset, page.epoch), (vec![56, 57, 58, 59], 59, epoch));
+    // B's publishes went in batches through the send script, each timed.
+    assert!(metric(b.metrics, "wshub_backplane_send_seconds_count").await >= 8.0);
     assert_eq!(
         metric(b.metrics, r#"wshub_history_recoveries_total{result="recovered"}"#).await,
         1.0

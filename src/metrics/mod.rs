@@ -50,6 +50,7 @@ pub const RELOADS_TOTAL: &str = "wshub_reloads_total";
 pub const NODE_INFO: &str = "wshub_node_info";
 pub const BACKPLANE_UP: &str = "wshub_backplane_up";
 pub const BACKPLANE_ROUNDTRIP_SECONDS: &str = "wshub_backplane_roundtrip_seconds";
+pub const BACKPLANE_SEND_SECONDS: &str = "wshub_backplane_send_seconds";
 pub const BACKPLANE_ERRORS_TOTAL: &str = "wshub_backplane_errors_total";
 pub const BACKPLANE_DROPPED_TOTAL: &str = "wshub_backplane_dropped_total";
 pub const BACKPLANE_MESSAGES_TOTAL: &str = "wshub_backplane_messages_total";
@@ -128,6 +129,14 @@ pub fn install() -> &'static PrometheusHandle {
                 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
             ],
         );
+        let builder = builder.and_then(|b| {
+            b.set_buckets_for_metric(
+                buckets(BACKPLANE_SEND_SECONDS),
+                &[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ],
+            )
+        });
         let builder = builder.and_then(|b| {
             b.set_buckets_for_metric(
                 buckets(BACKPLANE_ROUNDTRIP_SECONDS),
@@ -316,7 +325,18 @@ pub fn backplane_start() {
     for direction in ["out", "in"] {
         metrics::counter!(BACKPLANE_MESSAGES_TOTAL, "direction" => direction).absolute(0);
     }
+    describe_histogram!(
+        BACKPLANE_SEND_SECONDS,
+        Unit::Seconds,
+        "Time from sending one batch of publishes to Redis (one run of the send script: with history, numbering and keeping each message too) to its answer."
+    );
     let _ = metrics::histogram!(BACKPLANE_ROUNDTRIP_SECONDS);
+    let _ = metrics::histogram!(BACKPLANE_SEND_SECONDS);
+}
+
+/// One batch of publishes answered by Redis after `took`.
+pub fn backplane_sent(took: std::time::Duration) {
+    metrics::histogram!(BACKPLANE_SEND_SECONDS).record(took.as_secs_f64());
 }
 
 /// `wshub_node_info{node="..."} 1`: which node this is, alone or in a cluster.

@@ -270,7 +270,11 @@ impl Link {
         }
         let mut conn = self.conn.clone();
         let mut call: InFlight = Box::pin(async move {
+            let sent = Instant::now();
             let answer = eval.query_async::<Vec<u64>>(&mut conn).await;
+            if answer.is_ok() {
+                metrics::backplane_sent(sent.elapsed());
+            }
             // {1, offsets...}: each numbered message's waiter learns its
             // offset; {0}: too late, and the waiters are dropped.
             let published = answer.map(|offsets| {
