@@ -140,11 +140,17 @@ impl Hub {
             return;
         }
         if let Some(relay) = self.relay.clone() {
-            // In a cluster: every node's clients, from the backplane.
+            // In a cluster: every node's clients, from the backplane, with
+            // at most READS reads in flight.
+            let Some(permit) = self.remote.permit() else {
+                let busy = Err(HubError::Backplane("too many presence reads in flight; retry".into()));
+                return self.presence_read(id, &topic, request, stats, busy);
+            };
             let read = relay.rosters(&topic);
             let done = self.remote.done();
             tokio::spawn(async move {
                 let result = read.await;
+                drop(permit);
                 let _ = done
                     .send(Done::Presence {
                         client: id,
@@ -357,11 +363,17 @@ impl Hub {
     /// an event too many rather than one lost).
     fn announce_unless(&mut self, topic: &Topic, about: ClientId, frame: Utf8Bytes, unless: Unless) {
         let Some(relay) = self.relay.clone() else { return };
+        // Too many reads in flight: announced (one too many, not one lost).
+        let Some(permit) = self.remote.permit() else {
+            return self.announce(topic, about, frame);
+        };
         let read = relay.rosters(topic);
         let done = self.remote.done();
         let topic = topic.clone();
         tokio::spawn(async move {
-            let quiet = read.await.is_ok_and(|rosters| {
+            let rosters = read.await;
+            drop(permit);
+            let quiet = rosters.is_ok_and(|rosters| {
                 rosters.iter().filter(|r| !r.here).any(|r| match &unless {
                     Unless::OnElsewhere(user) => {
                         r.leaving.iter().any(|u| **u == **user) || r.clients.iter().any(|(_, u)| **u == **user)

@@ -107,6 +107,12 @@ impl Remote {
         (remote, reads_done)
     }
 
+    /// A slot for one more read of the backplane in flight (stream reads
+    /// and presence reads share [`READS`]); `None` when all are taken.
+    pub(super) fn permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.reads.clone().try_acquire_owned().ok()
+    }
+
     /// Where a task's result goes back into the hub.
     pub(super) fn done(&self) -> mpsc::Sender<Done> {
         self.done.clone()
@@ -272,7 +278,7 @@ impl Hub {
         if request.is_none() && since.is_none() {
             return;
         }
-        let permit = self.remote.reads.clone().try_acquire_owned().ok();
+        let permit = self.remote.permit();
         let (Some(relay), Some(permit)) = (self.relay.clone(), permit) else {
             // Too many reads at once: answered without a position.
             if since.is_some() {
