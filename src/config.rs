@@ -9,10 +9,17 @@ use clap::Parser;
 
 /// A WebSocket hub managed over gRPC.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "wshub", version, about)]
+#[command(
+    name = "wshub",
+    version,
+    about,
+    after_help = "Logging: RUST_LOG sets what is logged (default `info`; e.g. `RUST_LOG=wshub=debug`, \
+`RUST_LOG=warn,wshub::backplane=debug`), --log-format how. Every flag can also be set by the \
+environment variable shown with it; a flag given on the command line wins."
+)]
 pub struct Config {
     /// Address of the WebSocket listener; clients connect to ws://ADDR/ws.
-    #[arg(long, env = "WSHUB_WS_ADDR", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "WSHUB_WS_ADDR", default_value = "127.0.0.1:8080", value_parser = resolve)]
     pub ws_addr: SocketAddr,
 
     /// Serve the demo page (a browser client for trying the hub) at / on the WebSocket port.
@@ -20,12 +27,18 @@ pub struct Config {
     pub demo: bool,
 
     /// Address of the gRPC admin listener. A non-loopback address requires --admin-token.
-    #[arg(long, env = "WSHUB_ADMIN_ADDR", default_value = "127.0.0.1:50051")]
+    #[arg(long, env = "WSHUB_ADMIN_ADDR", default_value = "127.0.0.1:50051", value_parser = resolve)]
     pub admin_addr: SocketAddr,
 
     /// Address of the HTTP listener serving /metrics, /healthz and /readyz.
-    #[arg(long, env = "WSHUB_METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    #[arg(long, env = "WSHUB_METRICS_ADDR", default_value = "127.0.0.1:9464", value_parser = resolve)]
     pub metrics_addr: SocketAddr,
+
+    /// How log lines are written (to stderr): `text` for people, `json`
+    /// (one object per line: timestamp, level, target, message and every
+    /// field) for log shippers.
+    #[arg(long, env = "WSHUB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 
     #[command(flatten)]
     pub client: ClientLimits,
@@ -265,6 +278,26 @@ pub struct ClientLimits {
     /// answers `too_many_topics`.
     #[arg(long, env = "WSHUB_MAX_TOPICS", default_value_t = 100_000)]
     pub max_topics: usize,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// An address to listen on: `IP:PORT`, or `HOST:PORT` resolved now (the
+/// first address the name resolves to), e.g. `localhost:8080`.
+fn resolve(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    use std::net::ToSocketAddrs;
+    let mut addrs = s
+        .to_socket_addrs()
+        .map_err(|e| format!("`{s}` is neither IP:PORT nor a HOST:PORT that resolves: {e}"))?;
+    addrs.next().ok_or_else(|| format!("`{s}` resolves to no address"))
 }
 
 /// What clients may publish (`--client-publish`).

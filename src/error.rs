@@ -32,4 +32,11 @@ pub enum Error {
     Backplane(#[from] crate::backplane::EngineError),
     #[error("the {0} task ended unexpectedly; the node stopped")]
     TaskEnded(&'static str),
+    /// A listener's address could not be bound.
+    #[error("cannot bind the {listener} {addr}: {reason}")]
+    Bind {
+        listener: &'static str,
+        addr: std::net::SocketAddr,
+        reason: String,
+    },
 }

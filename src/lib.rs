@@ -63,11 +63,31 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
+    /// Binds the three listeners; a failure names the listener and its
+    /// address ("cannot bind the admin port 127.0.0.1:50051: address in use").
+    pub async fn bind(config: &Config) -> Result<Listeners, Error> {
+        let named = |listener: &'static str, addr| {
+            move |e: std::io::Error| Error::Bind {
+                listener,
+                addr,
+                reason: match e.kind() {
+                    std::io::ErrorKind::AddrInUse => "address in use (another process listens there)".into(),
+                    std::io::ErrorKind::AddrNotAvailable => "no such address on this machine".into(),
+                    std::io::ErrorKind::PermissionDenied => {
+                        "permission denied (a port below 1024 needs privileges)".into()
+                    }
+                    _ => e.to_string(),
+                },
+            }
+        };
         Ok(Listeners {
-            ws: listen(config.ws_addr, config.listen_backlog)?,
-            admin: TcpListener::bind(config.admin_addr).await?,
-            metrics: TcpListener::bind(config.metrics_addr).await?,
+            ws: listen(config.ws_addr, config.listen_backlog).map_err(named("WebSocket port", config.ws_addr))?,
+            admin: TcpListener::bind(config.admin_addr)
+                .await
+                .map_err(named("admin port", config.admin_addr))?,
+            metrics: TcpListener::bind(config.metrics_addr)
+                .await
+                .map_err(named("metrics port", config.metrics_addr))?,
         })
     }
 }

@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Binary, WsClient};
+use tokio::io::AsyncBufReadExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_clients_with_1001_and_exits_0() {
@@ -350,4 +351,111 @@ async fn history_settings_that_cannot_work_stop_the_process_at_start() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_with_every_field() {
+    let node = Binary::spawn(&["--log-format", "json"]).await;
+    let mut client = WsClient::connect(&node.url()).await;
+    client.subscribe("news").await;
+    // An admin call is logged at info with its fields.
+    node.admin()
+        .await
+        .broadcast(wshub::admin::pb::BroadcastRequest {
+            topic: "news".into(),
+            data: "1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let line = node.log_line("admin: Broadcast").await;
+    let object: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    for key in ["timestamp", "level", "target", "message"] {
+        assert!(object.get(key).is_some_and(|v| v.is_string()), "{key} in {line}");
+    }
+    assert_eq!(object["level"], "INFO");
+    assert_eq!(object["recipients"], 1, "fields are top-level keys: {line}");
+    assert_eq!(object["topic"], "news", "{line}");
+    for line in node.log.borrow().iter() {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    }
+}
+
+#[tokio::test]
+async fn startup_says_where_to_go_and_addresses_take_host_names() {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wshub"))
+        .args([
+            "--ws-addr",
+            "localhost:0",
+            "--admin-addr",
+            "localhost:0",
+            "--metrics-addr",
+            "localhost:0",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut child = child;
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let line = loop {
+        let line = tokio::time::timeout(common::WAIT, lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if line.contains("listening") {
+            break line;
+        }
+    };
+    let field = |key: &str| {
+        line.split(&format!(" {key}="))
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("{key} in {line}"))
+            .to_string()
+    };
+    let ws = field("ws");
+    assert!(
+        ws.starts_with("127.0.0.1:") || ws.starts_with("[::1]:"),
+        "localhost resolved: {line}"
+    );
+    assert_eq!(field("ws_url"), format!("ws://{ws}/ws"));
+    assert_eq!(field("demo_url"), format!("http://{ws}/"));
+    assert_eq!(field("metrics_url"), format!("http://{}/metrics", field("metrics")));
+    // The URLs it names answer.
+    let metrics: std::net::SocketAddr = field("metrics").parse().unwrap();
+    let (status, _) = common::get(metrics, "/metrics").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_bind_failure_names_the_listener_and_its_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = exits(&["--admin-addr", &addr]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot bind the admin port {addr}: address in use")),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_value_from_the_environment_names_the_variable() {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wshub"))
+        .env("WSHUB_PING_INTERVAL", "soon")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let out = tokio::time::timeout(common::WAIT, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--ping-interval"), "{stderr}");
+    assert!(stderr.contains("environment variable WSHUB_PING_INTERVAL"), "{stderr}");
 }

@@ -406,11 +406,18 @@ impl Binary {
                 break line;
             }
         };
+        // A text line (`ws=ADDR ...`) or, with --log-format json, an object.
+        let json: Option<Value> = serde_json::from_str(&line).ok();
         let addr = |key: &str| -> SocketAddr {
-            line.split(&format!(" {key}="))
-                .nth(1)
-                .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|a| a.parse().ok())
+            let text = match &json {
+                Some(object) => object[key].as_str().map(str::to_string),
+                None => line
+                    .split(&format!(" {key}="))
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .map(str::to_string),
+            };
+            text.and_then(|a| a.parse().ok())
                 .unwrap_or_else(|| panic!("{key} address in {line:?}"))
         };
         let (ws, admin, metrics) = (addr("ws"), addr("admin"), addr("metrics"));
