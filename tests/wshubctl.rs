@@ -209,3 +209,75 @@ async fn completions_for_each_shell() {
         assert!(script.contains(mark) && script.contains("drain"), "{shell}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_reaches_an_mtls_admin_port_and_its_absence_is_named() {
+    let pki = Pki::new("ctl-mtls");
+    let (cert, key, _, _) = pki.leaf("localhost");
+    let (client_cert, client_key, _, _) = pki.leaf("operator");
+    let server = TestServer::with(|c| {
+        c.admin_tls_cert = Some(cert);
+        c.admin_tls_key = Some(key);
+        c.admin_tls_client_ca = Some(pki.dir.join("ca.pem"));
+        c.admin_token = Some("secret".into());
+    })
+    .await;
+    let addr = format!("https://localhost:{}", server.admin.port());
+    let ca = pki.dir.join("ca.pem");
+    let ca = ca.to_str().unwrap();
+    let token_file = pki.dir.join("token");
+    std::fs::write(&token_file, "secret\n").unwrap();
+    let token_file = token_file.to_str().unwrap();
+
+    // With the certificate and the token from a file: it works.
+    let (cert, key) = (client_cert.to_str().unwrap(), client_key.to_str().unwrap());
+    let args = [
+        "--ca",
+        ca,
+        "--cert",
+        cert,
+        "--key",
+        key,
+        "--token-file",
+        token_file,
+        "--json",
+        "stats",
+    ];
+    let out = ctl(&addr, &args).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stats: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(stats["clients"], 0, "{stats}");
+
+    // Without it: the message names the missing client certificate, not the CA.
+    let out = ctl(&addr, &["--ca", ca, "--token-file", token_file, "stats"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let error = stderr(&out);
+    assert!(
+        error.contains("client certificate") && error.contains("--cert"),
+        "{error}"
+    );
+
+    // A certificate from another CA: refused, and said so.
+    let other = Pki::new("ctl-mtls-other");
+    let (stranger_cert, stranger_key, _, _) = other.leaf("operator");
+    let (cert, key) = (stranger_cert.to_str().unwrap(), stranger_key.to_str().unwrap());
+    let out = ctl(
+        &addr,
+        &[
+            "--ca",
+            ca,
+            "--cert",
+            cert,
+            "--key",
+            key,
+            "--token-file",
+            token_file,
+            "stats",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let error = stderr(&out);
+    assert!(error.contains("refused this client certificate"), "{error}");
+    server.stop().await;
+}

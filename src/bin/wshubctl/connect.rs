@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Request, Status};
 use wshub::admin::pb::admin_client::AdminClient;
 
@@ -33,11 +33,23 @@ impl tonic::service::Interceptor for Auth {
 pub struct Target {
     url: String,
     tls: Option<ClientTlsConfig>,
+    /// Whether a client certificate is presented (mutual TLS).
+    identity: bool,
     auth: Auth,
 }
 
+/// How to prove who is calling: a bearer token and, for an admin port with
+/// `--admin-tls-client-ca`, a client certificate and its key.
+pub struct Credentials<'a> {
+    pub token: Option<&'a str>,
+    pub ca: Option<&'a Path>,
+    pub cert: Option<(&'a Path, &'a Path)>,
+}
+
 impl Target {
-    pub fn new(addr: &str, token: Option<&str>, ca: Option<&Path>) -> Result<Target, String> {
+    pub fn new(addr: &str, credentials: Credentials<'_>) -> Result<Target, String> {
+        let Credentials { token, ca, cert } = credentials;
+        let read = |path: &Path| std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
         let url = if addr.contains("://") {
             addr.to_string()
         } else {
@@ -48,12 +60,19 @@ impl Target {
             true => {
                 let mut tls = ClientTlsConfig::new().with_native_roots();
                 if let Some(ca) = ca {
-                    let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
-                    tls = tls.ca_certificate(Certificate::from_pem(pem));
+                    tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+                }
+                if let Some((cert, key)) = cert {
+                    tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
                 }
                 Some(tls)
             }
         };
+        if cert.is_some() && tls.is_none() {
+            return Err(format!(
+                "--cert and --key are for an https:// admin port; {url} is plain text"
+            ));
+        }
         let auth = match token {
             Some(token) => Some(
                 format!("Bearer {token}")
@@ -65,6 +84,7 @@ impl Target {
         Ok(Target {
             url,
             tls,
+            identity: cert.is_some(),
             auth: Auth(auth),
         })
     }
@@ -123,6 +143,15 @@ impl Failure {
                     || lower.contains("wrong version"))
             {
                 format!("TLS failed with {at}: it does not speak TLS; use http:// (or host:port) for a plain-text admin port ({causes})")
+            } else if tls && refused_after_handshake(&lower) {
+                // TLS 1.3: the client's side of the handshake is done before
+                // the server checks its certificate; a refusal shows as an
+                // alert or the connection closed under the first call.
+                if target.identity {
+                    format!("TLS failed with {at}: it refused this client certificate (not signed by its --admin-tls-client-ca, or expired) ({causes})")
+                } else {
+                    format!("TLS failed with {at}: it closed the connection after the handshake, which is how an admin port with --admin-tls-client-ca refuses a caller without a client certificate; pass --cert and --key ({causes})")
+                }
             } else if tls && (lower.contains("certificate") || lower.contains("unknownissuer")) {
                 format!("TLS failed with {at}: its certificate is not trusted; pass the CA with --ca ({causes})")
             } else if !tls
@@ -154,10 +183,32 @@ impl Failure {
                 Code::Unavailable | Code::Unknown | Code::Internal if status.source().is_some() => {
                     transport(&chain(&status))
                 }
+                // A connection closed under the call (how an mTLS port may
+                // refuse a certificate after the handshake).
+                Code::Cancelled => transport(&chain(&status)),
                 _ => status.message().to_string(),
             },
         }
     }
+}
+
+/// Whether a TLS connection was refused once the handshake was done: an
+/// alert about the client's certificate, or the connection closed.
+fn refused_after_handshake(lower: &str) -> bool {
+    [
+        "certificaterequired",
+        "certificate required",
+        "unknownca",
+        "unknown ca",
+        "badcertificate",
+        "decrypterror",
+        "broken pipe",
+        "connection reset",
+        "connection closed",
+        "operation was canceled",
+    ]
+    .iter()
+    .any(|k| lower.contains(k))
 }
 
 /// An error and its causes, outermost first: "a: b: c".

@@ -20,12 +20,28 @@ struct Cli {
     /// Admin API address: host:port, http://host:port or https://host:port.
     #[arg(long, env = "WSHUB_ADMIN_ADDR", default_value = "127.0.0.1:50051", global = true)]
     addr: String,
-    /// Bearer token, when the server requires one.
-    #[arg(long, env = "WSHUB_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    /// Bearer token, when the server requires one (--admin-token).
+    #[arg(
+        long,
+        env = "WSHUB_ADMIN_TOKEN",
+        hide_env_values = true,
+        global = true,
+        conflicts_with = "token_file"
+    )]
     token: Option<String>,
+    /// A file holding the bearer token (surrounding whitespace ignored), as
+    /// the server's --admin-token-file: keeps it out of the process list.
+    #[arg(long, env = "WSHUB_ADMIN_TOKEN_FILE", global = true)]
+    token_file: Option<std::path::PathBuf>,
     /// PEM CA certificate to verify an https:// server with.
     #[arg(long, env = "WSHUB_ADMIN_CA", global = true)]
     ca: Option<std::path::PathBuf>,
+    /// PEM client certificate, for an admin port with --admin-tls-client-ca (with --key).
+    #[arg(long, env = "WSHUB_ADMIN_CERT", global = true, requires = "key")]
+    cert: Option<std::path::PathBuf>,
+    /// The client certificate's PEM private key.
+    #[arg(long, env = "WSHUB_ADMIN_KEY", global = true, requires = "cert")]
+    key: Option<std::path::PathBuf>,
     /// Print JSON (one object per line) instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -168,7 +184,21 @@ async fn run(cli: Cli) -> Result<(), String> {
     if matches!(cli.command, Cmd::Top { .. }) && (cli.json || !std::io::stdout().is_terminal()) {
         return Err("top needs a terminal; scripts can poll `wshubctl --json stats`".into());
     }
-    let target = connect::Target::new(&cli.addr, cli.token.as_deref(), cli.ca.as_deref())?;
+    let token = match &cli.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => cli.token.clone(),
+    };
+    let credentials = connect::Credentials {
+        token: token.as_deref(),
+        ca: cli.ca.as_deref(),
+        cert: cli.cert.as_deref().zip(cli.key.as_deref()),
+    };
+    let target = connect::Target::new(&cli.addr, credentials)?;
     let mut admin = target.connect().await.map_err(|f| f.describe(&target))?;
     let fail = |e: tonic::Status| Failure::Status(e).describe(&target);
     let json_out = cli.json;
