@@ -459,3 +459,39 @@ async fn a_bad_value_from_the_environment_names_the_variable() {
     assert!(stderr.contains("--ping-interval"), "{stderr}");
     assert!(stderr.contains("environment variable WSHUB_PING_INTERVAL"), "{stderr}");
 }
+
+#[tokio::test]
+async fn an_eviction_is_logged_with_its_trigger_and_the_clients_address() {
+    let node = Binary::spawn(&["--send-queue-len", "8"]).await;
+    let (_stalled, id) = WsClient::stalled(node.ws, "news").await;
+    let mut publisher = WsClient::connect(&node.url()).await;
+    let big = "x".repeat(16 * 1024);
+    // Far more than 8 frames and the socket buffers: the queue overflows.
+    for _ in 0..200 {
+        publisher
+            .send(serde_json::json!({"type":"publish","topic":"news","data":big}))
+            .await;
+    }
+    let line = node.log_line("evicted slow consumer").await;
+    assert!(line.contains(&format!("client_id={id}")), "{line}");
+    assert!(line.contains("remote_addr=127.0.0.1:"), "{line}");
+    assert!(line.contains("trigger=message_limit"), "{line}");
+}
+
+#[tokio::test]
+async fn a_refused_admin_token_is_logged_with_the_callers_address() {
+    let node = Binary::spawn(&["--admin-token", "right"]).await;
+    let mut admin = node.admin().await;
+    let mut request = tonic::Request::new(wshub::admin::pb::GetStatsRequest {});
+    request
+        .metadata_mut()
+        .insert("authorization", "Bearer wrong".parse().unwrap());
+    let refused = admin.get_stats(request).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let line = node.log_line("admin: refused a call").await;
+    assert!(
+        line.contains("a wrong token") && line.contains("caller=127.0.0.1:"),
+        "{line}"
+    );
+    assert!(line.contains("refused=1"), "{line}");
+}

@@ -4,25 +4,57 @@
 //! `authorization: Bearer <token>`; anything else is UNAUTHENTICATED. The
 //! comparison takes the same time wherever the tokens differ.
 
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use subtle::ConstantTimeEq;
 use tonic::{Request, Status};
 
 use super::AdminError;
 
+/// How often a refused call is logged at most; the refusals in between are
+/// counted in the next line.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// An interceptor enforcing `token`, or letting everything through when it is `None`.
+/// A refused call is logged (at most once per [`LOG_EVERY`], with the
+/// caller's address and how many were refused since the last line).
 pub fn check(token: Option<String>) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
     let expected = token.map(|t| format!("Bearer {t}").into_bytes());
+    let refused = Arc::new(Mutex::new(Refused::default()));
     move |request: Request<()>| {
         let Some(expected) = &expected else { return Ok(request) };
-        let given = request
-            .metadata()
-            .get("authorization")
-            .map(|v| v.as_bytes())
-            .unwrap_or(b"");
-        if bool::from(given.ct_eq(expected)) {
-            Ok(request)
-        } else {
-            Err(AdminError::Unauthenticated.into())
+        let given = request.metadata().get("authorization").map(|v| v.as_bytes());
+        if bool::from(given.unwrap_or(b"").ct_eq(expected)) {
+            return Ok(request);
         }
+        let caller = request
+            .remote_addr()
+            .map_or_else(|| "unknown".to_string(), |a| a.to_string());
+        refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .log(&caller, given.is_some());
+        Err(AdminError::Unauthenticated.into())
+    }
+}
+
+/// Refused calls since the last log line.
+#[derive(Default)]
+struct Refused {
+    logged: Option<Instant>,
+    since: u64,
+}
+
+impl Refused {
+    fn log(&mut self, caller: &str, had_token: bool) {
+        self.since += 1;
+        if self.logged.is_some_and(|at| at.elapsed() < LOG_EVERY) {
+            return;
+        }
+        let why = if had_token { "a wrong token" } else { "no token" };
+        tracing::warn!(%caller, refused = self.since, "admin: refused a call with {why} (UNAUTHENTICATED); at most one such line every 10 s, `refused` counts them");
+        self.logged = Some(Instant::now());
+        self.since = 0;
     }
 }

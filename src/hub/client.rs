@@ -76,6 +76,29 @@ pub struct Shared {
     /// is not writing: the hub's sampler evicts a client whose write has
     /// not finished within `--write-timeout`, so no write needs a timer.
     write_since: AtomicU64,
+    /// Why it was evicted, once it was ([`Trigger`] as a number; 0: not).
+    trigger: std::sync::atomic::AtomicU8,
+}
+
+/// What made a client a slow consumer, for the eviction's log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// Its queue held `--send-queue-len` messages.
+    MessageLimit = 1,
+    /// Its queue held `--send-queue-bytes` bytes.
+    ByteLimit = 2,
+    /// A socket write took longer than `--write-timeout`.
+    WriteTimeout = 3,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::MessageLimit => "message_limit",
+            Trigger::ByteLimit => "byte_limit",
+            Trigger::WriteTimeout => "write_timeout",
+        }
+    }
 }
 
 /// What a client sent and received, counted by its reader and writer.
@@ -194,6 +217,7 @@ impl Shared {
             traffic: Traffic::default(),
             direct: Mutex::new(None),
             write_since: AtomicU64::new(0),
+            trigger: std::sync::atomic::AtomicU8::new(0),
         }
     }
 
@@ -289,11 +313,27 @@ impl Shared {
     /// frame (4008) goes next. The only way any layer evicts a client.
     /// Returns the number of messages discarded, or `None` if the
     /// connection was already closing.
-    pub fn evict(&self) -> Option<usize> {
+    pub fn evict(&self, trigger: Option<Trigger>) -> Option<usize> {
+        // Without one given, the queue is full: by count or by bytes.
+        let trigger = trigger.unwrap_or_else(|| match self.queue_stats().depth >= self.max_len {
+            true => Trigger::MessageLimit,
+            false => Trigger::ByteLimit,
+        });
         if !self.set_closing(Closing::slow_consumer()) {
             return None;
         }
+        self.trigger.store(trigger as u8, Ordering::Relaxed);
         Some(self.seal(true))
+    }
+
+    /// Why it was evicted, if it was.
+    pub fn trigger(&self) -> Option<Trigger> {
+        match self.trigger.load(Ordering::Relaxed) {
+            1 => Some(Trigger::MessageLimit),
+            2 => Some(Trigger::ByteLimit),
+            3 => Some(Trigger::WriteTimeout),
+            _ => None,
+        }
     }
 
     /// The client left: what is queued is dropped and the writer stops at
@@ -456,8 +496,8 @@ mod tests {
         let s = shared(4, 1 << 20);
         s.try_push("a".into()).unwrap();
         s.try_push("b".into()).unwrap();
-        assert_eq!(s.evict(), Some(2));
-        assert_eq!(s.evict(), None, "evicted once");
+        assert_eq!(s.evict(None), Some(2));
+        assert_eq!(s.evict(None), None, "evicted once");
         assert!(matches!(&taken(&s)[..], [Outbound::Close]));
         assert_eq!((s.queue_stats().depth, s.queue_stats().bytes), (0, 0));
         assert_eq!(s.closing().map(Closing::code), Some(code::SLOW_CONSUMER));

@@ -20,7 +20,14 @@ impl Hub {
         self.evictions += 1;
         self.overflowed = true;
         let queue = shared.queue_stats();
-        tracing::info!(client_id = %shared.id, depth = queue.depth, bytes = queue.bytes, "evicted slow consumer");
+        tracing::info!(
+            client_id = %shared.id,
+            remote_addr = %shared.remote_addr,
+            trigger = %shared.trigger().map_or("", Trigger::as_str),
+            depth = queue.depth,
+            bytes = queue.bytes,
+            "evicted slow consumer"
+        );
         let code = shared.closing().map_or(0, Closing::code);
         self.emit(
             EventKind::Evicted,
@@ -33,9 +40,9 @@ impl Hub {
 
     /// Removes a client that is too slow (its queue is full, or its socket
     /// write timed out) and evicts it (close 4008 next).
-    pub(super) fn evict(&mut self, id: ClientId) {
+    pub(super) fn evict(&mut self, id: ClientId, trigger: Option<Trigger>) {
         let Some(entry) = self.remove(id) else { return };
-        let discarded = entry.tx.evict().unwrap_or(0);
+        let discarded = entry.tx.evict(trigger).unwrap_or(0);
         self.metrics.dropped(DropReason::SlowConsumer, discarded as u64);
         self.evicted(&entry.tx);
     }
@@ -56,7 +63,7 @@ impl Hub {
             }
             Err(PushError::Full) => {
                 self.metrics.dropped(DropReason::SlowConsumer, 1);
-                self.evict(id);
+                self.evict(id, None);
                 false
             }
         }
@@ -271,7 +278,7 @@ impl Hub {
         self.metrics.dropped(DropReason::Closing, closed);
         let mut evict = std::mem::take(&mut self.evict);
         for id in evict.drain(..) {
-            self.evict(id);
+            self.evict(id, None);
         }
         self.evict = evict;
         if let Some(from) = from {

@@ -24,7 +24,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::{broadcast, mpsc};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-pub use client::{ClientId, ClientTx, Fill, Outbound, PushError, QueueStats, Shared, Totals};
+pub use client::{ClientId, ClientTx, Fill, Outbound, PushError, QueueStats, Shared, Totals, Trigger};
 pub use command::*;
 pub use handle::HubHandle;
 pub use history::HistoryConfig;

@@ -168,8 +168,7 @@ impl Hub {
             }
         }
         for id in stalled.drain(..) {
-            tracing::debug!(client_id = %id, "socket write timed out");
-            self.evict(id);
+            self.evict(id, Some(super::Trigger::WriteTimeout));
         }
         self.evict = stalled;
         for (depth, n) in &counts {

@@ -299,7 +299,7 @@ fn reply(shared: &Shared, frame: Frame) -> Result<(), Error> {
         Ok(_) => Ok(()),
         Err(PushError::Closed) => Err(Error::Closing),
         Err(PushError::Full) => {
-            let discarded = shared.evict().unwrap_or(0) as u64;
+            let discarded = shared.evict(None).unwrap_or(0) as u64;
             metrics::handles().dropped(DropReason::SlowConsumer, 1 + discarded);
             Err(Error::SlowConsumer)
         }
