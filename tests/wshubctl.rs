@@ -118,6 +118,18 @@ async fn connection_errors_name_the_address_and_the_cause() {
     assert!(error.contains("--token"), "no token given: {error}");
     server.stop().await;
 
+    // The node's other ports, by mistake: named as HTTP servers.
+    let server = TestServer::spawn().await;
+    for port in [server.ws, server.metrics] {
+        let out = ctl(&port.to_string(), &["stats"]).await;
+        let error = stderr(&out);
+        assert!(
+            error.contains("is an HTTP server, not the admin API"),
+            "{port}: {error}"
+        );
+    }
+    server.stop().await;
+
     // Plain text against a TLS port, and TLS against a plain one.
     let pki = Pki::new("ctl");
     let (cert, key, _, _) = pki.leaf("localhost");
@@ -157,7 +169,10 @@ async fn top_shows_the_node_and_ends_on_q_or_ctrl_c_restoring_the_terminal() {
         assert!(out.status.success(), "key {key:?}: {}", stderr(&out));
         let screen = stdout(&out);
         assert!(
-            screen.contains("clients") && screen.contains("deepest send queues") && screen.contains("news"),
+            screen.contains("clients")
+                && screen.contains("deepest send queues")
+                && screen.contains("news")
+                && screen.contains(", ready"),
             "{screen}"
         );
     }
@@ -175,6 +190,7 @@ async fn watch_prints_plain_lines_when_piped() {
     let mut watch = tokio::process::Command::new(env!("CARGO_BIN_EXE_wshubctl"))
         .args(["--addr", &server.admin.to_string(), "watch"])
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -192,7 +208,17 @@ async fn watch_prints_plain_lines_when_piped() {
     assert_eq!(fields[1], "connected", "{line}");
     assert!(fields[2].starts_with("c-"), "{line}");
     assert!(!line.contains('\u{1b}'), "no colour codes in a pipe: {line:?}");
+    // The node shutting down ends the watch: said so, and not a success.
     server.stop().await;
+    drop(lines);
+    let out = tokio::time::timeout(WAIT, watch.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let error = stderr(&out);
+    assert!(error.starts_with("watching "), "a header first: {error}");
+    assert!(error.contains("the node ended the stream"), "{error}");
+    assert_eq!(out.status.code(), Some(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,5 +305,28 @@ async fn a_client_certificate_reaches_an_mtls_admin_port_and_its_absence_is_name
     assert_eq!(out.status.code(), Some(1));
     let error = stderr(&out);
     assert!(error.contains("refused this client certificate"), "{error}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_says_whether_the_node_is_ready_or_draining() {
+    let server = TestServer::spawn().await;
+    let addr = server.admin.to_string();
+    let out = ctl(&addr, &["--json", "stats"]).await;
+    let stats: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(stats["state"], "ready", "{stats}");
+    let out = ctl(&addr, &["stats"]).await;
+    assert!(
+        stdout(&out)
+            .lines()
+            .any(|l| l.starts_with("state") && l.ends_with(" ready")),
+        "{}",
+        stdout(&out)
+    );
+    let out = ctl(&addr, &["drain", "--rate", "1000"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = ctl(&addr, &["--json", "stats"]).await;
+    let stats: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(stats["state"], "not ready: draining or shutting down", "{stats}");
     server.stop().await;
 }

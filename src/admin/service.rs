@@ -272,7 +272,10 @@ impl Admin for AdminService {
     async fn get_stats(&self, _: Request<pb::GetStatsRequest>) -> Result<Response<pb::Stats>, Status> {
         let gathered = self.cluster.stats().await.map_err(AdminError::from)?;
         let partial = gathered.partial();
-        Ok(Response::new(convert::stats(gathered.value, partial)))
+        let mut stats = convert::stats(gathered.value, partial);
+        stats.ready = self.lifecycle.not_ready_reason().is_none();
+        stats.not_ready_reason = self.lifecycle.not_ready_reason().unwrap_or_default().to_string();
+        Ok(Response::new(stats))
     }
 
     type WatchEventsStream = BoxStream<pb::Event>;

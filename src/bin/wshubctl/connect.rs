@@ -160,6 +160,15 @@ impl Failure {
                     || lower.contains("frame")
                     || lower.contains("h2 protocol")
                     || lower.contains("connection closed"))
+                && speaks_http1(at)
+            {
+                not_the_admin_api(at)
+            } else if !tls
+                && (lower.contains("connection reset")
+                    || lower.contains("broken pipe")
+                    || lower.contains("frame")
+                    || lower.contains("h2 protocol")
+                    || lower.contains("connection closed"))
             {
                 format!(
                     "{at} closed the connection: if its admin port uses TLS, use https://{} with --ca ({causes})",
@@ -183,6 +192,9 @@ impl Failure {
                 Code::Unavailable | Code::Unknown | Code::Internal if status.source().is_some() => {
                     transport(&chain(&status))
                 }
+                // An HTTP server that is not gRPC (the metrics port speaks
+                // HTTP/2 too, and answers 404).
+                _ if status.message().contains("grpc-status header missing") => not_the_admin_api(at),
                 // A connection closed under the call (how an mTLS port may
                 // refuse a certificate after the handshake).
                 Code::Cancelled => transport(&chain(&status)),
@@ -190,6 +202,35 @@ impl Failure {
             },
         }
     }
+}
+
+/// The operator pointed wshubctl at another port of the node (or another
+/// HTTP server).
+fn not_the_admin_api(at: &str) -> String {
+    format!("{at} is an HTTP server, not the admin API: the WebSocket or metrics port? The admin API listens on the node's --admin-addr (default 127.0.0.1:50051)")
+}
+
+/// Whether `at` (http://host:port) answers a plain HTTP/1.1 request with
+/// an HTTP/1 status line, within a second each way: a WebSocket port does.
+fn speaks_http1(at: &str) -> bool {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let Some(addr) = at
+        .strip_prefix("http://")
+        .and_then(|hostport| hostport.to_socket_addrs().ok()?.next())
+    else {
+        return false;
+    };
+    let probe = || -> std::io::Result<bool> {
+        let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+        stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(1)))?;
+        stream.write_all(b"HEAD / HTTP/1.1\r\nHost: wshubctl\r\nConnection: close\r\n\r\n")?;
+        let mut head = [0u8; 8];
+        stream.read_exact(&mut head)?;
+        Ok(head.starts_with(b"HTTP/1."))
+    };
+    probe().unwrap_or(false)
 }
 
 /// Whether a TLS connection was refused once the handshake was done: an

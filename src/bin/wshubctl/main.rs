@@ -51,19 +51,26 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Node-wide counters (cluster-wide sums on a clustered node).
+    /// Node-wide counters (cluster-wide sums on a clustered node), and
+    /// whether the node is ready or draining.
+    #[command(after_help = "Example:\n  wshubctl --addr 10.0.1.5:50051 --token-file /etc/wshub/admin-token stats")]
     Stats,
     /// List or inspect connected clients.
+    #[command(after_help = "Example:\n  wshubctl clients list --order-by queue-depth --limit 10")]
     Clients {
         #[command(subcommand)]
         command: ClientsCmd,
     },
     /// Close matching clients with a 4000-4999 code.
+    #[command(after_help = "Example:\n  wshubctl kick --user mallory --code 4003 --reason \"banned\"")]
     Kick {
+        /// The client with this id (`c-42`, or `c-42@node-b` in a cluster).
         #[arg(long, group = "target")]
         client: Option<String>,
+        /// Every client of this user (the token's `sub`).
         #[arg(long, group = "target")]
         user: Option<String>,
+        /// Every subscriber of this topic.
         #[arg(long, group = "target")]
         topic: Option<String>,
         /// Close code, 4000-4999.
@@ -74,7 +81,9 @@ enum Cmd {
         reason: String,
     },
     /// Send JSON to every client, or to a topic's subscribers.
+    #[command(after_help = "Example:\n  wshubctl broadcast --topic news '{\"headline\":\"deploy at 5\"}'")]
     Broadcast {
+        /// Only this topic's subscribers (default: every client).
         #[arg(long)]
         topic: Option<String>,
         /// Client ids to leave out.
@@ -85,25 +94,31 @@ enum Cmd {
         data: String,
     },
     /// Send JSON to one client.
+    #[command(after_help = "Example:\n  wshubctl send c-42 '{\"note\":\"hello\"}'")]
     Send {
+        /// The client's id, as `clients list` shows it.
         client_id: String,
         /// The message's data: one JSON value.
         #[arg(value_name = "JSON")]
         data: String,
     },
-    /// Stream hub events, one line each, until interrupted.
+    /// Stream hub events, one line each, until Ctrl-C; exits 1 when the
+    /// node ends the stream (shutting down, or the watch fell behind).
+    #[command(after_help = "Example:\n  wshubctl watch --kinds evicted,kicked")]
     Watch {
         /// Event kinds to show (default: all).
         #[arg(long, value_delimiter = ',')]
         kinds: Vec<Kind>,
     },
     /// A full-screen live view: stats, rates and the deepest queues (q to quit).
+    #[command(after_help = "Example:\n  wshubctl top --interval 2s")]
     Top {
         /// How often to refresh.
         #[arg(long, default_value = "1s", value_parser = wshub::config::parse_duration)]
         interval: Duration,
     },
     /// Turn the node not-ready and close its clients at a paced rate.
+    #[command(after_help = "Example:\n  wshubctl drain --rate 200 --deadline 60s")]
     Drain {
         /// Clients closed per second.
         #[arg(long, default_value_t = 100)]
@@ -112,9 +127,10 @@ enum Cmd {
         #[arg(long, value_parser = wshub::config::parse_duration)]
         deadline: Option<Duration>,
     },
-    /// What a topic's history keeps (a node with --history-size), oldest first:
-    /// `wshubctl history chat.room1 --since 40`.
+    /// What a topic's history keeps (a node with --history-size), oldest first.
+    #[command(after_help = "Example:\n  wshubctl history chat.room1 --since 40")]
     History {
+        /// The topic.
         topic: String,
         /// Messages after this offset (0: from the oldest kept).
         #[arg(long, default_value_t = 0)]
@@ -123,18 +139,26 @@ enum Cmd {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
-    /// Print a shell completion script: `wshubctl completions bash > /etc/bash_completion.d/wshubctl`.
-    Completions { shell: clap_complete::Shell },
+    /// Print a shell completion script.
+    #[command(after_help = "Example:\n  wshubctl completions bash > /etc/bash_completion.d/wshubctl")]
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand)]
 enum ClientsCmd {
     /// List clients (oldest first, or deepest queue first).
+    #[command(after_help = "Example:\n  wshubctl clients list --topic news --order-by queue-depth")]
     List {
+        /// Only subscribers of this topic.
         #[arg(long)]
         topic: Option<String>,
+        /// Only clients of this user.
         #[arg(long)]
         user: Option<String>,
+        /// Oldest first, or deepest send queue first.
         #[arg(long, value_enum, default_value = "connected-at")]
         order_by: OrderBy,
         /// Show at most this many clients; 0 shows them all.
@@ -142,7 +166,11 @@ enum ClientsCmd {
         limit: usize,
     },
     /// Show one client.
-    Get { client_id: String },
+    #[command(after_help = "Example:\n  wshubctl clients get c-42")]
+    Get {
+        /// The client's id, as `clients list` shows it.
+        client_id: String,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -333,7 +361,14 @@ async fn run(cli: Cli) -> Result<(), String> {
             };
             print_one(json_out, json!({ "client_id": client_id, "dropped": dropped }), text);
         }
-        Cmd::Watch { kinds } => watch(&mut admin, &kinds, json_out).await.map_err(fail)?,
+        Cmd::Watch { kinds } => watch(&mut admin, &kinds, json_out, target.shown()).await.map_err(|e| match e {
+            Ended::Status(status) if status.code() == tonic::Code::ResourceExhausted => format!(
+                "watch ended: it fell behind the node's events twice within a minute and the node ended the stream ({}); start it again, with fewer --kinds if it keeps happening",
+                status.message()
+            ),
+            Ended::Status(status) => fail(status),
+            Ended::ByNode => "watch ended: the node ended the stream (it is shutting down)".to_string(),
+        })?,
         Cmd::History { topic, since, limit } => {
             let r = admin
                 .history(pb::HistoryRequest {
@@ -374,10 +409,19 @@ fn print_history(topic: &str, since: u64, r: &pb::HistoryResponse, json_out: boo
     }
 }
 
+/// Whether the node takes new clients: `ready`, or why not.
+pub fn state(s: &pb::Stats) -> String {
+    match s.ready {
+        true => "ready".to_string(),
+        false => format!("not ready: {}", s.not_ready_reason),
+    }
+}
+
 fn print_stats(s: &pb::Stats, json_out: bool) {
     let uptime = s.uptime.and_then(|d| Duration::try_from(d).ok()).unwrap_or_default();
     let value = json!({
         "version": s.version, "node": s.node, "uptime_seconds": uptime.as_secs(),
+        "state": state(s),
         "clients": s.clients, "topics": s.topics,
         "hub_queue_depth": s.hub_queue_depth, "hub_queue_capacity": s.hub_queue_capacity,
         "messages_sent": s.messages_sent, "messages_received": s.messages_received,
@@ -437,7 +481,14 @@ fn partial_note(partial: bool, answered: &[String]) {
 
 /// Events, one line each: coloured on a terminal (unless NO_COLOR is
 /// set), plain when piped.
-async fn watch(admin: &mut Client, kinds: &[Kind], json_out: bool) -> Result<(), tonic::Status> {
+/// Why a watch ended when the operator did not stop it.
+enum Ended {
+    Status(tonic::Status),
+    ByNode,
+}
+
+/// Streams events until Ctrl-C (exit 0) or the node ends the stream (an error, said why).
+async fn watch(admin: &mut Client, kinds: &[Kind], json_out: bool, at: &str) -> Result<(), Ended> {
     use std::io::Write;
     let kinds = kinds
         .iter()
@@ -450,9 +501,24 @@ async fn watch(admin: &mut Client, kinds: &[Kind], json_out: bool) -> Result<(),
             Kind::Evicted => pb::EventKind::Evicted,
         } as i32)
         .collect();
-    let mut events = admin.watch_events(pb::WatchEventsRequest { kinds }).await?.into_inner();
+    let mut events = admin
+        .watch_events(pb::WatchEventsRequest { kinds })
+        .await
+        .map_err(Ended::Status)?
+        .into_inner();
     let mut out = anstream::stdout();
-    while let Some(event) = events.message().await? {
+    if !json_out {
+        eprintln!("watching {at}'s events; Ctrl-C stops");
+        if std::io::stdout().is_terminal() {
+            let _ = writeln!(out, "{:<24} {:<12} {:<10} TOPIC REASON CODE", "TIME", "KIND", "CLIENT");
+        }
+    }
+    loop {
+        let event = tokio::select! {
+            event = events.message() => event.map_err(Ended::Status)?,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        let Some(event) = event else { return Err(Ended::ByNode) };
         let kind = pb::EventKind::try_from(event.kind).unwrap_or(pb::EventKind::Unspecified);
         let name = match kind {
             // The stream's own note: the watcher fell behind and missed `code` events.
@@ -595,5 +661,39 @@ fn print_clients(clients: &[pb::ClientInfo]) {
             c.messages_received,
             c.topics.join(",")
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every command's help shows an example and every argument says what
+    /// it is: a new one without them fails here.
+    #[test]
+    fn every_command_has_an_example_and_every_argument_help() {
+        fn check(command: &clap::Command, path: &str) {
+            for sub in command.get_subcommands() {
+                let path = format!("{path} {}", sub.get_name());
+                if sub.has_subcommands() {
+                    check(sub, &path);
+                    continue;
+                }
+                let example = sub.get_after_help().map(|h| h.to_string()).unwrap_or_default();
+                assert!(example.starts_with("Example:\n  wshubctl "), "{path}: no example");
+                for arg in sub.get_arguments() {
+                    let id = arg.get_id().as_str();
+                    if matches!(id, "help" | "version") {
+                        continue;
+                    }
+                    assert!(arg.get_help().is_some(), "{path}: {id} has no help");
+                }
+            }
+        }
+        let cli = Cli::command();
+        check(&cli, "wshubctl");
+        for arg in cli.get_arguments() {
+            assert!(arg.get_help().is_some(), "--{} has no help", arg.get_id());
+        }
     }
 }

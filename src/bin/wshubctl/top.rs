@@ -137,10 +137,11 @@ fn view(frame: &mut Frame, addr: &str, previous: Option<&Sample>, latest: Option
     let s = &latest.stats;
     let uptime = s.uptime.and_then(|d| Duration::try_from(d).ok()).unwrap_or_default();
     let title = format!(
-        "wshub {} on node {} at {addr}, up {}",
+        "wshub {} on node {} at {addr}, up {}, {}",
         s.version,
         s.node,
-        humantime::format_duration(Duration::from_secs(uptime.as_secs()))
+        humantime::format_duration(Duration::from_secs(uptime.as_secs())),
+        super::state(s)
     );
     frame.render_widget(Line::from(title).bold(), head);
 
