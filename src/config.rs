@@ -13,6 +13,9 @@ use clap::Parser;
     name = "wshub",
     version,
     about,
+    // A flag given twice takes the last value, as most tools do (a wrapper
+    // script's defaults, then the operator's own).
+    args_override_self = true,
     after_help = "Logging: RUST_LOG sets what is logged (default `info`; e.g. `RUST_LOG=wshub=debug`, \
 `RUST_LOG=warn,wshub::backplane=debug`), --log-format how. Every flag can also be set by the \
 environment variable shown with it; a flag given on the command line wins."

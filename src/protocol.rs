@@ -422,18 +422,20 @@ pub fn join_leave(kind: &str, topic: &Topic, client: &str, user: &str) -> Utf8By
 
 /// The first frame a client receives.
 /// `{"type":"welcome",...}`: the client's id, the node it is on (its
-/// characters need no escaping) and, with auth on, the token's `user`.
+/// characters need no escaping), the ping interval, the largest message the
+/// node takes (`--max-message-bytes`) and, with auth on, the token's `user`.
 pub fn welcome(
     client_id: ClientId,
     node: &crate::types::NodeId,
     ping_interval_ms: u128,
+    max_message_bytes: usize,
     user: Option<&str>,
 ) -> Utf8Bytes {
     let user = user
         .map(|u| format!(r#","user":{}"#, serde_json::Value::from(u)))
         .unwrap_or_default();
     format!(
-        r#"{{"type":"welcome","client_id":"{client_id}","node":"{node}","ping_interval_ms":{ping_interval_ms}{user}}}"#
+        r#"{{"type":"welcome","client_id":"{client_id}","node":"{node}","ping_interval_ms":{ping_interval_ms},"max_message_bytes":{max_message_bytes}{user}}}"#
     )
     .into()
 }

@@ -5,7 +5,8 @@
 
 mod common;
 
-use common::TestServer;
+use common::{Binary, TestServer, WsClient};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// Runs a script of tests/browser (which drives Chromium) and returns the
 /// JSON it prints.
@@ -56,7 +57,11 @@ async fn the_demo_page_talks_is_broadcast_to_and_kicked() {
         seen["broadcast"],
         serde_json::json!([{"note": "from the operator"}, {"note": "from the operator"}])
     );
-    assert_eq!(seen["kicked"], "kicked by the operator: 4002 moved");
+    assert_eq!(seen["kicked"], "kicked by the operator: 4003 banned");
+    assert_eq!(
+        seen["retry"],
+        "not reconnecting by itself: press Reconnect to try again"
+    );
     assert_eq!(seen["reconnect_shown"], true);
     assert_eq!(seen["after_reconnect"], serde_json::json!({"text": "welcome back"}));
     assert_eq!(seen["missed"], serde_json::json!({"text": "while you were away"}));
@@ -71,4 +76,69 @@ async fn the_demo_page_talks_is_broadcast_to_and_kicked() {
     }
     eprintln!("screenshots in {}", shots.display());
     server.stop().await;
+}
+
+/// The demo page with the server killed under it and started again on the
+/// same port: back by itself, its subscription renewed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_page_reconnects_by_itself_after_a_restart() {
+    let mut first = Binary::spawn(&[]).await;
+    let ws = first.ws;
+    let shots = std::env::temp_dir().join(format!("wshub-restart-{}", std::process::id()));
+    std::fs::create_dir_all(&shots).unwrap();
+    let mut script = tokio::process::Command::new(common::python())
+        .arg("tests/browser/restart.py")
+        .arg(format!("http://{ws}/"))
+        .arg(&shots)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(script.stdout.take().unwrap()).lines();
+    let mut stdin = script.stdin.take().unwrap();
+    let wait = std::time::Duration::from_secs(120);
+    let line = tokio::time::timeout(wait, lines.next_line()).await.unwrap().unwrap();
+    let before: serde_json::Value = serde_json::from_str(&line.expect("the page subscribed")).unwrap();
+
+    // Killed without a word (the page sees the connection drop), then back
+    // on the same port.
+    first.child.kill().await.unwrap();
+    let second = Binary::spawn(&["--ws-addr", &ws.to_string()]).await;
+    stdin.write_all(b"back\n").await.unwrap();
+    let url = second.url();
+    let publishing = tokio::spawn(async move {
+        let mut publisher = WsClient::connect(&url).await;
+        loop {
+            let message = serde_json::json!({"type":"publish","topic":"demo","data":{"text":"after the restart"}});
+            publisher.send(message).await;
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+    });
+    let line = tokio::time::timeout(wait, lines.next_line()).await.unwrap().unwrap();
+    publishing.abort();
+    let seen: serde_json::Value = serde_json::from_str(&line.expect("the page came back")).unwrap();
+    assert_ne!(seen["after"], before["before"], "{seen}");
+    assert!(
+        seen["countdown"].as_str().unwrap().starts_with("reconnecting in "),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["message"],
+        serde_json::json!({"text": "after the restart"}),
+        "the subscription renewed"
+    );
+    assert!(
+        seen["too_large"]
+            .as_str()
+            .unwrap()
+            .contains("this server takes at most 65536"),
+        "{seen}"
+    );
+    assert!(
+        seen["named"].as_str().unwrap().contains("subscribe #bad topic!"),
+        "{seen}"
+    );
+    assert_eq!(seen["connected_after_refusal"], true);
+    eprintln!("screenshots in {}", shots.display());
 }

@@ -14,6 +14,10 @@ async fn welcome_frame_comes_first() {
     let client = server.client().await;
     assert!(client.id.starts_with("c-"));
     assert_eq!(client.welcome["ping_interval_ms"], 25000);
+    assert_eq!(
+        client.welcome["max_message_bytes"], 65536,
+        "the limit a client may check before sending"
+    );
     server.stop().await;
 }
 

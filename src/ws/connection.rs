@@ -181,7 +181,13 @@ fn steady(
         ctx.live.fetch_add(1, Relaxed);
         let registered = {
             let user = shared.identity.as_ref().map(|i| i.user());
-            let welcome = protocol::welcome(shared.id, &ctx.node, ctx.ping_interval.as_millis(), user);
+            let welcome = protocol::welcome(
+                shared.id,
+                &ctx.node,
+                ctx.ping_interval.as_millis(),
+                ctx.limits.max_message_bytes,
+                user,
+            );
             match Box::pin(ctx.hub.register(shared.clone(), welcome.clone())).await {
                 Ok(()) => true,
                 Err(refused) => {

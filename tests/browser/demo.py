@@ -1,6 +1,7 @@
 """The demo page in a real headless Chromium: two pages, one publishes and
 the other shows the message; an admin broadcast (through wshubctl) appears
-on both; a kick with code 4002 shows the code and reason; reconnecting
+on both; a kick with code 4003 shows the code and reason, and the page does not
+reconnect by itself after an operator's own code; reconnecting
 renews the page's subscriptions and, the topic keeping history, shows what
 was published while the page was away ("recovered 1 missed message").
 Saves screenshots into SHOT_DIR and prints what it saw as JSON.
@@ -65,11 +66,13 @@ async def main(url, wshubctl, admin, shots):
         on_b = await b.wait_for(message_from("admin", "from the operator"), what="the broadcast on B")
 
         # The operator moves B away: the page says so, in words and code.
-        ctl("kick", "--client", id_b, "--code", "4002", "--reason", "moved")
+        ctl("kick", "--client", id_b, "--code", "4003", "--reason", "banned")
         kicked = await b.wait_for(
             f"{STATUS}.startsWith('kicked') && {STATUS}", what="the kick on B"
         )
         reconnect_shown = await b.evaluate("!document.getElementById('reconnect').hidden")
+        # An operator's own code: the page does not reconnect by itself.
+        retry = await b.wait_for("document.getElementById('retry').textContent", what="B's retry line")
         await a.screenshot(os.path.join(shots, "a.png"))
         await b.screenshot(os.path.join(shots, "b-kicked.png"))
 
@@ -96,7 +99,7 @@ async def main(url, wshubctl, admin, shots):
             "a": id_a, "b": id_b, "b_again": id_b2,
             "seen_by_b": json.loads(seen_by_b),
             "broadcast": [json.loads(on_a), json.loads(on_b)],
-            "kicked": kicked, "reconnect_shown": reconnect_shown, "after_reconnect": json.loads(again),
+            "kicked": kicked, "reconnect_shown": reconnect_shown, "retry": retry, "after_reconnect": json.loads(again),
             "missed": json.loads(missed), "recovered": recovered,
         }))
 

@@ -6,7 +6,14 @@
 const $ = (id) => document.getElementById(id);
 let ws = null;
 let nextId = 1;
-const pending = new Map(); // request id -> what to do on ack
+const pending = new Map(); // request id -> {body, onAck}
+// The node's largest message (the welcome says), checked before sending.
+let maxMessageBytes = 0;
+// Reconnecting by itself (docs/clients.md#reconnecting): attempts since the
+// last welcome, the pending retry, and whether the person asked to stop.
+let attempt = 0;
+let retry = null;
+let stopped = false;
 // The page's topics and, for topics with history, where it stopped in each
 // ({offset, epoch}): kept for the tab's life (a reload keeps them), so a
 // reconnect asks for what it missed (docs/history.md).
@@ -97,11 +104,58 @@ function renderTopics() {
   }
 }
 
+// What a request was, in words: "subscribe #news", "publish to everyone".
+function describe(body) {
+  const where = body.topic ? `#${body.topic}` : "everyone";
+  return body.type === "publish" ? `publish to ${where}` : `${body.type} ${where}`;
+}
+
 function request(body, onAck) {
   if (!ws || ws.readyState !== WebSocket.OPEN) return;
   const id = nextId++;
-  pending.set(id, onAck);
-  ws.send(JSON.stringify({ ...body, id }));
+  const text = JSON.stringify({ ...body, id });
+  const size = new TextEncoder().encode(text).length;
+  if (maxMessageBytes && size > maxMessageBytes) {
+    // The server would close the connection (1009): refused here instead.
+    log("error", `not sent · ${describe(body)}`,
+      `the request is ${size} bytes; this server takes at most ${maxMessageBytes}`, { code: "too_large" });
+    return;
+  }
+  pending.set(id, { body, onAck });
+  ws.send(text);
+}
+
+// Whether to reconnect after a close, by the rules of docs/clients.md:
+// {again: true, extra: ms to wait beyond the backoff} or {again: false}.
+function plan(code, reason) {
+  if (code === 4029) return { again: true, extra: 10000 };
+  if ([1001, 1005, 1006, 1011, 1012, 4002, 4008, 4010].includes(code)) return { again: true, extra: 0 };
+  if (code === 1000 && reason === "ping timeout") return { again: true, extra: 0 };
+  return { again: false };
+}
+
+// Reconnects after a pause: full jitter up to min(30 s, 0.5 s · 2^attempt),
+// plus `extra`, counting down where the status is.
+function reconnectLater(extra) {
+  cancelRetry();
+  const wait = Math.random() * Math.min(30000, 500 * 2 ** attempt) + extra;
+  attempt++;
+  const at = Date.now() + wait;
+  const tick = () => {
+    const left = Math.max(0, Math.ceil((at - Date.now()) / 1000));
+    $("retry").textContent = `reconnecting in ${left} s…`;
+  };
+  tick();
+  retry = { timer: setTimeout(() => { cancelRetry(); connect(); }, wait), ticker: setInterval(tick, 250) };
+}
+
+function cancelRetry() {
+  if (retry) {
+    clearTimeout(retry.timer);
+    clearInterval(retry.ticker);
+    retry = null;
+  }
+  $("retry").textContent = "";
 }
 
 // Subscribes to `topic`; with a position kept for it, asks for what was
@@ -129,6 +183,7 @@ function subscribe(topic) {
 }
 
 function connect() {
+  cancelRetry();
   if (ws) {
     ws.onclose = null;
     ws.close();
@@ -152,6 +207,8 @@ function connect() {
     try { frame = JSON.parse(e.data); } catch { log("error", "server", `not JSON: ${e.data}`); return; }
     switch (frame.type) {
       case "welcome":
+        attempt = 0;
+        maxMessageBytes = frame.max_message_bytes || 0;
         $("client-id").textContent = frame.client_id;
         $("node").textContent = frame.node || "–";
         $("user-line").hidden = !frame.user;
@@ -179,13 +236,17 @@ function connect() {
       case "ack": {
         const done = pending.get(frame.id);
         pending.delete(frame.id);
-        if (done) done(frame);
+        if (done && done.onAck) done.onAck(frame);
         break;
       }
-      case "error":
+      case "error": {
+        // Named by the request it answers, when it has an id.
+        const asked = pending.get(frame.id);
         pending.delete(frame.id);
-        log("error", `error · ${frame.code}`, frame.message, { code: frame.code });
+        const what = asked ? ` · ${describe(asked.body)}` : "";
+        log("error", `error · ${frame.code}${what}`, frame.message, { code: frame.code });
         break;
+      }
       case "pong":
         break;
       default:
@@ -201,12 +262,21 @@ function connect() {
     $("connect").hidden = true;
     $("reconnect").hidden = false;
     ws = null;
+    const next = plan(e.code, e.reason);
+    if (stopped) {
+      $("retry").textContent = "";
+    } else if (next.again) {
+      reconnectLater(next.extra);
+    } else {
+      // Retrying would fail the same way, or an operator said go.
+      $("retry").textContent = "not reconnecting by itself: press Reconnect to try again";
+    }
   };
 }
 
-$("connect").onclick = connect;
-$("reconnect").onclick = connect;
-$("disconnect").onclick = () => ws && ws.close(1000);
+$("connect").onclick = () => { stopped = false; connect(); };
+$("reconnect").onclick = () => { stopped = false; connect(); };
+$("disconnect").onclick = () => { stopped = true; cancelRetry(); if (ws) ws.close(1000); };
 $("subscribe-form").onsubmit = (e) => {
   e.preventDefault();
   const topic = $("topic").value.trim();
