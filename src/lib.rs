@@ -167,13 +167,16 @@ fn join_cluster(
 
 /// On each SIGHUP, reloads what comes from files and may be rotated: the
 /// WebSocket port's TLS certificate and the client-token key (from
-/// `--jwt-secret-file` or `--jwt-public-key`). New connections get the new
-/// ones; open connections keep theirs. A file that does not load keeps the
-/// previous material in use. Without either, SIGHUP is logged and ignored
-/// (rather than ending the process, its default).
+/// `--jwt-secret-file` or `--jwt-public-key`). With a configuration file
+/// (`--config`), the configuration is read again first, so a file that now
+/// names other certificate files or another token key takes effect (other
+/// settings need a restart). New connections get the new ones; open
+/// connections keep theirs. A file that does not load keeps the previous
+/// material in use. Without any, SIGHUP is logged and ignored (rather than
+/// ending the process, its default).
 async fn reload_on_hangup(
     ctx: Arc<ws::Context>,
-    auth: config::AuthConfig,
+    config: Config,
     hangups: std::io::Result<tokio::signal::unix::Signal>,
 ) {
     let mut hangups = match hangups {
@@ -183,15 +186,38 @@ async fn reload_on_hangup(
             return;
         }
     };
-    let key_file = auth.jwt_secret_file.is_some() || auth.jwt_public_key.is_some();
+    let mut auth = config.auth.clone();
+    let mut tls_files = config.gate.tls_cert.clone().zip(config.gate.tls_key.clone());
     while hangups.recv().await.is_some() {
-        if ctx.tls.is_none() && !key_file {
+        if config.config.is_some() {
+            match config::load(config.args.clone()) {
+                Ok((fresh, _)) => {
+                    auth = fresh.auth;
+                    tls_files = fresh.gate.tls_cert.zip(fresh.gate.tls_key);
+                    tracing::info!("SIGHUP: configuration file read again (TLS and token-key settings apply; others need a restart)");
+                }
+                Err(e) => {
+                    let e = match e {
+                        config::LoadError::Args(e) => e.to_string(),
+                        config::LoadError::File(e) => e,
+                    };
+                    tracing::error!(error = %e.trim(), "SIGHUP: the configuration could not be read again; nothing changes");
+                    continue;
+                }
+            }
+        }
+        let key_file = auth.jwt_secret_file.is_some() || auth.jwt_public_key.is_some();
+        let key_in_config = config.config.is_some() && auth.jwt_secret.is_some();
+        if ctx.tls.is_none() && !key_file && !key_in_config {
             tracing::info!("SIGHUP: no certificate or key file to reload");
         }
-        if let Some(tls) = &ctx.tls {
-            reloaded("tls", "TLS certificate", tls.reload());
+        match (&ctx.tls, &tls_files) {
+            (Some(tls), Some((cert, key))) => reloaded("tls", "TLS certificate", tls.reload_from(cert, key)),
+            (Some(tls), None) => reloaded("tls", "TLS certificate", tls.reload()),
+            (None, Some(_)) => tracing::warn!("SIGHUP: TLS cannot be turned on while running; restart to serve wss://"),
+            (None, None) => {}
         }
-        if key_file {
+        if key_file || key_in_config {
             reloaded("jwt_key", "client-token key", ctx.gate.reload_verifier(&auth));
         }
     }
@@ -288,7 +314,7 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
     // Installed here, before the node serves, so an early SIGHUP never
     // takes its default action (ending the process).
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
-    let reload_task = tokio::spawn(reload_on_hangup(ctx.clone(), config.auth.clone(), hangups));
+    let reload_task = tokio::spawn(reload_on_hangup(ctx.clone(), config.clone(), hangups));
 
     let admin = admin::Server::new(
         &config,

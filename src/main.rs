@@ -1,6 +1,6 @@
 //! The wshub server: `wshub --help` lists every option.
 
-use clap::{CommandFactory, FromArgMatches};
+use clap::CommandFactory;
 use tracing_subscriber::EnvFilter;
 use wshub::config::LogFormat;
 use wshub::{Config, Listeners};
@@ -51,24 +51,29 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-/// The flags and environment. A value that came from an environment
-/// variable and is wrong is reported with the variable's name, not only
-/// the flag's: the operator looks for it where it was set.
+/// The flags, the environment and the configuration file. A value that
+/// is wrong is reported with where it came from when that was not the
+/// command line: the operator looks for it there. `--print-config` prints
+/// the result and exits.
 fn parse() -> Config {
     let command = Config::command();
-    let parsed = command
-        .clone()
-        .try_get_matches()
-        .and_then(|matches| Config::from_arg_matches(&matches));
-    match parsed {
-        Ok(config) => config,
-        Err(e) => name_the_variable(e.with_cmd(&command), &command).exit(),
+    match wshub::config::load(std::env::args_os().collect()) {
+        Ok((config, matches)) if config.print_config => {
+            print!("{}", wshub::config::print(&matches));
+            std::process::exit(0);
+        }
+        Ok((config, _)) => config,
+        Err(wshub::config::LoadError::Args(e)) => name_the_source(e, &command).exit(),
+        Err(wshub::config::LoadError::File(message)) => {
+            eprintln!("wshub: {message}");
+            std::process::exit(2);
+        }
     }
 }
 
-/// An invalid value that was not on the command line but in the
-/// environment: the error says which variable.
-fn name_the_variable(error: clap::Error, command: &clap::Command) -> clap::Error {
+/// An invalid value that was not on the command line: the error says which
+/// environment variable or configuration file it came from.
+fn name_the_source(error: clap::Error, command: &clap::Command) -> clap::Error {
     use clap::error::{ContextKind, ContextValue};
     let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) else {
         return error;
@@ -78,23 +83,42 @@ fn name_the_variable(error: clap::Error, command: &clap::Command) -> clap::Error
         .next()
         .unwrap_or_default()
         .trim_start_matches("--");
-    let from_env = command
+    if std::env::args().any(|a| a.starts_with(&format!("--{long}"))) {
+        return error;
+    }
+    let env = command
         .get_arguments()
         .find(|a| a.get_long() == Some(long))
         .and_then(|a| a.get_env())
-        .map(|env| env.to_string_lossy().into_owned())
-        .filter(|env| {
-            std::env::var_os(env).is_some() && !std::env::args().any(|a| a.starts_with(&format!("--{long}")))
+        .map(|env| env.to_string_lossy().into_owned());
+    let source = match env {
+        Some(env) if std::env::var_os(&env).is_some() => format!("the environment variable {env}"),
+        _ => match config_file() {
+            Some(file) => format!("the configuration file {file}"),
+            None => return error,
+        },
+    };
+    let text = error.to_string();
+    let text = text.trim_start_matches("error: ");
+    let (first, rest) = text.split_once('\n').unwrap_or((text, ""));
+    clap::Error::raw(
+        error.kind(),
+        format!("{first}\n  (this value comes from {source})\n{rest}"),
+    )
+}
+
+/// The configuration file named on the command line or in WSHUB_CONFIG.
+fn config_file() -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    let given = args
+        .iter()
+        .enumerate()
+        .find_map(|(i, a)| match a.strip_prefix("--config") {
+            Some("") => args.get(i + 1).cloned(),
+            Some(rest) => rest.strip_prefix('=').map(str::to_string),
+            None => None,
         });
-    match from_env {
-        Some(env) => clap::Error::raw(error.kind(), {
-            let text = error.to_string();
-            let text = text.trim_start_matches("error: ");
-            let (first, rest) = text.split_once('\n').unwrap_or((text, ""));
-            format!("{first}\n  (this value comes from the environment variable {env})\n{rest}")
-        }),
-        None => error,
-    }
+    given.or_else(|| std::env::var("WSHUB_CONFIG").ok())
 }
 
 /// Says where to go: the bound addresses, and the URLs to open.

@@ -18,16 +18,16 @@ use tokio_rustls::TlsAcceptor;
 
 /// The certificate files and the acceptor built from them.
 pub struct Tls {
-    cert: PathBuf,
-    key: PathBuf,
-    acceptor: RwLock<TlsAcceptor>,
+    /// The files (cert, key) and the acceptor built from them.
+    current: RwLock<(PathBuf, PathBuf, TlsAcceptor)>,
 }
 
 impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
         f.debug_struct("Tls")
-            .field("cert", &self.cert)
-            .field("key", &self.key)
+            .field("cert", &current.0)
+            .field("key", &current.1)
             .finish()
     }
 }
@@ -37,22 +37,30 @@ impl Tls {
     pub fn load(cert: &Path, key: &Path) -> Result<Tls, TlsError> {
         let acceptor = acceptor(cert, key)?;
         Ok(Tls {
-            cert: cert.to_path_buf(),
-            key: key.to_path_buf(),
-            acceptor: RwLock::new(acceptor),
+            current: RwLock::new((cert.to_path_buf(), key.to_path_buf(), acceptor)),
         })
     }
 
     /// Reads the files again; on an error the previous certificate stays in use.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let fresh = acceptor(&self.cert, &self.key)?;
-        *self.acceptor.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        let (cert, key) = {
+            let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+            (current.0.clone(), current.1.clone())
+        };
+        self.reload_from(&cert, &key)
+    }
+
+    /// Takes these files from now on (a configuration file that names new
+    /// ones); on an error the previous files and certificate stay in use.
+    pub fn reload_from(&self, cert: &Path, key: &Path) -> Result<(), TlsError> {
+        let fresh = acceptor(cert, key)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = (cert.to_path_buf(), key.to_path_buf(), fresh);
         Ok(())
     }
 
     /// The acceptor for a new connection (a cheap clone of an `Arc`).
     pub fn acceptor(&self) -> TlsAcceptor {
-        self.acceptor.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current.read().unwrap_or_else(|e| e.into_inner()).2.clone()
     }
 }
 

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use clap::Parser;
 
+mod file;
+pub use file::{load, print, LoadError, SECTIONS};
+
 /// A WebSocket hub managed over gRPC.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -21,26 +24,44 @@ use clap::Parser;
 environment variable shown with it; a flag given on the command line wins."
 )]
 pub struct Config {
+    /// A TOML file with settings, one table per section below (`[listeners]`,
+    /// `[server]`, `[limits]`, `[auth]`, `[gate]`, `[backplane]`, `[history]`,
+    /// `[admin]`), keys the flags' names: `send-queue-len = 512` in
+    /// `[limits]`. Environment variables and flags override it; SIGHUP
+    /// re-reads its TLS and token-key settings.
+    #[arg(long, env = "WSHUB_CONFIG", help_heading = "Configuration file")]
+    pub config: Option<PathBuf>,
+
+    /// Print the effective configuration as a configuration file (secrets
+    /// redacted) and exit.
+    #[arg(long, help_heading = "Configuration file")]
+    pub print_config: bool,
+
+    /// The command line this configuration was read from (empty when it
+    /// was made in code): SIGHUP reads it again with the file.
+    #[arg(skip)]
+    pub args: Vec<std::ffi::OsString>,
+
     /// Address of the WebSocket listener; clients connect to ws://ADDR/ws.
-    #[arg(long, env = "WSHUB_WS_ADDR", default_value = "127.0.0.1:8080", value_parser = resolve)]
+    #[arg(help_heading = "Listeners", long, env = "WSHUB_WS_ADDR", default_value = "127.0.0.1:8080", value_parser = resolve)]
     pub ws_addr: SocketAddr,
 
     /// Serve the demo page (a browser client for trying the hub) at / on the WebSocket port.
-    #[arg(long, env = "WSHUB_DEMO", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(help_heading = "Listeners", long, env = "WSHUB_DEMO", default_value_t = true, action = clap::ArgAction::Set)]
     pub demo: bool,
 
     /// Address of the gRPC admin listener. A non-loopback address requires --admin-token.
-    #[arg(long, env = "WSHUB_ADMIN_ADDR", default_value = "127.0.0.1:50051", value_parser = resolve)]
+    #[arg(help_heading = "Listeners", long, env = "WSHUB_ADMIN_ADDR", default_value = "127.0.0.1:50051", value_parser = resolve)]
     pub admin_addr: SocketAddr,
 
     /// Address of the HTTP listener serving /metrics, /healthz and /readyz.
-    #[arg(long, env = "WSHUB_METRICS_ADDR", default_value = "127.0.0.1:9464", value_parser = resolve)]
+    #[arg(help_heading = "Listeners", long, env = "WSHUB_METRICS_ADDR", default_value = "127.0.0.1:9464", value_parser = resolve)]
     pub metrics_addr: SocketAddr,
 
     /// How log lines are written (to stderr): `text` for people, `json`
     /// (one object per line: timestamp, level, target, message and every
     /// field) for log shippers.
-    #[arg(long, env = "WSHUB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(help_heading = "Server", long, env = "WSHUB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
     #[command(flatten)]
@@ -59,56 +80,57 @@ pub struct Config {
     pub history: HistoryArgs,
 
     /// Server ping interval; also announced to clients in the welcome frame.
-    #[arg(long, env = "WSHUB_PING_INTERVAL", default_value = "25s", value_parser = parse_duration)]
+    #[arg(help_heading = "Server", long, env = "WSHUB_PING_INTERVAL", default_value = "25s", value_parser = parse_duration)]
     pub ping_interval: Duration,
 
     /// A client that sends nothing (no frame, no pong) for this long is closed (ping timeout).
-    #[arg(long, env = "WSHUB_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    #[arg(help_heading = "Server", long, env = "WSHUB_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
     /// From the moment the server closes a client (kick, drain, eviction, protocol error),
     /// how long it may take to flush its queue and close frame before the socket is dropped.
-    #[arg(long, env = "WSHUB_CLOSE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    #[arg(help_heading = "Server", long, env = "WSHUB_CLOSE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub close_timeout: Duration,
 
     /// The longest one socket write may take; a client whose socket takes nothing for
     /// this long is evicted as a slow consumer (4008), even if its queue is not full.
-    #[arg(long, env = "WSHUB_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(help_heading = "Server", long, env = "WSHUB_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub write_timeout: Duration,
 
     /// How long shutdown waits for clients to take their close frames before dropping
     /// them; the whole shutdown ends within this plus one second.
-    #[arg(long, env = "WSHUB_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    #[arg(help_heading = "Server", long, env = "WSHUB_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
     /// Capacity of the hub's command channel for clients' requests; a client's reader
     /// waits (and stops reading its socket) while it is full. Admin calls have their own.
-    #[arg(long, env = "WSHUB_HUB_QUEUE_LEN", default_value_t = 8192)]
+    #[arg(help_heading = "Server", long, env = "WSHUB_HUB_QUEUE_LEN", default_value_t = 8192)]
     pub hub_queue_len: usize,
 
     /// Bytes of publishes the hub's channel may hold (e.g. 32MiB), from clients and
     /// other nodes alike; past it publishing clients wait, their sockets unread, until
     /// the hub catches up, and other nodes' publishes are dropped and counted.
-    #[arg(long, env = "WSHUB_HUB_QUEUE_BYTES", default_value = "32MiB", value_parser = parse_bytes)]
+    #[arg(help_heading = "Server", long, env = "WSHUB_HUB_QUEUE_BYTES", default_value = "32MiB", value_parser = parse_bytes)]
     pub hub_queue_bytes: usize,
 
     /// Pending connections the kernel queues on the WebSocket port before accepting
     /// (capped by net.core.somaxconn); large enough that a reconnect storm is not refused.
-    #[arg(long, env = "WSHUB_LISTEN_BACKLOG", default_value_t = 4096)]
+    #[arg(help_heading = "Server", long, env = "WSHUB_LISTEN_BACKLOG", default_value_t = 4096)]
     pub listen_backlog: u32,
 
     /// A connection to the admin or metrics port that sends nothing for this long is
     /// closed (live admin clients answer the server's HTTP/2 pings every 30s). Each
     /// port also holds at most a fixed number of connections (admin 100, metrics 64).
-    #[arg(long, env = "WSHUB_ADMIN_IDLE_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
+    #[arg(help_heading = "Admin", long, env = "WSHUB_ADMIN_IDLE_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
     pub admin_idle_timeout: Duration,
 
     /// Server-side deadline of every admin call; past it the call answers DEADLINE_EXCEEDED.
-    #[arg(long, env = "WSHUB_ADMIN_DEADLINE", default_value = "5s", value_parser = parse_duration)]
+    #[arg(help_heading = "Admin", long, env = "WSHUB_ADMIN_DEADLINE", default_value = "5s", value_parser = parse_duration)]
     pub admin_deadline: Duration,
 
     /// Bearer token every admin call must carry (`authorization: Bearer <token>`).
     #[arg(
+        help_heading = "Admin",
         long,
         env = "WSHUB_ADMIN_TOKEN",
         hide_env_values = true,
@@ -117,24 +139,40 @@ pub struct Config {
     pub admin_token: Option<String>,
 
     /// A file holding the admin token (first line), so it is not visible in `ps`.
-    #[arg(long, env = "WSHUB_ADMIN_TOKEN_FILE")]
+    #[arg(help_heading = "Admin", long, env = "WSHUB_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
 
     /// PEM certificate chain for TLS on the admin listener (needs --admin-tls-key).
-    #[arg(long, env = "WSHUB_ADMIN_TLS_CERT", requires = "admin_tls_key")]
+    #[arg(
+        help_heading = "Admin",
+        long,
+        env = "WSHUB_ADMIN_TLS_CERT",
+        requires = "admin_tls_key"
+    )]
     pub admin_tls_cert: Option<PathBuf>,
 
     /// PEM private key for TLS on the admin listener (needs --admin-tls-cert).
-    #[arg(long, env = "WSHUB_ADMIN_TLS_KEY", requires = "admin_tls_cert")]
+    #[arg(
+        help_heading = "Admin",
+        long,
+        env = "WSHUB_ADMIN_TLS_KEY",
+        requires = "admin_tls_cert"
+    )]
     pub admin_tls_key: Option<PathBuf>,
 
     /// PEM CA bundle; when set, admin clients must present a certificate it signed.
-    #[arg(long, env = "WSHUB_ADMIN_TLS_CLIENT_CA", requires = "admin_tls_cert")]
+    #[arg(
+        help_heading = "Admin",
+        long,
+        env = "WSHUB_ADMIN_TLS_CLIENT_CA",
+        requires = "admin_tls_cert"
+    )]
     pub admin_tls_client_ca: Option<PathBuf>,
 }
 
 /// Per-topic history, so a client that reconnects gets what it missed.
 #[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "History")]
 pub struct HistoryArgs {
     /// Messages kept per topic for clients that reconnect (`subscribe` with `since`);
     /// 0: no history anywhere. Messages on such topics carry an `offset`.
@@ -200,6 +238,7 @@ fn parse_topic_patterns(s: &str) -> Result<crate::types::TopicPatterns, String> 
 
 /// The node's name and, past one machine, the backplane it shares with other nodes.
 #[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Backplane")]
 pub struct ClusterConfig {
     /// This node's name (1-64 of A-Za-z0-9_-), in client ids (`c-7@NODE`), `welcome`, the
     /// admin API, logs and metrics. Default: `<hostname>-<random>`, new for every process.
@@ -234,6 +273,7 @@ pub struct ClusterConfig {
 
 /// Per-client limits, shared by the hub (queues) and the data plane (frames).
 #[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Limits")]
 pub struct ClientLimits {
     /// Messages a client's send queue holds; a client whose queue is full is evicted (close 4008).
     #[arg(long, env = "WSHUB_SEND_QUEUE_LEN", default_value_t = 256)]
@@ -318,6 +358,7 @@ pub enum ClientPublish {
 
 /// Client identity: JSON Web Tokens checked before the upgrade. Off unless a key is given.
 #[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "Auth")]
 pub struct AuthConfig {
     /// HS256 secret: clients must present a JWT signed with it (`?token=` or
     /// `Authorization: Bearer`).
@@ -351,6 +392,7 @@ pub struct AuthConfig {
 
 /// Who may open a connection, checked before the upgrade.
 #[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "Gate")]
 pub struct GateConfig {
     /// Origins browsers may connect from, comma-separated: exact (`https://app.example.com`)
     /// or a subdomain pattern (`https://*.example.com`). Default: any. Others get 403.
