@@ -69,3 +69,45 @@ async fn client_certificates_are_required_with_a_client_ca() {
     assert!(admin.get_stats(pb::GetStatsRequest {}).await.is_ok());
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_admin_tls_handshake_is_logged_with_the_callers_address() {
+    let pki = Pki::new("mtls-log");
+    let (cert, key, _, _) = pki.leaf("localhost");
+    let ca = pki.dir.join("ca.pem");
+    let (cert, key, ca) = (
+        cert.to_str().unwrap().to_string(),
+        key.to_str().unwrap().to_string(),
+        ca.to_str().unwrap().to_string(),
+    );
+    let node = common::Binary::spawn(&[
+        "--admin-tls-cert",
+        &cert,
+        "--admin-tls-key",
+        &key,
+        "--admin-tls-client-ca",
+        &ca,
+    ])
+    .await;
+    // A caller without a client certificate.
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(&ca).unwrap()))
+        .domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://{}", node.admin))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(channel) = channel {
+        assert!(AdminClient::new(channel)
+            .get_stats(pb::GetStatsRequest {})
+            .await
+            .is_err());
+    }
+    let line = node.log_line("admin: a TLS handshake failed").await;
+    assert!(
+        line.contains("caller=127.0.0.1:") && line.contains("failed=1"),
+        "{line}"
+    );
+}

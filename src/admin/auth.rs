@@ -21,7 +21,7 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 /// caller's address and how many were refused since the last line).
 pub fn check(token: Option<String>) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
     let expected = token.map(|t| format!("Bearer {t}").into_bytes());
-    let refused = Arc::new(Mutex::new(Refused::default()));
+    let refused = Arc::new(Mutex::new(Throttle::default()));
     move |request: Request<()>| {
         let Some(expected) = &expected else { return Ok(request) };
         let given = request.metadata().get("authorization").map(|v| v.as_bytes());
@@ -31,30 +31,31 @@ pub fn check(token: Option<String>) -> impl FnMut(Request<()>) -> Result<Request
         let caller = request
             .remote_addr()
             .map_or_else(|| "unknown".to_string(), |a| a.to_string());
-        refused
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .log(&caller, given.is_some());
+        if let Some(refused) = refused.lock().unwrap_or_else(|e| e.into_inner()).due() {
+            let why = if given.is_some() { "a wrong token" } else { "no token" };
+            tracing::warn!(%caller, refused, "admin: refused a call with {why} (UNAUTHENTICATED); at most one such line every 10 s, `refused` counts them");
+        }
         Err(AdminError::Unauthenticated.into())
     }
 }
 
-/// Refused calls since the last log line.
+/// A warning logged at most once per [`LOG_EVERY`], counting what it
+/// stood for in between.
 #[derive(Default)]
-struct Refused {
+pub(super) struct Throttle {
     logged: Option<Instant>,
     since: u64,
 }
 
-impl Refused {
-    fn log(&mut self, caller: &str, had_token: bool) {
+impl Throttle {
+    /// One more occurrence: `Some(occurrences since the last line)` when a
+    /// line is due now.
+    pub(super) fn due(&mut self) -> Option<u64> {
         self.since += 1;
         if self.logged.is_some_and(|at| at.elapsed() < LOG_EVERY) {
-            return;
+            return None;
         }
-        let why = if had_token { "a wrong token" } else { "no token" };
-        tracing::warn!(%caller, refused = self.since, "admin: refused a call with {why} (UNAUTHENTICATED); at most one such line every 10 s, `refused` counts them");
         self.logged = Some(Instant::now());
-        self.since = 0;
+        Some(std::mem::take(&mut self.since))
     }
 }

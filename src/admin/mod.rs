@@ -8,12 +8,14 @@ pub mod convert;
 mod error;
 mod layer;
 mod service;
+pub mod tls;
+
+pub use tls::load as load_tls;
 
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
 pub use error::AdminError;
@@ -39,29 +41,9 @@ pub struct Server {
     /// A connection silent this long is closed (`--admin-idle-timeout`).
     idle: Duration,
     token: Option<String>,
-    tls: Option<ServerTlsConfig>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     lifecycle: Lifecycle,
     stop: CancellationToken,
-}
-
-/// Reads and checks the admin TLS material (certificate, key, client CA),
-/// so a bad file stops the process before anything is served.
-pub fn load_tls(config: &Config) -> Result<Option<ServerTlsConfig>, crate::error::Error> {
-    let (Some(cert), Some(key)) = (&config.admin_tls_cert, &config.admin_tls_key) else {
-        return Ok(None);
-    };
-    let read = |p: &std::path::Path| {
-        std::fs::read(p).map_err(|e| crate::error::Error::AdminTls(format!("cannot read {}: {e}", p.display())))
-    };
-    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
-    if let Some(ca) = &config.admin_tls_client_ca {
-        tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
-    }
-    // Builds the TLS acceptor now: this is where bad PEM is found.
-    tonic::transport::Server::builder()
-        .tls_config(tls.clone())
-        .map_err(|e| crate::error::Error::AdminTls(format!("{e} ({} / {})", cert.display(), key.display())))?;
-    Ok(Some(tls))
 }
 
 impl Server {
@@ -73,7 +55,7 @@ impl Server {
         stop: CancellationToken,
         supervisor: crate::shutdown::Supervisor,
     ) -> Result<Self, crate::error::Error> {
-        let tls = load_tls(config)?;
+        let tls = tls::load(config)?;
         layer::register_series();
         let service = AdminService::new(
             hub,
@@ -130,17 +112,10 @@ impl Server {
             return;
         };
         let admin = pb::admin_server::AdminServer::with_interceptor(self.service, auth::check(self.token));
-        let mut builder = tonic::transport::Server::builder().http2_keepalive_interval(Some(Duration::from_secs(30)));
-        if let Some(tls) = self.tls {
-            builder = match builder.tls_config(tls) {
-                Ok(builder) => builder,
-                Err(e) => {
-                    tracing::error!(error = %e, "admin TLS configuration rejected; admin API not served");
-                    return;
-                }
-            };
-        }
-        let result = builder
+        let capped = crate::listen::Capped::new(listener, "admin", crate::listen::ADMIN_MAX_CONNECTIONS, self.idle);
+        let incoming = tls::incoming(capped, self.tls, self.stop.clone());
+        let result = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .layer(layer::MetricsLayer)
             .add_service(health)
             .add_service(reflection_v1)
@@ -149,11 +124,7 @@ impl Server {
             // TCP_NODELAY: without it a small answer can wait for the
             // peer's delayed ACK (~40 ms), which showed as admin p99.
             // At most a few connections, each dropped when silent.
-            .serve_with_incoming_shutdown(
-                crate::listen::Capped::new(listener, "admin", crate::listen::ADMIN_MAX_CONNECTIONS, self.idle)
-                    .incoming(),
-                self.stop.cancelled_owned(),
-            )
+            .serve_with_incoming_shutdown(incoming, self.stop.cancelled_owned())
             .await;
         if let Err(e) = result {
             tracing::error!(error = %e, "admin server failed");

@@ -81,9 +81,20 @@ pub enum TlsError {
     },
     #[error("TLS certificate and key rejected: {0}")]
     Rejected(rustls::Error),
+    #[error("cannot use {} as the client CA: {reason}", path.display())]
+    ClientCa { path: PathBuf, reason: String },
 }
 
 fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+    let config = server_config(cert, key, None, b"http/1.1")?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// A TLS server configuration from PEM files: the certificate chain, its
+/// key and, to require client certificates, the CA that signs them; with
+/// `alpn` as the one application protocol offered. The admin port uses it
+/// too (`h2`, and its `--admin-tls-client-ca`).
+pub fn server_config(cert: &Path, key: &Path, client_ca: Option<&Path>, alpn: &[u8]) -> Result<ServerConfig, TlsError> {
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|source| TlsError::Certificates {
@@ -100,12 +111,31 @@ fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
         source,
     })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
         .map_err(TlsError::Rejected)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let bad = |reason: String| TlsError::ClientCa {
+                path: ca.to_path_buf(),
+                reason,
+            };
+            let mut roots = rustls::RootCertStore::empty();
+            for certificate in CertificateDer::pem_file_iter(ca).map_err(|e| bad(e.to_string()))? {
+                roots
+                    .add(certificate.map_err(|e| bad(e.to_string()))?)
+                    .map_err(|e| bad(e.to_string()))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| bad(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(certs, key).map_err(TlsError::Rejected)?;
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Ok(config)
 }
 
 /// A client's byte stream: plain TCP, or TLS over it (boxed: a TLS
