@@ -154,22 +154,9 @@ impl Failure {
                 }
             } else if tls && (lower.contains("certificate") || lower.contains("unknownissuer")) {
                 format!("TLS failed with {at}: its certificate is not trusted; pass the CA with --ca ({causes})")
-            } else if !tls
-                && (lower.contains("connection reset")
-                    || lower.contains("broken pipe")
-                    || lower.contains("frame")
-                    || lower.contains("h2 protocol")
-                    || lower.contains("connection closed"))
-                && speaks_http1(at)
-            {
+            } else if !tls && plain_closed(&lower) && speaks_http1(at) {
                 not_the_admin_api(at)
-            } else if !tls
-                && (lower.contains("connection reset")
-                    || lower.contains("broken pipe")
-                    || lower.contains("frame")
-                    || lower.contains("h2 protocol")
-                    || lower.contains("connection closed"))
-            {
+            } else if !tls && plain_closed(&lower) {
                 format!(
                     "{at} closed the connection: if its admin port uses TLS, use https://{} with --ca ({causes})",
                     at.trim_start_matches("http://")
@@ -202,6 +189,20 @@ impl Failure {
             },
         }
     }
+}
+
+/// Whether a plain-text connection broke under HTTP/2: the peer closed
+/// it, or spoke something else.
+fn plain_closed(lower: &str) -> bool {
+    [
+        "connection reset",
+        "broken pipe",
+        "frame",
+        "h2 protocol",
+        "connection closed",
+    ]
+    .iter()
+    .any(|k| lower.contains(k))
 }
 
 /// The operator pointed wshubctl at another port of the node (or another
