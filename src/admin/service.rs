@@ -283,7 +283,7 @@ impl Admin for AdminService {
     /// Events come from the hub's bounded broadcast ring: a watcher that
     /// falls behind never slows the hub; it gets one `lagged` event for each
     /// gap (with the number missed in `code`) and the misses are counted. A
-    /// watcher that lags again within [`LAG_WINDOW`] has stayed behind: its
+    /// watcher that lags again within `LAG_WINDOW` (10 s) has stayed behind: its
     /// stream ends with RESOURCE_EXHAUSTED. Every stream ends at shutdown.
     async fn watch_events(
         &self,

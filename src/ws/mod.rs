@@ -1,8 +1,8 @@
 //! The data plane: the WebSocket listener, and per connection a reader task
 //! (socket → hub) and a writer task (client queue → socket).
 //!
-//! Data flows one way: socket → [`reader`] → hub → client queue →
-//! [`writer`] → socket. Neither task touches the registry.
+//! Data flows one way: socket → `reader` → hub → client queue →
+//! `writer` → socket. Neither task touches the registry.
 
 mod connection;
 mod demo;

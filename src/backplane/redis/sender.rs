@@ -24,6 +24,7 @@ use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 use tokio::time::Instant;
 
+use super::store::META_LIFE;
 use super::*;
 
 /// Batches in flight on the connection, at most.
