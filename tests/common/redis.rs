@@ -140,10 +140,13 @@ where
 /// A TCP proxy in front of Redis that can silence the subscriptions passing
 /// through it: the connection stays open, commands still reach Redis, but
 /// nothing Redis sends back on it arrives any more (a silent stall). It can
-/// also hold everything Redis answers for a while (a slow link).
+/// also hold everything Redis answers for a while (a slow link), or lose one
+/// pub/sub message on its way to the node.
 pub struct StallProxy {
     pub port: u16,
     conns: std::sync::Arc<std::sync::Mutex<Vec<std::sync::Arc<Proxied>>>>,
+    /// A marker: the next pub/sub message that contains it is lost.
+    lose: std::sync::Arc<std::sync::Mutex<Option<Vec<u8>>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -167,6 +170,8 @@ impl StallProxy {
         let port = listener.local_addr().unwrap().port();
         let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let all = conns.clone();
+        let lose = std::sync::Arc::new(std::sync::Mutex::new(None::<Vec<u8>>));
+        let losing = lose.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
@@ -189,16 +194,29 @@ impl StallProxy {
                     }
                 });
                 let (held, mut due) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+                let losing = losing.clone();
                 tokio::spawn(async move {
+                    // What Redis sends is cut into whole RESP values, so one
+                    // pub/sub message can be left out without breaking the rest.
                     let mut buf = vec![0; 16384];
+                    let mut pending = Vec::new();
                     while let Ok(n @ 1..) = server_rx.read(&mut buf).await {
                         if conn.silenced.load(Relaxed) {
                             continue;
                         }
-                        if held
-                            .send((tokio::time::Instant::now() + delay, buf[..n].to_vec()))
-                            .is_err()
-                        {
+                        pending.extend_from_slice(&buf[..n]);
+                        let mut out = Vec::with_capacity(pending.len());
+                        let mut at = 0;
+                        while let Some(len) = resp_value_len(&pending[at..]) {
+                            let value = &pending[at..at + len];
+                            at += len;
+                            if is_lost(value, &losing) {
+                                continue;
+                            }
+                            out.extend_from_slice(value);
+                        }
+                        pending.drain(..at);
+                        if held.send((tokio::time::Instant::now() + delay, out)).is_err() {
                             break;
                         }
                     }
@@ -213,7 +231,23 @@ impl StallProxy {
                 });
             }
         });
-        StallProxy { port, conns, task }
+        StallProxy {
+            port,
+            conns,
+            lose,
+            task,
+        }
+    }
+
+    /// The next pub/sub message (to any node through this proxy) whose
+    /// bytes contain `marker` is lost; replies to commands are never lost.
+    pub fn lose_next_message_with(&self, marker: &str) {
+        *self.lose.lock().unwrap() = Some(marker.as_bytes().to_vec());
+    }
+
+    /// Whether the message armed by `lose_next_message_with` has been lost.
+    pub fn lost(&self) -> bool {
+        self.lose.lock().unwrap().is_none()
     }
 
     /// Silences every subscription open now; later ones pass.
@@ -225,6 +259,54 @@ impl StallProxy {
             c.silenced.store(true, Relaxed);
         }
         subscribers.len()
+    }
+}
+
+/// Whether `value` is the pub/sub message armed to be lost (and disarms it).
+fn is_lost(value: &[u8], lose: &std::sync::Mutex<Option<Vec<u8>>>) -> bool {
+    let mut lose = lose.lock().unwrap();
+    let Some(marker) = lose.as_deref() else {
+        return false;
+    };
+    let pushed = [&b"*3\r\n$7\r\nmessage\r\n"[..], b">3\r\n$7\r\nmessage\r\n"]
+        .iter()
+        .any(|head| value.starts_with(head));
+    if pushed && value.windows(marker.len()).any(|w| w == marker) {
+        *lose = None;
+        return true;
+    }
+    false
+}
+
+/// The length of the first whole RESP (2 or 3) value in `buf`, if it is all
+/// there.
+fn resp_value_len(buf: &[u8]) -> Option<usize> {
+    let line = buf.windows(2).position(|w| w == b"\r\n")?;
+    let head = line + 2;
+    let number = || std::str::from_utf8(&buf[1..line]).ok()?.parse::<i64>().ok();
+    match buf[0] {
+        b'$' | b'=' | b'!' => {
+            let len = number()?;
+            if len < 0 {
+                return Some(head);
+            }
+            let end = head + len as usize + 2;
+            (buf.len() >= end).then_some(end)
+        }
+        b'*' | b'>' | b'~' | b'%' | b'|' => {
+            let count = number()?;
+            let count = if matches!(buf[0], b'%' | b'|') {
+                count * 2
+            } else {
+                count
+            };
+            let mut at = head;
+            for _ in 0..count.max(0) {
+                at += resp_value_len(&buf[at..])?;
+            }
+            Some(at)
+        }
+        _ => Some(head),
     }
 }
 
