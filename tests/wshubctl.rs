@@ -330,3 +330,137 @@ async fn stats_says_whether_the_node_is_ready_or_draining() {
     assert_eq!(stats["state"], "not ready: draining or shutting down", "{stats}");
     server.stop().await;
 }
+
+/// Runs wshubctl with `env` as its only settings from the environment (none
+/// of the caller's own, no profile file from HOME).
+async fn ctl_env(env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_wshubctl"));
+    for var in [
+        "WSHUB_ADMIN_ADDR",
+        "WSHUB_ADMIN_TOKEN",
+        "WSHUB_ADMIN_TOKEN_FILE",
+        "WSHUB_ADMIN_CA",
+        "WSHUB_ADMIN_CERT",
+        "WSHUB_ADMIN_KEY",
+        "WSHUBCTL_CONFIG",
+        "WSHUBCTL_PROFILE",
+        "XDG_CONFIG_HOME",
+    ] {
+        command.env_remove(var);
+    }
+    let out = command
+        .env("HOME", "/nonexistent")
+        .envs(env.iter().copied())
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(WAIT, out)
+        .await
+        .expect("wshubctl ends")
+        .expect("wshubctl runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_names_a_target_and_flags_and_the_environment_win_over_it() {
+    let pki = Pki::new("ctl-profile");
+    let (cert, key, _, _) = pki.leaf("localhost");
+    pki.leaf("operator");
+    let server = TestServer::with(|c| {
+        c.admin_tls_cert = Some(cert);
+        c.admin_tls_key = Some(key);
+        c.admin_tls_client_ca = Some(pki.dir.join("ca.pem"));
+        c.admin_token = Some("secret".into());
+    })
+    .await;
+    std::fs::write(pki.dir.join("token"), "secret\n").unwrap();
+    let config = pki.dir.join("wshubctl.toml");
+    let port = server.admin.port();
+    let profiles = format!(
+        "default = \"mtls\"\n\n\
+         [profiles.mtls]\n\
+         addr = \"https://localhost:{port}\"\n\
+         token_file = \"token\"\n\
+         ca = \"ca.pem\"\n\
+         cert = \"operator.pem\"\n\
+         key = \"operator.key\"\n\n\
+         [profiles.nowhere]\n\
+         addr = \"127.0.0.1:1\"\n"
+    );
+    std::fs::write(&config, &profiles).unwrap();
+    let env = [("WSHUBCTL_CONFIG", config.to_str().unwrap())];
+
+    // The default profile gives every setting, its paths taken from the
+    // file's folder: mutual TLS and the token work with no flag at all.
+    let out = ctl_env(&env, &["--json", "stats"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stats: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(stats["clients"], 0, "{stats}");
+
+    // Another profile, by flag or by environment.
+    let out = ctl_env(&env, &["--profile", "nowhere", "stats"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("127.0.0.1:1"), "{}", stderr(&out));
+    let chosen = [env[0], ("WSHUBCTL_PROFILE", "nowhere")];
+    let out = ctl_env(&chosen, &["stats"]).await;
+    assert!(stderr(&out).contains("127.0.0.1:1"), "{}", stderr(&out));
+
+    // A flag wins over the profile, and so does the environment.
+    let out = ctl_env(&env, &["--addr", "127.0.0.1:2", "stats"]).await;
+    assert!(stderr(&out).contains("127.0.0.1:2"), "{}", stderr(&out));
+    let addr = [env[0], ("WSHUB_ADMIN_ADDR", "127.0.0.1:3")];
+    let out = ctl_env(&addr, &["stats"]).await;
+    assert!(stderr(&out).contains("127.0.0.1:3"), "{}", stderr(&out));
+    let out = ctl_env(&env, &["--token", "wrong", "stats"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("refused the admin token"), "{}", stderr(&out));
+
+    // `profiles` lists them, the default marked, and connects nowhere.
+    let out = ctl_env(&env, &["profiles"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed = stdout(&out);
+    assert!(
+        listed.contains(&format!("* mtls             https://localhost:{port}")),
+        "{listed}"
+    );
+    assert!(listed.contains("  nowhere          127.0.0.1:1"), "{listed}");
+
+    // The example in docs/admin-api.md is a valid profile file.
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/admin-api.md")).unwrap();
+    let example = doc
+        .split("**Profiles.**")
+        .nth(1)
+        .and_then(|rest| rest.split("```toml\n").nth(1))
+        .and_then(|block| block.split("```").next())
+        .expect("admin-api.md shows a profile file");
+    let documented = pki.dir.join("documented.toml");
+    std::fs::write(&documented, example).unwrap();
+    let out = ctl_env(&[], &["--config", documented.to_str().unwrap(), "--json", "profiles"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed: Vec<Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let prod = listed.iter().find(|p| p["name"] == "prod").expect("prod");
+    assert_eq!(
+        prod["ca"],
+        pki.dir.join("ca.pem").to_str().unwrap(),
+        "from the file's folder"
+    );
+    assert!(listed.iter().any(|p| p["name"] == "staging" && p["default"] == true));
+
+    // What cannot be used is a usage error (exit 2) that names it.
+    let out = ctl_env(&env, &["--profile", "prod", "stats"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no profile \"prod\"") && stderr(&out).contains("(it has: mtls, nowhere)"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(&config, profiles.replace("addr = \"127", "adress = \"127")).unwrap();
+    let out = ctl_env(&env, &["stats"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("adress"), "{}", stderr(&out));
+    let missing = [("WSHUBCTL_CONFIG", "/nonexistent/wshubctl.toml")];
+    let out = ctl_env(&missing, &["stats"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("/nonexistent/wshubctl.toml"), "{}", stderr(&out));
+    server.stop().await;
+}

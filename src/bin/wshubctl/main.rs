@@ -2,21 +2,37 @@
 //! Tables for people by default, `--json` (one object per line) for scripts.
 
 mod connect;
+mod profile;
 mod top;
 
 use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anstyle::{AnsiColor, Style};
-use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 use wshub::admin::pb;
 
 use connect::{Client, Failure};
 
 #[derive(Parser)]
-#[command(name = "wshubctl", version, about = "Operate a wshub node over its gRPC admin API")]
+#[command(
+    name = "wshubctl",
+    version,
+    about = "Operate a wshub node over its gRPC admin API",
+    after_help = "Each setting comes from its flag, else its environment variable, else the profile \
+                  (--profile, or the profile file's `default`), else its default."
+)]
 struct Cli {
+    /// The profile file [default: $XDG_CONFIG_HOME/wshubctl/config.toml, or
+    /// ~/.config/wshubctl/config.toml]: named admin targets (see `wshubctl profiles`).
+    #[arg(long, env = "WSHUBCTL_CONFIG", global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The profile to take addr, token_file, ca, cert and key from.
+    #[arg(long, env = "WSHUBCTL_PROFILE", global = true, value_name = "NAME")]
+    profile: Option<String>,
     /// Admin API address: host:port, http://host:port or https://host:port.
     #[arg(long, env = "WSHUB_ADMIN_ADDR", default_value = "127.0.0.1:50051", global = true)]
     addr: String,
@@ -139,6 +155,9 @@ enum Cmd {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// List the profile file's profiles (the default marked with *); connects nowhere.
+    #[command(after_help = "Example:\n  wshubctl profiles")]
+    Profiles,
     /// Print a shell completion script.
     #[command(after_help = "Example:\n  wshubctl completions bash > /etc/bash_completion.d/wshubctl")]
     Completions {
@@ -191,12 +210,90 @@ enum Kind {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // A profile that cannot be used is a usage error, like a bad flag.
+    let (profiles, path) = match with_profile(&mut cli, &matches) {
+        Ok(found) => found,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if let Cmd::Profiles = cli.command {
+        print_profiles(&profiles, path.as_deref(), cli.json);
+        return std::process::ExitCode::SUCCESS;
+    }
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("error: {message}");
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Reads the profile file and fills in, from the chosen profile, each
+/// setting that neither a flag nor the environment gave.
+/// Answers the file and where it is (`None`: no HOME to look in).
+fn with_profile(cli: &mut Cli, matches: &ArgMatches) -> Result<(profile::File, Option<PathBuf>), String> {
+    let (path, explicit) = match &cli.config {
+        Some(path) => (path.clone(), true),
+        None => match profile::default_path() {
+            Some(path) => (path, false),
+            None if cli.profile.is_some() => return Err("--profile needs --config (no HOME to look in)".into()),
+            None => return Ok((profile::File::default(), None)),
+        },
+    };
+    let file = profile::File::read(&path, explicit)?;
+    if matches!(cli.command, Cmd::Profiles) {
+        return Ok((file, Some(path)));
+    }
+    let Some(chosen) = file.pick(cli.profile.as_deref(), &path)? else {
+        return Ok((file, Some(path)));
+    };
+    let given = |id: &str| {
+        matches!(
+            matches.value_source(id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        )
+    };
+    let chosen = chosen.clone();
+    if let (false, Some(addr)) = (given("addr"), chosen.addr) {
+        cli.addr = addr;
+    }
+    if !given("token") && !given("token_file") {
+        cli.token_file = chosen.token_file.or(cli.token_file.take());
+    }
+    if !given("ca") {
+        cli.ca = chosen.ca.or(cli.ca.take());
+    }
+    if !given("cert") && !given("key") {
+        cli.cert = chosen.cert.or(cli.cert.take());
+        cli.key = chosen.key.or(cli.key.take());
+    }
+    Ok((file, Some(path)))
+}
+
+fn print_profiles(file: &profile::File, path: Option<&Path>, json_out: bool) {
+    if file.list().next().is_none() {
+        match path {
+            Some(path) => eprintln!("no profiles in {}", path.display()),
+            None => eprintln!("no profile file: neither --config nor HOME is set"),
+        }
+        return;
+    }
+    let show = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    for (name, p, default) in file.list() {
+        if json_out {
+            let line = json!({
+                "name": name, "default": default, "addr": p.addr, "token_file": show(&p.token_file),
+                "ca": show(&p.ca), "cert": show(&p.cert), "key": show(&p.key),
+            });
+            println!("{line}");
+        } else {
+            let mark = if default { "*" } else { " " };
+            println!("{mark} {name:<16} {}", p.addr.as_deref().unwrap_or("127.0.0.1:50051"));
         }
     }
 }
@@ -231,7 +328,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     let fail = |e: tonic::Status| Failure::Status(e).describe(&target);
     let json_out = cli.json;
     match cli.command {
-        Cmd::Completions { .. } => unreachable!("handled above"),
+        Cmd::Completions { .. } | Cmd::Profiles => unreachable!("handled above"),
         Cmd::Stats => {
             let s = admin
                 .get_stats(pb::GetStatsRequest {})
