@@ -184,6 +184,11 @@ impl Closing {
         Self::with_frame(DisconnectReason::Drain, code::SERVICE_RESTART, "service restart")
     }
 
+    /// Silent (no frame, no pong) for `--idle-timeout`.
+    pub fn ping_timeout() -> Self {
+        Self::with_frame(DisconnectReason::PingTimeout, code::NORMAL, "ping timeout")
+    }
+
     pub fn token_expired() -> Self {
         Self::with_frame(DisconnectReason::TokenExpired, code::POLICY_VIOLATION, "token expired")
     }

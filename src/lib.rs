@@ -271,6 +271,7 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
         queue_bytes: config.hub_queue_bytes,
         deadline: config.admin_deadline,
         write_timeout: config.write_timeout,
+        idle_timeout: config.idle_timeout,
         send_queue_len: config.client.send_queue_len,
         send_queue_bytes: config.client.send_queue_bytes,
         history: config.history.hub(),

@@ -76,6 +76,10 @@ pub struct Shared {
     /// is not writing: the hub's sampler evicts a client whose write has
     /// not finished within `--write-timeout`, so no write needs a timer.
     write_since: AtomicU64,
+    /// When the reader last read a frame ([`clock_ms`]): the hub's sampler
+    /// closes a client silent for `--idle-timeout`, so no connection needs
+    /// an idle timer of its own.
+    last_seen: AtomicU64,
     /// Why it was evicted, once it was ([`Trigger`] as a number; 0: not).
     trigger: std::sync::atomic::AtomicU8,
 }
@@ -151,7 +155,8 @@ impl std::ops::AddAssign for Totals {
     }
 }
 
-/// Milliseconds since the first call, never 0: the clock of `write_since`.
+/// Milliseconds since the first call, never 0: the clock of `write_since`
+/// and `last_seen`.
 fn clock_ms() -> u64 {
     static START: OnceLock<std::time::Instant> = OnceLock::new();
     START.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64 + 1
@@ -217,6 +222,7 @@ impl Shared {
             traffic: Traffic::default(),
             direct: Mutex::new(None),
             write_since: AtomicU64::new(0),
+            last_seen: AtomicU64::new(clock_ms()),
             trigger: std::sync::atomic::AtomicU8::new(0),
         }
     }
@@ -380,6 +386,17 @@ impl Shared {
             0 => None,
             since => Some(std::time::Duration::from_millis(clock_ms().saturating_sub(since))),
         }
+    }
+
+    /// The reader read a frame: the client is not silent.
+    pub fn seen(&self) {
+        self.last_seen.store(clock_ms(), Ordering::Relaxed);
+    }
+
+    /// How long since the reader last read a frame (or since connecting).
+    pub fn silent_for(&self) -> std::time::Duration {
+        let last = self.last_seen.load(Ordering::Relaxed);
+        std::time::Duration::from_millis(clock_ms().saturating_sub(last))
     }
 
     /// Whether the connection has started closing (or was forced closed).

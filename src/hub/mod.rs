@@ -103,6 +103,9 @@ pub struct HubConfig {
     pub deadline: Duration,
     /// A client whose socket write has not finished in this long is evicted.
     pub write_timeout: Duration,
+    /// A client that sent nothing (no frame, no pong) for this long is
+    /// closed with `1000 "ping timeout"`.
+    pub idle_timeout: Duration,
     /// Each client queue's limits (messages, bytes), for the fill metrics.
     pub send_queue_len: usize,
     pub send_queue_bytes: usize,

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use super::{history, metrics};
 use super::{ClientId, ClientInfo, ClientPage, Cursor, Entry, Fill, Hub, ListQuery, Order, Stats};
+use crate::close::Closing;
 
 /// A client's place in queue-depth order: deepest first, then by id.
 type DepthKey = (std::cmp::Reverse<u32>, ClientId);
@@ -149,7 +150,9 @@ impl Hub {
     /// Samples every client's queue into the depth histogram, the deepest
     /// queue and the bytes queued; one pass per tick, nothing per delivery.
     /// The same pass evicts every client whose socket write has been
-    /// blocked for `--write-timeout`: its socket takes nothing.
+    /// blocked for `--write-timeout` (its socket takes nothing), and closes
+    /// every client that sent nothing for `--idle-timeout`: neither needs a
+    /// timer per connection, and the idle one is found within a tick.
     pub(super) fn sample_queues(&mut self) {
         let mut counts: BTreeMap<usize, u64> = BTreeMap::new();
         let (mut bytes, mut sampled_bytes_max) = (0, 0);
@@ -165,6 +168,9 @@ impl Hub {
                 .is_some_and(|t| t >= self.config.write_timeout)
             {
                 stalled.push(*id);
+            } else if entry.tx.silent_for() >= self.config.idle_timeout {
+                // Closed, not evicted: its connection unregisters it.
+                entry.tx.close(Closing::ping_timeout());
             }
         }
         for id in stalled.drain(..) {

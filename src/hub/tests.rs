@@ -65,6 +65,7 @@ fn config() -> HubConfig {
         queue_bytes: 1 << 20,
         deadline: std::time::Duration::from_secs(5),
         write_timeout: std::time::Duration::from_secs(10),
+        idle_timeout: std::time::Duration::from_secs(60),
         send_queue_len: 8,
         send_queue_bytes: 1 << 20,
         history: super::history::HistoryConfig::off(),

@@ -67,7 +67,6 @@ pub struct Context {
     pub node: crate::types::NodeId,
     pub limits: ClientLimits,
     pub ping_interval: Duration,
-    pub idle_timeout: Duration,
     /// From the moment a connection starts closing, how long it may take
     /// to flush its queue and close frame before the socket is dropped.
     pub close_timeout: Duration,
@@ -125,7 +124,6 @@ impl Context {
             tls: security.tls,
             limits,
             ping_interval: config.ping_interval,
-            idle_timeout: config.idle_timeout,
             close_timeout: config.close_timeout,
             lifecycle,
             tracker,

@@ -40,9 +40,9 @@ pub fn run<'a>(
 ) -> impl Future<Output = ()> + Send + 'a {
     async move {
         let handles = metrics::handles();
-        let mut last_seen = Instant::now();
-        // One timer serves both the idle timeout and the token's expiry.
-        let expires = shared
+        // The token's expiry has a timer, boxed: a client without one pays
+        // a word. Silence (`--idle-timeout`) is the hub's sampler's to find.
+        let mut expiry = shared
             .identity
             .as_ref()
             .filter(|_| ctx.close_on_expiry)
@@ -52,10 +52,9 @@ pub fn run<'a>(
                     .duration_since(std::time::SystemTime::now())
                     .unwrap_or_default();
                 // Past what the monotonic clock holds: never, in practice.
-                last_seen.checked_add(left)
-            });
-        let idle = tokio::time::sleep_until(deadline(last_seen, ctx.idle_timeout, expires));
-        tokio::pin!(idle);
+                Instant::now().checked_add(left)
+            })
+            .map(|at| Box::pin(tokio::time::sleep_until(at)));
         // Boxed: a client pays one word for it unless --client-rate is set.
         let mut rate = ctx
             .rate
@@ -63,26 +62,14 @@ pub fn run<'a>(
         // Whether a refusal by policy (`forbidden`, `publish_disabled`) was
         // logged: once per client, not per request.
         let mut refusal_logged = false;
-        let mut control = ControlRate::new(last_seen);
+        let mut control = ControlRate::new(Instant::now());
         loop {
             let next = tokio::select! {
                 biased;
                 _ = shared.token.cancelled() => break,
-                _ = &mut idle => {
-                    // The timer is reset lazily: only when it fires is the last
-                    // activity checked, so frames do not each touch the timer.
-                    let now = Instant::now();
-                    if expires.is_some_and(|e| now >= e) {
-                        tracing::debug!(user = shared.user(), "token expired");
-                        shared.close(Closing::token_expired());
-                        break;
-                    }
-                    let deadline = deadline(last_seen, ctx.idle_timeout, expires);
-                    if now < deadline {
-                        idle.as_mut().reset(deadline);
-                        continue;
-                    }
-                    shared.close(Closing::with_frame(DisconnectReason::PingTimeout, code::NORMAL, "ping timeout"));
+                _ = expired(expiry.as_mut()) => {
+                    tracing::debug!(user = shared.user(), "token expired");
+                    shared.close(Closing::token_expired());
                     break;
                 }
                 next = stream.next() => next,
@@ -91,7 +78,7 @@ pub fn run<'a>(
                 // Closed while this frame arrived: it has no effect.
                 break;
             }
-            last_seen = Instant::now();
+            shared.seen();
             let message = match next {
                 None => {
                     shared.set_closing(Closing::silent(DisconnectReason::ClientClose));
@@ -147,7 +134,7 @@ pub fn run<'a>(
                     break;
                 }
                 Message::Ping(_) | Message::Pong(_) => {
-                    if !control.take(last_seen, ctx.limits.client_control_rate) {
+                    if !control.take(Instant::now(), ctx.limits.client_control_rate) {
                         tracing::info!(client_id = %shared.id, user = shared.user(), "client sent control frames past --client-control-rate; closing (4029)");
                         shared.close(Closing::control_flood());
                         break;
@@ -161,11 +148,12 @@ pub fn run<'a>(
     }
 }
 
-/// When the reader's one timer fires: the idle timeout after the last
-/// frame, or the token's expiry if sooner.
-fn deadline(last_seen: Instant, idle_timeout: std::time::Duration, expires: Option<Instant>) -> Instant {
-    let idle = last_seen + idle_timeout;
-    expires.map_or(idle, |e| e.min(idle))
+/// Ends when the token's expiry timer fires; never without one.
+async fn expired(timer: Option<&mut Pin<Box<tokio::time::Sleep>>>) {
+    match timer {
+        Some(timer) => timer.await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Fails the connection as RFC 6455 §7.1.7 asks: a close frame whose code

@@ -55,6 +55,7 @@ pub fn run(mut sink: Sink, shared: Arc<Shared>, ping_interval: Duration) -> impl
 async fn write_loop(sink: &mut Sink, shared: &Shared, ping_interval: Duration) -> Result<(), Error> {
     let mut ping = interval_at(Instant::now() + ping_interval, ping_interval);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut welcomed = false;
     loop {
         let batch = tokio::select! {
             batch = shared.take() => batch,
@@ -68,7 +69,7 @@ async fn write_loop(sink: &mut Sink, shared: &Shared, ping_interval: Duration) -
         // Boxed per batch (not per frame): an idle connection's task then
         // holds none of the write's state.
         shared.writing(true);
-        let written = Box::pin(write_batch(sink, batch, shared)).await?;
+        let written = Box::pin(write_batch(sink, batch, shared, &mut welcomed)).await?;
         shared.writing(false);
         if let Written::Closed = written {
             return Ok(());
@@ -81,7 +82,19 @@ enum Written {
     Closed,
 }
 
-async fn write_batch(sink: &mut Sink, batch: VecDeque<Outbound>, shared: &Shared) -> Result<Written, Error> {
+/// Feeds a batch to tungstenite and flushes it. Large frames, and the first
+/// frame of all (the welcome), go through the side door instead
+/// (`ws::wire`): tungstenite's buffer keeps the size of the largest frame
+/// it ever wrote for the life of the connection, and the welcome is the
+/// largest a client that never subscribes gets. Through the door, such a
+/// client holds no write buffer at all (0.12 kB less per idle connection,
+/// measured: docs/performance.md).
+async fn write_batch(
+    sink: &mut Sink,
+    batch: VecDeque<Outbound>,
+    shared: &Shared,
+    welcomed: &mut bool,
+) -> Result<Written, Error> {
     let (mut frames, mut bytes) = (0, 0);
     let mut result = Written::More;
     for item in batch {
@@ -89,11 +102,12 @@ async fn write_batch(sink: &mut Sink, batch: VecDeque<Outbound>, shared: &Shared
             Outbound::Text(text) => {
                 frames += 1;
                 bytes += text.len();
-                if text.len() > LARGE_FRAME {
+                if text.len() > LARGE_FRAME || !*welcomed {
                     // Everything before it leaves tungstenite's buffer (and
                     // any large frame before it, the door) first.
                     sink.flush().await?;
                     wire::hand_over(shared, text.into());
+                    *welcomed = true;
                 } else {
                     sink.feed(Message::Text(text)).await?;
                 }

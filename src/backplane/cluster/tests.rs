@@ -75,6 +75,7 @@ async fn the_canary_finds_a_silent_subscription_within_two_heartbeats() {
         queue_bytes: 1 << 20,
         deadline: Duration::from_secs(5),
         write_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(60),
         send_queue_len: 8,
         send_queue_bytes: 1 << 20,
         history: crate::hub::HistoryConfig::off(),
