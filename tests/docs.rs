@@ -42,7 +42,8 @@ async fn node_of_the_docs() -> (TestServer, Vec<WsClient>) {
 }
 
 /// `sh -c LINE` with this build's wshubctl first on the PATH and the node's
-/// admin address in WSHUB_ADMIN_ADDR (what `--addr` defaults to).
+/// admin address in WSHUB_ADMIN_ADDR (what `--addr` defaults to); no
+/// profile file of the caller's is read.
 fn shell(line: &str, server: &TestServer) -> tokio::process::Command {
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_wshubctl")).parent().unwrap();
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
@@ -51,6 +52,9 @@ fn shell(line: &str, server: &TestServer) -> tokio::process::Command {
         .args(["-c", line])
         .env("PATH", path)
         .env("WSHUB_ADMIN_ADDR", server.admin.to_string())
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .env_remove("WSHUBCTL_CONFIG")
+        .env_remove("WSHUBCTL_PROFILE")
         .env("NO_COLOR", "1")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

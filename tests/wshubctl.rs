@@ -9,16 +9,8 @@ use serde_json::Value;
 
 /// Runs `wshubctl --addr ADDR ARGS...` within the test deadline.
 async fn ctl(addr: &str, args: &[&str]) -> std::process::Output {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_wshubctl"))
-        .arg("--addr")
-        .arg(addr)
-        .args(args)
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(WAIT, out)
-        .await
-        .expect("wshubctl ends")
-        .expect("wshubctl runs")
+    let args: Vec<&str> = ["--addr", addr].into_iter().chain(args.iter().copied()).collect();
+    ctl_env(&[], &args).await
 }
 
 fn stdout(out: &std::process::Output) -> String {
