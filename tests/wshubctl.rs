@@ -228,18 +228,24 @@ async fn completions_for_each_shell() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_certificate_reaches_an_mtls_admin_port_and_its_absence_is_named() {
-    let pki = Pki::new("ctl-mtls");
+/// A node whose admin port asks for a client certificate signed by `pki`'s
+/// CA and the token `secret`.
+async fn mtls_server(pki: &Pki) -> TestServer {
     let (cert, key, _, _) = pki.leaf("localhost");
-    let (client_cert, client_key, _, _) = pki.leaf("operator");
-    let server = TestServer::with(|c| {
+    TestServer::with(|c| {
         c.admin_tls_cert = Some(cert);
         c.admin_tls_key = Some(key);
         c.admin_tls_client_ca = Some(pki.dir.join("ca.pem"));
         c.admin_token = Some("secret".into());
     })
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_reaches_an_mtls_admin_port_and_its_absence_is_named() {
+    let pki = Pki::new("ctl-mtls");
+    let server = mtls_server(&pki).await;
+    let (client_cert, client_key, _, _) = pki.leaf("operator");
     let addr = format!("https://localhost:{}", server.admin.port());
     let ca = pki.dir.join("ca.pem");
     let ca = ca.to_str().unwrap();
@@ -355,15 +361,8 @@ async fn ctl_env(env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_profile_names_a_target_and_flags_and_the_environment_win_over_it() {
     let pki = Pki::new("ctl-profile");
-    let (cert, key, _, _) = pki.leaf("localhost");
+    let server = mtls_server(&pki).await;
     pki.leaf("operator");
-    let server = TestServer::with(|c| {
-        c.admin_tls_cert = Some(cert);
-        c.admin_tls_key = Some(key);
-        c.admin_tls_client_ca = Some(pki.dir.join("ca.pem"));
-        c.admin_token = Some("secret".into());
-    })
-    .await;
     std::fs::write(pki.dir.join("token"), "secret\n").unwrap();
     let config = pki.dir.join("wshubctl.toml");
     let port = server.admin.port();
