@@ -17,6 +17,10 @@ use wshub::admin::pb;
 
 use connect::{Client, Failure};
 
+/// Where the admin API is when neither a flag, the environment nor a
+/// profile says (the node's own `--admin-addr` default).
+const DEFAULT_ADDR: &str = "127.0.0.1:50051";
+
 #[derive(Parser)]
 #[command(
     name = "wshubctl",
@@ -34,7 +38,7 @@ struct Cli {
     #[arg(long, env = "WSHUBCTL_PROFILE", global = true, value_name = "NAME")]
     profile: Option<String>,
     /// Admin API address: host:port, http://host:port or https://host:port.
-    #[arg(long, env = "WSHUB_ADMIN_ADDR", default_value = "127.0.0.1:50051", global = true)]
+    #[arg(long, env = "WSHUB_ADMIN_ADDR", default_value = DEFAULT_ADDR, global = true)]
     addr: String,
     /// Bearer token, when the server requires one (--admin-token).
     #[arg(
@@ -293,7 +297,7 @@ fn print_profiles(file: &profile::File, path: Option<&Path>, json_out: bool) {
             println!("{line}");
         } else {
             let mark = if default { "*" } else { " " };
-            println!("{mark} {name:<16} {}", p.addr.as_deref().unwrap_or("127.0.0.1:50051"));
+            println!("{mark} {name:<16} {}", p.addr.as_deref().unwrap_or(DEFAULT_ADDR));
         }
     }
 }
